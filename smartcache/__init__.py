@@ -1,0 +1,35 @@
+"""smartcache: a drop-in redis-py client that routes by itself, with caching patterns."""
+from __future__ import annotations
+
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import (
+    AmbiguousCommandError,
+    ClusterUnavailableError,
+    ConfigurationError,
+    CrossSlotError,
+    NoReachableNodeError,
+    ServerBinaryNotFoundError,
+    SmartCacheError,
+    SmartConnectionError,
+    SmartTimeoutError,
+    TopologyError,
+    TopologyNotReadyError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AmbiguousCommandError",
+    "ClusterUnavailableError",
+    "ConfigurationError",
+    "CrossSlotError",
+    "NoReachableNodeError",
+    "ServerBinaryNotFoundError",
+    "SmartCacheError",
+    "SmartConnectionError",
+    "SmartTimeoutError",
+    "TopologyError",
+    "TopologyNotReadyError",
+    "__version__",
+    "key_slot",
+]

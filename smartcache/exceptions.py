@@ -1,0 +1,126 @@
+"""The one error tree of smartcache.
+
+Every error smartcache raises derives from :class:`SmartCacheError`. Where a drop-in
+user of redis-py would already catch an error (``redis.exceptions.ConnectionError``,
+``ResponseError``, ...), the smartcache error also derives from that redis-py class,
+so existing ``except`` clauses keep working::
+
+    SmartCacheError
+    ├── ConfigurationError            bad input: option, URL, argument (also ValueError)
+    │   └── ServerBinaryNotFoundError no redis-server / valkey-server to start
+    ├── TopologyError                 a local topology (smartcache.testing) misbehaved
+    │   └── TopologyNotReadyError     it did not become ready in time (carries log lines)
+    ├── SmartConnectionError          also redis.exceptions.ConnectionError
+    │   ├── SmartTimeoutError         also redis.exceptions.TimeoutError
+    │   ├── NoReachableNodeError      every address tried is listed in ``.addresses``
+    │   └── AmbiguousCommandError     the command may or may not have run
+    ├── CrossSlotError                also redis.exceptions.ClusterCrossSlotError
+    └── ClusterUnavailableError       also redis.exceptions.ClusterDownError
+
+Errors carry context as attributes (``.command``, ``.node``, ``.slot``, ``.attempts``),
+never secrets: passwords are not part of any message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.exceptions as _rx
+
+__all__ = [
+    "AmbiguousCommandError",
+    "ClusterUnavailableError",
+    "ConfigurationError",
+    "CrossSlotError",
+    "NoReachableNodeError",
+    "ServerBinaryNotFoundError",
+    "SmartCacheError",
+    "SmartConnectionError",
+    "SmartTimeoutError",
+    "TopologyError",
+    "TopologyNotReadyError",
+]
+
+
+class SmartCacheError(Exception):
+    """Root of every error smartcache raises."""
+
+
+class ConfigurationError(SmartCacheError, ValueError):
+    """An option, URL or argument is wrong; the message says how to fix it."""
+
+
+class ServerBinaryNotFoundError(ConfigurationError):
+    """No server binary could be found to start a local topology."""
+
+
+class TopologyError(SmartCacheError):
+    """A local topology started by :mod:`smartcache.testing` misbehaved."""
+
+
+class TopologyNotReadyError(TopologyError):
+    """A local topology did not become ready within its timeout.
+
+    ``log_tail`` holds the last log lines of the node that was not ready.
+    """
+
+    def __init__(self, message: str, *, node: str | None = None, log_tail: str = "") -> None:
+        self.node = node
+        self.log_tail = log_tail
+        full = message if not log_tail else f"{message}\n--- last log lines of {node} ---\n{log_tail}"
+        super().__init__(full)
+
+
+class SmartConnectionError(SmartCacheError, _rx.ConnectionError):
+    """A node could not be reached or the connection broke."""
+
+    def __init__(self, message: str, *, node: str | None = None) -> None:
+        self.node = node
+        super().__init__(message)
+
+
+class SmartTimeoutError(SmartConnectionError, _rx.TimeoutError):
+    """A node did not answer within the configured timeout."""
+
+
+class NoReachableNodeError(SmartConnectionError):
+    """None of the given addresses answered; ``addresses`` lists every one tried."""
+
+    def __init__(self, message: str, *, addresses: Sequence[str] = ()) -> None:
+        self.addresses = tuple(addresses)
+        super().__init__(message)
+
+
+class AmbiguousCommandError(SmartConnectionError):
+    """The connection broke after a non-idempotent command was sent.
+
+    The command may or may not have run on the server, so it was not re-sent.
+    Pass ``retry_non_idempotent=True`` to the client to re-send such commands.
+    """
+
+    def __init__(self, message: str, *, command: str, node: str | None = None,
+                 attempts: int = 1) -> None:
+        self.command = command
+        self.attempts = attempts
+        super().__init__(message, node=node)
+
+
+class CrossSlotError(SmartCacheError, _rx.ClusterCrossSlotError):
+    """Keys of one atomic command or transaction hash to different slots."""
+
+    def __init__(self, message: str, *, command: str | None = None,
+                 slots: Sequence[int] = ()) -> None:
+        self.command = command
+        self.slots = tuple(slots)
+        super().__init__(message)
+
+
+class ClusterUnavailableError(SmartCacheError, _rx.ClusterDownError):
+    """The cluster kept refusing a command (CLUSTERDOWN, uncovered slot) past the deadline."""
+
+    def __init__(self, message: str, *, command: str | None = None, slot: int | None = None,
+                 attempts: int = 0) -> None:
+        self.command = command
+        self.slot = slot
+        self.attempts = attempts
+        super().__init__(message)
