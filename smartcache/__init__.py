@@ -1,4 +1,5 @@
 """smartcache: a drop-in redis-py client that routes by itself, with caching patterns."""
+
 from __future__ import annotations
 
 from smartcache.core.slots import key_slot

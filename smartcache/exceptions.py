@@ -67,7 +67,9 @@ class TopologyNotReadyError(TopologyError):
     def __init__(self, message: str, *, node: str | None = None, log_tail: str = "") -> None:
         self.node = node
         self.log_tail = log_tail
-        full = message if not log_tail else f"{message}\n--- last log lines of {node} ---\n{log_tail}"
+        full = (
+            message if not log_tail else f"{message}\n--- last log lines of {node} ---\n{log_tail}"
+        )
         super().__init__(full)
 
 
@@ -98,8 +100,9 @@ class AmbiguousCommandError(SmartConnectionError):
     Pass ``retry_non_idempotent=True`` to the client to re-send such commands.
     """
 
-    def __init__(self, message: str, *, command: str, node: str | None = None,
-                 attempts: int = 1) -> None:
+    def __init__(
+        self, message: str, *, command: str, node: str | None = None, attempts: int = 1
+    ) -> None:
         self.command = command
         self.attempts = attempts
         super().__init__(message, node=node)
@@ -108,8 +111,9 @@ class AmbiguousCommandError(SmartConnectionError):
 class CrossSlotError(SmartCacheError, _rx.ClusterCrossSlotError):
     """Keys of one atomic command or transaction hash to different slots."""
 
-    def __init__(self, message: str, *, command: str | None = None,
-                 slots: Sequence[int] = ()) -> None:
+    def __init__(
+        self, message: str, *, command: str | None = None, slots: Sequence[int] = ()
+    ) -> None:
         self.command = command
         self.slots = tuple(slots)
         super().__init__(message)
@@ -118,8 +122,14 @@ class CrossSlotError(SmartCacheError, _rx.ClusterCrossSlotError):
 class ClusterUnavailableError(SmartCacheError, _rx.ClusterDownError):
     """The cluster kept refusing a command (CLUSTERDOWN, uncovered slot) past the deadline."""
 
-    def __init__(self, message: str, *, command: str | None = None, slot: int | None = None,
-                 attempts: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: str | None = None,
+        slot: int | None = None,
+        attempts: int = 0,
+    ) -> None:
         self.command = command
         self.slot = slot
         self.attempts = attempts

@@ -20,6 +20,9 @@ BASE_SETTINGS: dict[str, str | int | None] = {
     "appendonly": "no",
     "enable-debug-command": "yes",
     "loglevel": "notice",
+    # Replicas sync at once (the default waits 5 s for more replicas to share one transfer).
+    "repl-diskless-sync": "yes",
+    "repl-diskless-sync-delay": 0,
 }
 
 

