@@ -1,0 +1,147 @@
+"""Retry decisions: what to do after a command failed, inside one bounded budget.
+
+``decide()`` is pure: given the error, whether the request reached the socket, whether the
+command is idempotent and the attempt count and elapsed time, it returns a ``Decision``.
+The policy is immutable and configured with tenacity strategies (``stop=``, ``wait=``),
+which are evaluated only on the failure path, never on a command that succeeds.
+
+Rules:
+- ``MOVED``: follow at once, update the slot, schedule a refresh. Proves nothing ran.
+- ``ASK``: retry once on the named node after ``ASKING``; the map is not touched.
+- ``TRYAGAIN`` / ``CLUSTERDOWN`` / ``LOADING`` / ``MASTERDOWN``: back off with jitter and retry.
+- ``READONLY`` (we wrote to a replica, e.g. a demoted primary): refresh and retry; the
+  server refused the write, so it did not run.
+- Connection refused / reset before the request was written: refresh and retry.
+- Connection lost or timed out after the request was written: the command may have run;
+  retry only when it is idempotent (or the policy opts in), else raise "ambiguous".
+
+Pure: no sockets, no clocks, no sleeping; the shells sleep for ``Decision.delay``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.exceptions as rx
+from tenacity import stop_after_attempt, stop_after_delay, wait_random_exponential
+
+__all__ = ["Action", "Decision", "RetryPolicy", "decide"]
+
+
+class Action(enum.Enum):
+    """What the shell does next."""
+
+    MOVED = "moved"  # re-send to Decision.target, update the slot, refresh soon
+    ASK = "ask"  # re-send to Decision.target prefixed by ASKING
+    RETRY = "retry"  # sleep Decision.delay, re-plan (refresh first if Decision.refresh)
+    RAISE = "raise"  # give up: raise the error (ambiguous when Decision.ambiguous)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of :func:`decide`."""
+
+    action: Action
+    delay: float = 0.0
+    refresh: bool = False
+    target: str | None = None
+    slot: int | None = None
+    ambiguous: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    # The two attributes tenacity's stop/wait strategies read from a RetryCallState.
+    attempt_number: int
+    seconds_since_start: float
+    idle_for: float = 0.0
+    outcome: Any = None
+
+
+def _default_stop() -> Any:
+    return stop_after_attempt(8) | stop_after_delay(10.0)
+
+
+def _default_wait() -> Any:
+    return wait_random_exponential(multiplier=0.05, max=1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries with backoff and jitter, configured with tenacity strategies.
+
+    ``stop``: a tenacity stop strategy over failed attempts and elapsed seconds (default: 8
+    attempts or 10 s). ``wait``: a tenacity wait strategy (default: full-jitter exponential,
+    50 ms doubling, capped at 1 s). ``max_redirects``: MOVED/ASK hops allowed per command.
+    ``retry_non_idempotent``: re-send commands such as INCR after an ambiguous failure.
+    """
+
+    stop: Any = field(default_factory=_default_stop)
+    wait: Any = field(default_factory=_default_wait)
+    max_redirects: int = 16
+    retry_non_idempotent: bool = False
+
+    def should_stop(self, attempt: int, elapsed: float) -> bool:
+        """True when ``attempt`` failed attempts after ``elapsed`` seconds exhaust the budget."""
+        return bool(self.stop(_State(attempt, elapsed)))
+
+    def backoff(self, attempt: int, elapsed: float) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        return float(self.wait(_State(attempt, elapsed)))
+
+
+_BACKOFF_ERRORS = (
+    rx.TryAgainError,
+    rx.ClusterDownError,
+    rx.BusyLoadingError,
+    rx.MasterDownError,
+)
+
+
+def decide(
+    policy: RetryPolicy,
+    error: BaseException,
+    *,
+    attempt: int,
+    redirects: int,
+    elapsed: float,
+    idempotent: bool,
+    sent: bool,
+) -> Decision:
+    """Decide what to do after ``error``.
+
+    ``attempt``: failed attempts so far, this one included (redirects not counted).
+    ``redirects``: MOVED/ASK hops so far. ``sent``: the request was written to the socket,
+    so a connection error leaves its outcome unknown.
+    """
+    if isinstance(error, rx.AskError):  # redis-py's MovedError derives from AskError
+        if redirects >= policy.max_redirects or policy.should_stop(0, elapsed):
+            return Decision(Action.RAISE)
+        kind = Action.MOVED if isinstance(error, rx.MovedError) else Action.ASK
+        return Decision(
+            kind, target=_address(error), slot=int(error.slot_id), refresh=kind is Action.MOVED
+        )
+    if isinstance(error, _BACKOFF_ERRORS) or _is_readonly(error):
+        return _retry(policy, attempt, elapsed, refresh=True)
+    if isinstance(error, rx.ConnectionError | rx.TimeoutError | OSError):
+        if sent and not (idempotent or policy.retry_non_idempotent):
+            return Decision(Action.RAISE, ambiguous=True)
+        return _retry(policy, attempt, elapsed, refresh=True)
+    return Decision(Action.RAISE)
+
+
+def _is_readonly(error: BaseException) -> bool:
+    return isinstance(error, rx.ReadOnlyError)
+
+
+def _retry(policy: RetryPolicy, attempt: int, elapsed: float, *, refresh: bool) -> Decision:
+    if policy.should_stop(attempt, elapsed):
+        return Decision(Action.RAISE)
+    return Decision(Action.RETRY, delay=policy.backoff(attempt, elapsed), refresh=refresh)
+
+
+def _address(error: rx.AskError) -> str:
+    host, port = error.host, error.port
+    return f"{host}:{port}"

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+import redis.exceptions as rx
+from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
+
+from smartcache.core.retry import Action, RetryPolicy, decide
+
+POLICY = RetryPolicy(stop=stop_after_attempt(3) | stop_after_delay(5), wait=wait_fixed(0.1))
+
+
+def d(error: BaseException, **kw: object):  # type: ignore[no-untyped-def]
+    args = {"attempt": 1, "redirects": 0, "elapsed": 0.0, "idempotent": True, "sent": True}
+    args.update(kw)
+    return decide(POLICY, error, **args)  # type: ignore[arg-type]
+
+
+def test_moved_and_ask() -> None:
+    moved = d(rx.MovedError("3999 127.0.0.1:6381"))
+    assert (moved.action, moved.target, moved.slot, moved.refresh) == (
+        Action.MOVED,
+        "127.0.0.1:6381",
+        3999,
+        True,
+    )
+    ask = d(rx.AskError("12 10.0.0.1:7000"))
+    assert (ask.action, ask.target, ask.slot, ask.refresh) == (
+        Action.ASK,
+        "10.0.0.1:7000",
+        12,
+        False,
+    )
+
+
+def test_redirect_budget() -> None:
+    assert d(rx.MovedError("1 h:1"), redirects=16).action is Action.RAISE
+    assert d(rx.MovedError("1 h:1"), elapsed=6.0).action is Action.RAISE
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        rx.TryAgainError("x"),
+        rx.ClusterDownError("x"),
+        rx.BusyLoadingError("x"),
+        rx.MasterDownError("x"),
+        rx.ReadOnlyError("x"),
+    ],
+)
+def test_backoff_errors_retry_with_refresh(error: BaseException) -> None:
+    dec = d(error)
+    assert dec.action is Action.RETRY and dec.refresh and dec.delay == pytest.approx(0.1)
+    assert d(error, attempt=3).action is Action.RAISE  # attempts exhausted
+    assert d(error, elapsed=5.5).action is Action.RAISE  # deadline passed
+
+
+def test_connection_errors_and_idempotency() -> None:
+    err = rx.ConnectionError("reset")
+    assert d(err, sent=False, idempotent=False).action is Action.RETRY
+    assert d(err, sent=True, idempotent=True).action is Action.RETRY
+    ambiguous = d(err, sent=True, idempotent=False)
+    assert ambiguous.action is Action.RAISE and ambiguous.ambiguous
+    opt_in = RetryPolicy(stop=stop_after_attempt(3), wait=wait_fixed(0), retry_non_idempotent=True)
+    assert (
+        decide(opt_in, err, attempt=1, redirects=0, elapsed=0, idempotent=False, sent=True).action
+        is Action.RETRY
+    )
+    assert d(rx.TimeoutError("t"), sent=True, idempotent=False).ambiguous
+
+
+def test_other_errors_raise() -> None:
+    assert d(rx.ResponseError("WRONGTYPE")).action is Action.RAISE
+    assert d(ValueError("x")).action is Action.RAISE
+
+
+def test_default_policy_is_bounded_with_jitter() -> None:
+    p = RetryPolicy()
+    delays = {p.backoff(3, 0.1) for _ in range(50)}
+    assert len(delays) > 1 and all(0 <= x <= 1.0 for x in delays)
+    assert p.should_stop(8, 0.0) and p.should_stop(1, 10.5) and not p.should_stop(1, 0.0)
