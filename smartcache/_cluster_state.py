@@ -1,0 +1,171 @@
+"""Cluster state for the sync client: the current SlotMap, a pool per node, and refresh.
+
+The SlotMap is immutable and swapped whole. ``slot_pools`` is a 16384-entry list of the
+primary's pool per slot, rebuilt on every swap, so routing a keyed command is one list
+index. Concurrent refresh requests collapse into one (a lock plus a generation counter) and
+are rate-limited; a refresh asks several nodes and keeps the majority view.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import redis.exceptions as rx
+
+from smartcache.core.slotmap import SlotMap, choose_view, parse_address
+from smartcache.core.slots import SLOT_COUNT
+from smartcache.exceptions import NoReachableNodeError
+from smartcache.wire import ConnectionPool, ConnectionSettings
+
+__all__ = ["ClusterState"]
+
+_VIEWS_WANTED = 3
+
+
+class ClusterState:
+    """Slot map, node pools and the refresh logic of one cluster client."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        startup: Iterable[tuple[str, int]],
+        *,
+        pool_factory: Callable[[ConnectionSettings], ConnectionPool],
+        min_refresh_interval: float = 0.1,
+    ) -> None:
+        self._settings = settings
+        self._startup = [f"{h}:{p}" for h, p in startup]
+        self._pool_factory = pool_factory
+        self._pools: dict[str, ConnectionPool] = {}
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._generation = 0
+        self._last_refresh = 0.0
+        self.min_refresh_interval = min_refresh_interval
+        self.slot_map: SlotMap | None = None
+        self.slot_pools: list[ConnectionPool | None] = [None] * SLOT_COUNT
+        self.refresh_pending = False
+
+    # -- pools ------------------------------------------------------------------------
+    def pool(self, address: str) -> ConnectionPool:
+        """The pool of the node at ``address`` (created on first use)."""
+        pool = self._pools.get(address)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(address)
+                if pool is None:
+                    host, port = parse_address(address)
+                    pool = self._pool_factory(self._settings.with_address(host, port))
+                    self._pools[address] = pool
+        return pool
+
+    @property
+    def pools(self) -> dict[str, ConnectionPool]:
+        """Every pool, by address."""
+        return dict(self._pools)
+
+    def close(self) -> None:
+        """Close every pool."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+    # -- refresh ----------------------------------------------------------------------
+    def refresh(self, *, force: bool = False) -> SlotMap:
+        """Fetch the topology from several nodes and swap the majority view in.
+
+        Callers that arrive while a refresh runs wait for it and reuse its result.
+        """
+        seen = self._generation
+        with self._refresh_lock:
+            if self._generation != seen and self.slot_map is not None:
+                return self.slot_map  # someone refreshed while we waited
+            wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
+            if wait > 0 and not force and self.slot_map is not None:
+                time.sleep(wait)  # rate limit: at most one refresh per interval
+            new_map = self._fetch()
+            self._install(new_map)
+            self._generation += 1
+            self._last_refresh = time.monotonic()
+            self.refresh_pending = False
+            return new_map
+
+    def _candidates(self) -> list[str]:
+        known = list(self.slot_map.primaries) if self.slot_map else []
+        replicas = [a for a in (self.slot_map.nodes if self.slot_map else ()) if a not in known]
+        random.shuffle(known)
+        random.shuffle(replicas)
+        ordered = dict.fromkeys([*known, *replicas, *self._startup])
+        return list(ordered)
+
+    def _fetch(self) -> SlotMap:
+        views: list[SlotMap] = []
+        tried: list[str] = []
+        errors: list[str] = []
+        for address in self._candidates():
+            if len(views) >= _VIEWS_WANTED:
+                break
+            tried.append(address)
+            try:
+                view = self._ask(address)
+            except (rx.RedisError, OSError) as exc:
+                errors.append(f"{address}: {type(exc).__name__}: {exc}")
+                continue
+            if view.covered:
+                views.append(view)
+        if not views:
+            detail = "; ".join(errors) or "no node reported any slot"
+            raise NoReachableNodeError(
+                f"could not load the cluster topology from any of {len(tried)} node(s): {detail}",
+                addresses=tried,
+            )
+        return choose_view(views)
+
+    def _ask(self, address: str) -> SlotMap:
+        host, _ = parse_address(address)
+        pool = self.pool(address)
+        conn = pool.get()
+        try:
+            reply = conn.execute("CLUSTER", "SHARDS")
+            view = SlotMap.from_cluster_shards(reply, host)
+        except rx.ResponseError:
+            reply = conn.execute("CLUSTER", "SLOTS")
+            view = SlotMap.from_cluster_slots(reply, host)
+        finally:
+            pool.release(conn)
+        return view
+
+    def _install(self, new_map: SlotMap) -> None:
+        old_nodes = set(self.slot_map.nodes) if self.slot_map else set()
+        by_shard = [self.pool(s.primary) for s in new_map.shards]
+        slot_pools: list[ConnectionPool | None] = [None] * SLOT_COUNT
+        for slot in range(SLOT_COUNT):
+            shard = new_map.shard_for_slot(slot)
+            if shard is not None:
+                slot_pools[slot] = by_shard[new_map.shards.index(shard)]
+        for node in new_map.nodes:
+            self.pool(node)
+        self.slot_map = new_map
+        self.slot_pools = slot_pools
+        gone = old_nodes - set(new_map.nodes) - set(self._startup)
+        for address in gone:
+            with self._lock:
+                pool = self._pools.pop(address, None)
+            if pool is not None:
+                pool.close()
+
+    def apply_moved(self, slot: int, address: str) -> None:
+        """Point ``slot`` at ``address`` at once (MOVED) and ask for a refresh soon."""
+        current = self.slot_map
+        if current is None:
+            return
+        new_map = current.with_moved(slot, address)
+        pools = list(self.slot_pools)
+        pools[slot] = self.pool(address)
+        self.slot_map = new_map
+        self.slot_pools = pools
+        self.refresh_pending = True

@@ -1,0 +1,224 @@
+"""A thread-safe LIFO pool of connections to one node.
+
+LIFO keeps the few hottest connections busy and lets the rest age out. The pool bounds
+how many connections exist at once (``max_connections``); when all are in use, ``get``
+waits up to ``timeout`` for one to come back. It is fork-safe: a child process never
+touches the connections it inherited (their sockets belong to the parent's
+conversation); it forgets them and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from smartcache.exceptions import ConfigurationError, SmartConnectionError
+from smartcache.wire.connection import Connection
+from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
+
+__all__ = ["ConnectionPool", "PoolExhaustedError"]
+
+# Guards the one-time reset of a pool in a forked child. Re-created in every child, so
+# it can never be inherited in a locked state from a parent thread.
+_fork_lock = threading.Lock()
+
+
+def _reinit_fork_lock() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_fork_lock)
+
+
+class PoolExhaustedError(SmartConnectionError):
+    """Every connection of the pool stayed in use for the whole wait.
+
+    A :class:`~smartcache.exceptions.SmartConnectionError`, so also a
+    ``redis.exceptions.ConnectionError``, as redis-py raises for a full pool.
+    """
+
+
+class ConnectionPool:
+    """Idle connections to one node, handed out most-recently-used first.
+
+    ``max_connections=None`` means unbounded. ``timeout`` is how long :meth:`get` waits
+    for a connection when the bound is reached (``None``: forever, ``0``: not at all).
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        max_connections: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
+        if timeout is not None and timeout < 0:
+            raise ConfigurationError(f"pool timeout must be >= 0 or None, got {timeout!r}")
+        self.settings = settings
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self._closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._available = threading.Condition(self._lock)
+        self._idle: deque[Connection] = deque()
+        self._in_use = 0
+
+    @classmethod
+    def from_redis_kwargs(cls, **kwargs: Any) -> ConnectionPool:
+        """Build a pool from redis-py ``Redis(...)`` / ``ConnectionPool(...)`` kwargs.
+
+        ``max_connections`` and ``timeout`` (as ``BlockingConnectionPool`` spells it) go to
+        the pool; everything else to :meth:`ConnectionSettings.from_redis_kwargs`.
+        """
+        pool_kwargs = {k: kwargs.pop(k) for k in POOL_KWARGS if k in kwargs}
+        return cls(ConnectionSettings.from_redis_kwargs(**kwargs), **pool_kwargs)
+
+    @property
+    def connection_kwargs(self) -> dict[str, Any]:
+        """redis-py style connection kwargs, for introspection (holds the password)."""
+        return self.settings.to_redis_kwargs()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (
+            f"<ConnectionPool {self.settings.address} db={self.settings.db} "
+            f"idle={len(self._idle)} in_use={self._in_use} max={self.max_connections}>"
+        )
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- fork safety ----------------------------------------------------------------------
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            with _fork_lock:
+                if self._pid != os.getpid():
+                    # Forget, never close: closing would not hurt the parent, but
+                    # shutdown() or a QUIT would cut its conversation short.
+                    for conn in self._idle:
+                        conn.forget()
+                    self._reset()
+
+    # -- get / release --------------------------------------------------------------------
+
+    def get(self) -> Connection:
+        """Return a connected, healthy connection: an idle one (LIFO) or a new one.
+
+        Raises :class:`PoolExhaustedError` when ``max_connections`` are in use past
+        ``timeout``, ``SmartConnectionError`` when the pool is closed, and the
+        connection errors of :meth:`Connection.connect` when a new one cannot be opened.
+        """
+        self._check_pid()
+        while True:
+            conn = self._take()
+            if conn is None:
+                return self._open_new()
+            if conn.is_healthy():
+                return conn
+            # Closed by is_healthy(); reuse the slot for a fresh connection.
+            try:
+                conn.connect()
+            except BaseException:
+                self._give_back_slot()
+                raise
+            return conn
+
+    get_connection = get
+
+    def _take(self) -> Connection | None:
+        """Reserve a slot: return an idle connection, or None if a new one may be opened."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise SmartConnectionError(
+                        f"connection pool for {self.settings.address} is closed",
+                        node=self.settings.address,
+                    )
+                if self._idle:
+                    self._in_use += 1
+                    return self._idle.pop()
+                limit = self.max_connections
+                if limit is None or self._in_use < limit:
+                    self._in_use += 1
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PoolExhaustedError(
+                        f"all {limit} connections to {self.settings.address} stayed in use "
+                        f"for {self.timeout} s; raise max_connections or release connections",
+                        node=self.settings.address,
+                    )
+                self._available.wait(remaining)
+
+    def _open_new(self) -> Connection:
+        conn = Connection(self.settings)
+        try:
+            conn.connect()
+        except BaseException:
+            self._give_back_slot()
+            raise
+        return conn
+
+    def _give_back_slot(self) -> None:
+        with self._lock:
+            self._in_use -= 1
+            self._available.notify()
+
+    def release(self, conn: Connection) -> None:
+        """Return ``conn`` to the pool.
+
+        Kept only if it is still open, was opened by this process and the pool is not
+        closed; otherwise it is closed (or, if inherited across fork, just forgotten).
+        Releasing a connection of another pool is a caller bug and is not detected.
+        """
+        if conn.pid != self._pid or self._pid != os.getpid():
+            # Opened before a fork (by the parent, or by this pool's previous life):
+            # its slot was reset with the pool. Do not touch its socket.
+            if conn.pid != os.getpid():
+                conn.forget()
+            return
+        keep = conn.is_connected
+        with self._lock:
+            self._in_use -= 1
+            if keep and not self._closed:
+                conn.last_used = time.monotonic()
+                self._idle.append(conn)
+                self._available.notify()
+                return
+            self._available.notify()
+        conn.close()
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every idle connection and refuse new ones; in-use ones close on release."""
+        self._check_pid()
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._available.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def disconnect(self) -> None:
+        """Alias of :meth:`close`, as redis-py's pools call it."""
+        self.close()
