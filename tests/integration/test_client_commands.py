@@ -157,7 +157,6 @@ def test_bad_input(redis_cluster: Cluster) -> None:
         with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
             c.execute_command("GET")
     with pytest.raises(NoReachableNodeError) as err:
-        SmartClient(startup_nodes=[("127.0.0.1", 1), ("127.0.0.1", 2)],
-                    socket_connect_timeout=0.5)
+        SmartClient(startup_nodes=[("127.0.0.1", 1), ("127.0.0.1", 2)], socket_connect_timeout=0.5)
     assert err.value.addresses == ("127.0.0.1:1", "127.0.0.1:2")
     assert "127.0.0.1:1" in str(err.value) and "127.0.0.1:2" in str(err.value)
