@@ -76,7 +76,8 @@ class RetryPolicy:
 
     ``stop``: a tenacity stop strategy over failed attempts and elapsed seconds (default: 16
     attempts or 10 s). ``wait``: a tenacity wait strategy (default: exponential from 50 ms,
-    capped at 1 s, plus up to 100 ms of random jitter). ``max_redirects``: MOVED/ASK hops allowed per command.
+    capped at 1 s, plus up to 100 ms of random jitter). ``max_redirects``: MOVED/ASK hops
+    allowed per command.
     ``retry_non_idempotent``: re-send commands such as INCR after an ambiguous failure.
     """
 

@@ -116,7 +116,7 @@ def test_threads_share_one_client(client: SmartClient) -> None:
                 key = f"th:{t}:{i}"
                 client.set(key, i)
                 assert client.get(key) == str(i).encode()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]

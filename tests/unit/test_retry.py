@@ -77,4 +77,9 @@ def test_default_policy_is_bounded_with_jitter() -> None:
     p = RetryPolicy()
     delays = {p.backoff(3, 0.1) for _ in range(50)}
     assert len(delays) > 1 and all(0.2 <= x <= 0.3 for x in delays)
-    assert p.should_stop(16, 0.0) and not p.should_stop(15, 0.0) and p.should_stop(1, 10.5) and not p.should_stop(1, 0.0)
+    assert (
+        p.should_stop(16, 0.0)
+        and not p.should_stop(15, 0.0)
+        and p.should_stop(1, 10.5)
+        and not p.should_stop(1, 0.0)
+    )
