@@ -42,7 +42,7 @@ from smartcache.exceptions import (
     CrossSlotError,
     NoReachableNodeError,
 )
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
 from smartcache.wire.settings import POOL_KWARGS
 
 __all__ = ["SmartClient"]
@@ -555,6 +555,32 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
             slot, part = parts[i]
             results[i] = self._keyed(part, self._table.lookup(part), slot)
         return results
+
+    # -- dedicated connections (pub/sub, blocking commands) -------------------------------
+    def _address_for_slot(self, slot: int) -> str:
+        """Address of the primary serving ``slot`` (the standalone server's address)."""
+        if self._cluster is None:
+            assert self._pool is not None
+            return self._pool.settings.address
+        state = self._cluster
+        assert state.slot_map is not None
+        address = state.slot_map.primary_for_slot(slot)
+        if address is None:
+            raise ClusterUnavailableError(f"slot {slot} is not served by any node", slot=slot)
+        return address
+
+    def _any_address(self) -> str:
+        """Address of some node that can serve keyless commands."""
+        if self._cluster is None:
+            assert self._pool is not None
+            return self._pool.settings.address
+        return random.choice(self._primaries())
+
+    def _new_dedicated_connection(self, address: str | None = None) -> Connection:
+        """A new, unpooled connection to ``address`` (default: any node); caller closes it."""
+        address = address or self._any_address()
+        host, port = parse_address(address)
+        return Connection(self._settings.with_address(host, port))
 
     # -- RedisCluster compatibility -----------------------------------------------------
     def keyslot(self, key: Any) -> int:
