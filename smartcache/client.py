@@ -21,8 +21,10 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
+from redis.lock import Lock
 
 from smartcache._cluster_state import ClusterState
+from smartcache._pipeline import Pipeline
 from smartcache.core.commands import (
     CommandSpec,
     CommandTable,
@@ -201,6 +203,53 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
     def set_response_callback(self, command: str, callback: Any) -> None:
         """Set a custom response callback (as ``redis.Redis``)."""
         self.response_callbacks[command] = callback
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        """A pipeline (``transaction=True``: MULTI/EXEC, keys on one slot on a cluster)."""
+        return Pipeline(self, transaction, shard_hint)
+
+    def transaction(self, func: Any, *watches: Any, **kwargs: Any) -> Any:
+        """Run ``func(pipe)`` under WATCH ``watches`` until EXEC succeeds (as redis-py)."""
+        shard_hint = kwargs.pop("shard_hint", None)
+        value_from_callable = kwargs.pop("value_from_callable", False)
+        watch_delay = kwargs.pop("watch_delay", None)
+        with self.pipeline(True, shard_hint) as pipe:
+            while True:
+                try:
+                    if watches:
+                        pipe.watch(*watches)
+                    func_value = func(pipe)
+                    exec_value = pipe.execute()
+                    return func_value if value_from_callable else exec_value
+                except rx.WatchError:
+                    if watch_delay is not None and watch_delay > 0:
+                        time.sleep(watch_delay)
+                    continue
+
+    def lock(  # noqa: PLR0917 - redis.Redis.lock's signature
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: Any = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Any:
+        """A ``redis.lock.Lock`` on this client (as ``redis.Redis.lock``)."""
+        if lock_class is None:
+            lock_class = Lock
+        return lock_class(
+            self,
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
 
     def client(self) -> SmartClient:
         """A client sharing nothing mutable with this one but its settings (as redis-py)."""

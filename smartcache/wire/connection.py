@@ -21,10 +21,8 @@ import contextlib
 import os
 import select
 import socket
-import ssl
-import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
 
 import hiredis
@@ -32,76 +30,19 @@ import redis.exceptions as rx
 
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
 from smartcache.wire.errors import parse_error
+from smartcache.wire.packing import data_error, packer_for
 from smartcache.wire.settings import ConnectionSettings
-from smartcache.wire.tls import client_ssl_context
+from smartcache.wire.sockets import open_socket, set_timeout
 
-__all__ = ["Connection", "pack_command", "pack_commands"]
+__all__ = ["STALE_CHECK_AFTER", "Connection"]
 
 #: What ``Reader.gets()`` returns while a reply is incomplete (``False``/``None`` are replies).
 _NOT_ENOUGH: Final = object()
 _Push: Final = hiredis.PushNotification
 _RedisError: Final = rx.RedisError
-_hiredis_pack: Final[Callable[[tuple[Any, ...]], bytes]] = hiredis.pack_command
-
-#: redis-py's default TCP keepalive tuning (``redis._defaults``), applied when
-#: ``socket_keepalive`` is on and no ``socket_keepalive_options`` are given.
-_DEFAULT_KEEPALIVE: Final[tuple[tuple[int, int], ...]] = tuple(
-    (opt, val)
-    for opt, val in (
-        (getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None)), 30),
-        (getattr(socket, "TCP_KEEPINTVL", None), 5),
-        (getattr(socket, "TCP_KEEPCNT", None), 3),
-    )
-    if isinstance(opt, int)
-)
 
 #: A pooled connection idle longer than this is polled for a server-side close before reuse.
 STALE_CHECK_AFTER: Final = 1.0
-
-
-def _data_error(args: Iterable[object]) -> rx.DataError:
-    """The error redis-py's ``Encoder`` raises for an argument it cannot send."""
-    for arg in args:
-        if isinstance(arg, bool) or not isinstance(arg, bytes | memoryview | str | int | float):
-            return rx.DataError(
-                f"Invalid input of type: '{type(arg).__name__}'. "
-                "Convert to a bytes, string, int or float first."
-            )
-    return rx.DataError("command arguments cannot be packed")
-
-
-def pack_command(args: Sequence[Any]) -> bytes:
-    """Pack one command as RESP, encoding ``str`` as UTF-8 like redis-py's default.
-
-    ``bytes``, ``memoryview``, ``str``, ``int`` and ``float`` are accepted (numbers as
-    their ``repr``); ``bool``, ``None`` and anything else raise
-    :class:`redis.exceptions.DataError` with redis-py's message.
-    """
-    try:
-        return _hiredis_pack(tuple(args))
-    except TypeError:
-        raise _data_error(args) from None
-
-
-def pack_commands(commands: Iterable[Sequence[Any]]) -> bytes:
-    """Pack several commands into one buffer, for a single ``sendall``."""
-    return b"".join([pack_command(args) for args in commands])
-
-
-class _EncodingPacker:
-    """Packs with a non-UTF-8 ``encoding``/``encoding_errors``, as redis-py's Encoder would."""
-
-    __slots__ = ("encoding", "errors")
-
-    def __init__(self, encoding: str, errors: str) -> None:
-        self.encoding = encoding
-        self.errors = errors
-
-    def __call__(self, args: tuple[Any, ...]) -> bytes:
-        enc, errors = self.encoding, self.errors
-        return _hiredis_pack(
-            tuple(a.encode(enc, errors) if isinstance(a, str) else a for a in args)
-        )
 
 
 class Connection:
@@ -140,12 +81,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._reader: hiredis.Reader | None = None
         self._buf = bytearray(settings.socket_read_size)
-        utf8 = settings.encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-        self._pack: Callable[[tuple[Any, ...]], bytes] = (
-            _hiredis_pack
-            if utf8 and settings.encoding_errors == "strict"
-            else _EncodingPacker(settings.encoding, settings.encoding_errors)
-        )
+        self._pack = packer_for(settings)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -187,7 +123,7 @@ class Connection:
             return
         settings = self.settings
         try:
-            sock = self._open_socket()
+            sock = open_socket(settings)
         except TimeoutError:
             raise SmartTimeoutError(
                 f"timed out connecting to {self.address}", node=self.address
@@ -213,55 +149,6 @@ class Connection:
             self.close()
             raise
         self.last_used = time.monotonic()
-
-    def _open_socket(self) -> socket.socket:
-        settings = self.settings
-        if settings.unix_socket_path is not None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(settings.socket_connect_timeout)
-                sock.connect(settings.unix_socket_path)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            sock = self._open_tcp()
-        if settings.ssl:
-            try:
-                context = client_ssl_context(settings)
-                server_hostname = settings.host if context.check_hostname else None
-                sock = context.wrap_socket(sock, server_hostname=server_hostname)
-            except BaseException:
-                sock.close()
-                raise
-        _set_read_timeout(sock, settings.socket_timeout)
-        return sock
-
-    def _open_tcp(self) -> socket.socket:
-        settings = self.settings
-        error: OSError | None = None
-        for family, kind, proto, _name, sockaddr in socket.getaddrinfo(
-            settings.host, settings.port, 0, socket.SOCK_STREAM
-        ):
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if settings.socket_keepalive:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                    options = settings.socket_keepalive_options
-                    for opt, val in _DEFAULT_KEEPALIVE if options is None else options:
-                        sock.setsockopt(socket.IPPROTO_TCP, opt, val)
-                sock.settimeout(settings.socket_connect_timeout)
-                sock.connect(sockaddr)
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        raise error or OSError(f"no address found for {settings.host}")
 
     def _handshake_commands(self) -> list[tuple[Any, ...]]:
         settings = self.settings
@@ -316,7 +203,7 @@ class Connection:
         try:
             data = self._pack(args)
         except TypeError:
-            raise _data_error(args) from None
+            raise data_error(args) from None
         self.send_packed(data)
 
     def send_many(self, commands: Sequence[Sequence[Any]]) -> int:
@@ -325,7 +212,7 @@ class Connection:
         try:
             chunks = [pack(tuple(args)) for args in commands]
         except TypeError:
-            raise _data_error(_flatten(commands)) from None
+            raise data_error(_flatten(commands)) from None
         self.send_packed(b"".join(chunks))
         return len(chunks)
 
@@ -407,7 +294,7 @@ class Connection:
         try:
             data = self._pack(args)
         except TypeError:
-            raise _data_error(args) from None
+            raise data_error(args) from None
         sock = self._sock
         if sock is None:
             self.connect()
@@ -452,7 +339,7 @@ class Connection:
         connect uses ``socket_timeout`` again.
         """
         if self._sock is not None:
-            _set_read_timeout(self._sock, timeout)
+            set_timeout(self._sock, timeout)
 
     def is_healthy(self, now: float | None = None) -> bool:
         """True if this connection may be reused now; closes it when it may not.
@@ -515,33 +402,17 @@ class Connection:
             sock.close()
 
     def forget(self) -> None:
-        """Drop the socket without shutting it down: for connections inherited by fork()."""
+        """Drop a socket inherited across fork() without disturbing the parent.
+
+        Only this process's file descriptor is closed: no shutdown(), nothing sent, so
+        the parent's conversation on the same TCP connection goes on untouched.
+        """
+        sock = self._sock
         self._sock = None
         self._reader = None
-
-
-def _set_read_timeout(sock: socket.socket, timeout: float | None) -> None:
-    """Apply the read/write timeout of a connected socket.
-
-    Plain TCP and Unix sockets stay in blocking mode with the timeout set in the kernel
-    (``SO_RCVTIMEO``/``SO_SNDTIMEO``), so a read is one ``recv`` system call; Python's own
-    timeout mode would add a failed ``recv`` and a ``poll`` to every reply that is not
-    already there (measured: ~1.5 us per round trip here). An expired kernel timeout
-    surfaces as ``BlockingIOError``. TLS sockets keep Python's timeout mode: OpenSSL would
-    retry a kernel-timed-out read forever on a blocking socket.
-    """
-    if isinstance(sock, ssl.SSLSocket):
-        sock.settimeout(timeout)
-        return
-    sock.settimeout(None)
-    if timeout is None:
-        seconds = micros = 0  # a zero timeval means "wait forever"
-    else:
-        seconds = int(timeout)
-        micros = max(int((timeout - seconds) * 1_000_000), 1 if seconds == 0 else 0)
-    timeval = struct.pack("@ll", seconds, micros)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                os.close(sock.detach())
 
 
 def _flatten(commands: Sequence[Sequence[Any]]) -> list[object]:

@@ -1,0 +1,451 @@
+"""Pipelines and transactions for SmartClient, with redis-py's ``Pipeline`` API.
+
+Non-transactional pipelines are planned by :mod:`smartcache.core.pipeline`: commands are
+grouped per node, every node's batch is written before any reply is read (the nodes work
+in parallel without threads), and only the commands that failed (MOVED, ASK, TRYAGAIN, a
+lost connection) are re-run one by one through the client's normal retry path. Results
+come back in the caller's order. Transactions (``transaction=True``, WATCH) run on one
+connection and, on a cluster, must keep every key on one slot.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+import redis.exceptions as rx
+from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
+
+from smartcache.core.commands import ResponsePolicy, merge_replies, normalize_command
+from smartcache.core.pipeline import ALL_PRIMARIES, ANY_SLOT, plan_command, transaction_slot
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import AmbiguousCommandError
+from smartcache.wire import Connection, ConnectionPool
+
+if TYPE_CHECKING:
+    from smartcache.client import SmartClient
+
+__all__ = ["Pipeline"]
+
+_EMPTY_RESPONSE = "EMPTY_RESPONSE"
+_NEVER_DECODE = "NEVER_DECODE"
+_UNWATCH = {"DISCARD", "EXEC", "UNWATCH"}
+_RETRYABLE = (
+    rx.AskError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+    rx.ReadOnlyError,
+    rx.BusyLoadingError,
+    rx.MasterDownError,
+)
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
+    """Queue commands and send them together; see ``redis.client.Pipeline``.
+
+    ``execute(raise_on_error=True)`` returns the replies in order; with
+    ``raise_on_error=False`` failed commands leave their exception in place.
+    """
+
+    _is_async_client: Literal[False] = False
+    _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
+
+    def __init__(
+        self, client: SmartClient, transaction: bool = True, shard_hint: Any = None
+    ) -> None:
+        self._client = client
+        self.transaction = transaction
+        self.shard_hint = shard_hint
+        self.response_callbacks = client.response_callbacks
+        self.command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.watching = False
+        self.explicit_transaction = False
+        self._pinned: tuple[ConnectionPool, Connection] | None = None
+
+    # -- redis-py surface -----------------------------------------------------------------
+    def get_encoder(self) -> Any:
+        """The client's encoder."""
+        return self._client.get_encoder()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.reset()
+
+    def __len__(self) -> int:
+        return len(self.command_stack)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def reset(self) -> None:  # type: ignore[override]  # redis-py's Pipeline.reset too
+        """Forget queued commands and release a WATCH connection."""
+        self.command_stack = []
+        if self._pinned is not None:
+            pool, conn = self._pinned
+            self._pinned = None
+            if self.watching:
+                try:
+                    conn.execute("UNWATCH")
+                except _NET:
+                    conn.close()
+            pool.release(conn)
+        self.watching = False
+        self.explicit_transaction = False
+
+    def multi(self) -> None:
+        """Start the transactional block after WATCH."""
+        if self.explicit_transaction:
+            raise rx.RedisError("Cannot issue nested calls to MULTI")
+        if self.command_stack:
+            raise rx.RedisError("Commands without an initial WATCH have already been issued")
+        self.explicit_transaction = True
+
+    def watch(self, *names: Any) -> Any:
+        """WATCH keys (on a cluster they must share a slot)."""
+        if self.explicit_transaction:
+            raise rx.RedisError("Cannot issue a WATCH after a MULTI")
+        return self.execute_command("WATCH", *names)
+
+    def unwatch(self) -> Any:
+        """UNWATCH."""
+        return (self.watching and self.execute_command("UNWATCH")) or True
+
+    def discard(self) -> None:
+        """DISCARD: drop the queued commands."""
+        self.execute_command("DISCARD")
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Queue a command (or run it at once while WATCHing, as redis-py does)."""
+        if (self.watching or args[0] == "WATCH") and not self.explicit_transaction:
+            return self._immediate(args, options)
+        self.command_stack.append((args, options))
+        return self
+
+    # -- immediate mode (WATCH ... MULTI) -----------------------------------------------
+    def _immediate(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        name = str(args[0]).upper()
+        wire_args = normalize_command(args)
+        if self._pinned is None:
+            self._pinned = self._pin(wire_args)
+        _, conn = self._pinned
+        try:
+            reply = conn.execute(*wire_args)
+        except _NET as exc:
+            was_watching = self.watching
+            self.reset()
+            if was_watching:
+                raise rx.WatchError(
+                    "A ConnectionError occurred on while watching one or more keys"
+                ) from exc
+            raise
+        if name in _UNWATCH:
+            self.watching = False
+        elif name == "WATCH":
+            self.watching = True
+        return _callback(self.response_callbacks, args[0], reply, options)
+
+    def _pin(self, args: tuple[Any, ...]) -> tuple[ConnectionPool, Connection]:
+        client = self._client
+        if client._pool is not None:
+            pool = client._pool
+        else:
+            client._ensure_table()
+            slot = transaction_slot(client._table, [args], key_slot)
+            address = client._address_for_slot(slot) if slot is not None else None
+            state = client._cluster
+            assert state is not None
+            pool = state.pool(address or client._any_address())
+        return pool, pool.get()
+
+    # -- execute --------------------------------------------------------------------------
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        """Send every queued command; return the replies in order."""
+        stack = self.command_stack
+        if not stack and not self.watching:
+            return []
+        try:
+            if self.transaction or self.explicit_transaction:
+                return self._execute_transaction(stack, raise_on_error)
+            return self._execute_pipeline(stack, raise_on_error)
+        finally:
+            self.reset()
+
+    def _execute_transaction(
+        self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
+    ) -> list[Any]:
+        client = self._client
+        commands = [normalize_command(args) for args, _ in stack]
+        pinned = self._pinned
+        attempts = 0
+        while True:
+            attempts += 1
+            if pinned is not None:
+                pool, conn = pinned
+            else:
+                pool = self._transaction_pool(commands)
+                conn = pool.get()
+            try:
+                replies = conn.execute_many([("MULTI",), *commands, ("EXEC",)])
+            except _NET:
+                if pinned is None:
+                    pool.release(conn)
+                self._pinned = None
+                if self.watching:
+                    raise rx.WatchError(
+                        "A ConnectionError occurred on while watching one or more keys"
+                    ) from None
+                raise
+            finally:
+                if pinned is None and conn is not None:
+                    pool.release(conn)
+            self.watching = False
+            queued, exec_reply = replies[1:-1], replies[-1]
+            moved = [r for r in queued if isinstance(r, rx.MovedError)]
+            if moved and pinned is None and client._cluster is not None and attempts < 5:
+                first = moved[0]
+                client._cluster.apply_moved(first.slot_id, f"{first.host}:{first.port}")
+                continue
+            break
+        errors = [(i, r) for i, r in enumerate(queued) if isinstance(r, rx.ResponseError)]
+        if isinstance(replies[0], rx.ResponseError):
+            raise replies[0]
+        if isinstance(exec_reply, rx.ExecAbortError | rx.ResponseError):
+            if errors:
+                i, err = errors[0]
+                _annotate(err, i + 1, stack[i][0])
+                raise err
+            raise exec_reply
+        if exec_reply is None:
+            raise rx.WatchError("Watched variable changed.")
+        results = list(exec_reply)
+        if len(results) != len(stack):
+            raise rx.ResponseError("Wrong number of response items from pipeline execution")
+        if raise_on_error:
+            _raise_first(stack, results)
+        return [
+            r
+            if isinstance(r, Exception)
+            else _callback(self.response_callbacks, args[0], r, options)
+            for r, (args, options) in zip(results, stack, strict=True)
+        ]
+
+    def _transaction_pool(self, commands: Sequence[tuple[Any, ...]]) -> ConnectionPool:
+        client = self._client
+        if client._pool is not None:
+            return client._pool
+        client._ensure_table()
+        slot = transaction_slot(client._table, commands, key_slot)
+        state = client._cluster
+        assert state is not None
+        if slot is None:
+            return state.pool(client._any_address())
+        pool = state.slot_pools[slot]
+        return pool if pool is not None else state.pool(client._address_for_slot(slot))
+
+    def _execute_pipeline(
+        self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
+    ) -> list[Any]:
+        client = self._client
+        if client._pool is not None:
+            raw = self._run_on_pool(client._pool, [normalize_command(a) for a, _ in stack])
+        else:
+            raw = self._run_on_cluster([normalize_command(a) for a, _ in stack])
+        results = []
+        for reply, (args, options) in zip(raw, stack, strict=True):
+            if isinstance(reply, Exception):
+                empty = _EMPTY_RESPONSE in options and isinstance(reply, rx.ResponseError)
+                results.append(options[_EMPTY_RESPONSE] if empty else reply)
+            else:
+                results.append(_callback(self.response_callbacks, args[0], reply, options))
+        if raise_on_error:
+            _raise_first(stack, results)
+        return results
+
+    def _run_on_pool(self, pool: ConnectionPool, commands: list[tuple[Any, ...]]) -> list[Any]:
+        conn = pool.get()
+        connected = conn.is_connected
+        results: list[Any] = []
+        try:
+            conn.send_many(commands)
+            for _ in commands:
+                results.append(conn.read_raw())
+        except _NET as exc:
+            if not results and not connected:
+                pool.release(conn)
+                return [self._rerun(args, None) for args in commands]  # nothing was sent
+            results.extend(self._after_loss(commands[len(results) :], exc))
+        finally:
+            pool.release(conn)
+        return results
+
+    def _after_loss(self, unread: Sequence[tuple[Any, ...]], exc: BaseException) -> list[Any]:
+        client = self._client
+        out: list[Any] = []
+        for args in unread:
+            if client._table.is_idempotent(args) or client.retry_policy.retry_non_idempotent:
+                out.append(self._rerun(args, None))
+            else:
+                out.append(
+                    AmbiguousCommandError(
+                        f"{str(args[0]).upper()} in a pipeline: the connection was lost after it "
+                        "was sent, so it may or may not have run; it was not re-sent",
+                        command=str(args[0]).upper(),
+                    )
+                )
+        return out
+
+    def _rerun(self, args: tuple[Any, ...], slot: int | None) -> Any:
+        client = self._client
+        try:
+            if client._pool is not None:
+                return client._standalone_round_trip(client._pool, args)
+            if slot is None or slot < 0:
+                return client._cluster_execute(args, None)
+            return client._keyed(args, client._table.lookup(args), slot)
+        except rx.RedisError as exc:
+            return exc
+
+    def _run_on_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        client = self._client
+        client._ensure_table()
+        state = client._cluster
+        assert state is not None and state.slot_map is not None
+        plans = [plan_command(client._table, args, key_slot) for args in commands]
+        primaries = list(state.slot_map.primaries)
+        any_primary = random.choice(primaries)
+        # wire operations: (command index, op index, slot, args, pool)
+        ops: list[tuple[int, int, int, tuple[Any, ...], ConnectionPool | None]] = []
+        for ci, plan in enumerate(plans):
+            for oi, (slot, args) in enumerate(plan.ops):
+                if slot == ALL_PRIMARIES:
+                    ops.extend(
+                        (ci, -1 - j, slot, args, state.pool(p)) for j, p in enumerate(primaries)
+                    )
+                elif slot == ANY_SLOT:
+                    ops.append((ci, oi, slot, args, state.pool(any_primary)))
+                else:
+                    ops.append((ci, oi, slot, args, state.slot_pools[slot]))
+        replies: list[Any] = [None] * len(ops)
+        self._send_grouped(ops, replies)
+        for i, (_, _, slot, args, _) in enumerate(ops):
+            reply = replies[i]
+            if isinstance(reply, rx.MovedError):
+                state.apply_moved(reply.slot_id, f"{reply.host}:{reply.port}")
+                replies[i] = self._rerun(args, slot)
+            elif isinstance(reply, _RETRYABLE) or reply is _RERUN:
+                replies[i] = self._rerun(args, slot)
+        return self._assemble(plans, ops, replies)
+
+    def _send_grouped(
+        self,
+        ops: list[tuple[int, int, int, tuple[Any, ...], ConnectionPool | None]],
+        replies: list[Any],
+    ) -> None:
+        groups: dict[int, tuple[ConnectionPool, list[int]]] = {}
+        for i, (_, _, _, _, pool) in enumerate(ops):
+            if pool is None:
+                replies[i] = _RERUN
+                continue
+            groups.setdefault(id(pool), (pool, []))[1].append(i)
+        sent: list[tuple[ConnectionPool, Connection, list[int]]] = []
+        for pool, indices in groups.values():
+            conn: Connection | None = None
+            try:
+                conn = pool.get()
+                conn.send_many([ops[i][3] for i in indices])
+                sent.append((pool, conn, indices))
+            except _NET:
+                if conn is not None:
+                    pool.release(conn)
+                for i in indices:
+                    replies[i] = _RERUN  # not sent: safe to re-run
+        for pool, conn, indices in sent:
+            done = 0
+            try:
+                for i in indices:
+                    replies[i] = conn.read_raw()
+                    done += 1
+            except _NET as exc:
+                unread = indices[done:]
+                outcomes = self._after_loss([ops[i][3] for i in unread], exc)
+                for i, outcome in zip(unread, outcomes, strict=True):
+                    replies[i] = outcome
+            finally:
+                pool.release(conn)
+
+    def _assemble(
+        self,
+        plans: Sequence[Any],
+        ops: list[tuple[int, int, int, tuple[Any, ...], ConnectionPool | None]],
+        replies: list[Any],
+    ) -> list[Any]:
+        per_command: list[list[Any]] = [[] for _ in plans]
+        for (ci, _, _, _, _), reply in zip(ops, replies, strict=True):
+            per_command[ci].append(reply)
+        out: list[Any] = []
+        for plan, parts in zip(plans, per_command, strict=True):
+            if plan.split is not None:
+                try:
+                    out.append(plan.split.merge(parts))
+                except rx.RedisError as exc:
+                    out.append(exc)
+            elif len(parts) == 1:
+                out.append(parts[0])
+            else:
+                client = self._client
+                spec = client._table.lookup(plan.ops[0][1])
+                policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
+                try:
+                    out.append(merge_replies(policy, parts, str(plan.ops[0][1][0])))
+                except rx.RedisError as exc:
+                    out.append(exc)
+        return out
+
+
+class _Rerun:
+    def __repr__(self) -> str:
+        return "<re-run>"
+
+
+_RERUN = _Rerun()
+
+
+def _callback(callbacks: dict[str, Any], name: Any, reply: Any, options: dict[str, Any]) -> Any:
+    cb = callbacks.get(name)
+    if cb is None:
+        return reply
+    opts = {
+        k: v
+        for k, v in options.items()
+        if k not in (_EMPTY_RESPONSE, _NEVER_DECODE, "keys", "target_nodes")
+    }
+    return cb(reply, **opts)
+
+
+def _annotate(exc: BaseException, number: int, command: Sequence[Any]) -> None:
+    text = " ".join(str(a) for a in command)
+    if len(text) > 100:
+        text = text[:97] + "..."
+    msg = (
+        f"Command # {number} ({text}) of pipeline caused error: {exc.args[0] if exc.args else exc}"
+    )
+    exc.args = (msg, *exc.args[1:])
+
+
+def _raise_first(
+    stack: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], results: Sequence[Any]
+) -> None:
+    for i, r in enumerate(results):
+        if isinstance(r, rx.ResponseError | AmbiguousCommandError):
+            _annotate(r, i + 1, stack[i][0])
+            raise r
