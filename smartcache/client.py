@@ -122,6 +122,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         )
         self._table = CommandTable.fallback()
         self._table_loaded = False
+        # command name (as the caller spelled it) -> position of its only key
+        self._single_key: dict[str, int] = {}
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         if not nodes:
             raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
@@ -281,12 +283,57 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
+        if options:
+            options.pop("keys", None)  # redis-py's client-side-cache hint
+            if options:
+                return self._execute_slow(args, options)
+        name = args[0]
         pool = self._pool
-        if pool is not None and not options and type(args[0]) is str and " " not in args[0]:
-            reply = self._standalone_round_trip(pool, args)
-            callback = self.response_callbacks.get(args[0])
-            return callback(reply) if callback is not None else reply
-        return self._execute_slow(args, options)
+        if pool is not None:
+            if type(name) is str and " " not in name:
+                reply = self._standalone_round_trip(pool, args)
+                callback = self.response_callbacks.get(name)
+                return callback(reply) if callback is not None else reply
+            return self._execute_slow(args, options)
+        index = self._single_key.get(name)
+        if index is None or len(args) <= index:
+            return self._execute_slow(args, options)
+        # Cluster fast path: one key at a known position, no option, no pending refresh.
+        state = self._cluster
+        assert state is not None
+        slot = key_slot(args[index])
+        pool = state.slot_pools[slot]
+        if pool is None or state.refresh_pending:
+            reply = self._keyed(args, self._table.lookup(args), slot)
+        else:
+            conn = pool.get()
+            connected = conn.is_connected
+            try:
+                reply = conn.execute(*args)
+            except rx.ResponseError as exc:
+                pool.release(conn)
+                reply = self._keyed(
+                    args,
+                    self._table.lookup(args),
+                    slot,
+                    first_error=exc,
+                    first_sent=True,
+                    first_pool=pool,
+                )
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                pool.release(conn)
+                reply = self._keyed(
+                    args,
+                    self._table.lookup(args),
+                    slot,
+                    first_error=exc,
+                    first_sent=connected,
+                    first_pool=pool,
+                )
+            else:
+                pool.release(conn)
+        callback = self.response_callbacks.get(name)
+        return callback(reply) if callback is not None else reply
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         conn = pool.get()
@@ -398,6 +445,13 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         if target_nodes is not None:
             return self._fan_out(args, spec, self._resolve_targets(target_nodes))
         keys = spec.keys(args) if spec is not None else ()
+        if (
+            spec is not None
+            and spec.single_key_index
+            and spec.request_policy is RequestPolicy.KEYED
+            and type(args[0]) is str
+        ):
+            self._single_key[args[0]] = spec.single_key_index
         if not keys:
             policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
             if policy is RequestPolicy.ALL_SHARDS:
@@ -421,51 +475,34 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 )
         return self._keyed(args, spec, slot)
 
-    def _keyed(self, args: tuple[Any, ...], spec: CommandSpec | None, slot: int) -> Any:
+    def _keyed(
+        self,
+        args: tuple[Any, ...],
+        spec: CommandSpec | None,
+        slot: int,
+        *,
+        first_error: BaseException | None = None,
+        first_sent: bool = False,
+        first_pool: ConnectionPool | None = None,
+    ) -> Any:
+        """Run a command on the node serving ``slot``, following the core's decisions.
+
+        ``first_error`` lets the fast path hand over a failure it already met.
+        """
         state = self._cluster
         assert state is not None
         start = time.monotonic()
         attempt = redirects = 0
         asking_target: str | None = None
+        error, sent, pool = first_error, first_sent, first_pool
         while True:
-            if state.refresh_pending:
-                self._try_refresh()
-            if asking_target is not None:
-                pool = state.pool(asking_target)
-            else:
-                maybe = state.slot_pools[slot]
-                if maybe is None:
-                    error: BaseException = rx.ClusterDownError(
-                        f"CLUSTERDOWN Hash slot {slot} is not served by any node"
-                    )
-                    pool = None
-                else:
-                    pool = maybe
-            sent = False
-            if pool is not None:
-                conn = None
-                try:
-                    conn = pool.get()
-                    if asking_target is not None:
-                        replies = conn.execute_many([("ASKING",), args])
-                        reply = replies[1]
-                    else:
-                        conn.send_command(*args)
-                        sent = True
-                        reply = conn.read_raw()
-                except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                    error = exc
-                    if asking_target is not None:
-                        sent = True
-                else:
-                    pool.release(conn)
-                    conn = None
-                    if not isinstance(reply, _ERROR):
-                        return reply
-                    error = reply
-                finally:
-                    if conn is not None:
-                        pool.release(conn)
+            if error is None:
+                if state.refresh_pending:
+                    self._try_refresh()
+                outcome = self._attempt(state, args, slot, asking_target)
+                if outcome[0] is None:
+                    return outcome[1]
+                error, sent, pool = outcome
             asking_target = None
             if isinstance(error, rx.AskError):
                 redirects += 1
@@ -484,8 +521,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
             if decision.action is Action.RAISE:
                 self._raise(error, decision.ambiguous, args, attempt)
             target = decision.target
-            if target is not None and target.startswith(":"):
-                target = parse_address(pool.settings.address)[0] + target if pool else target
+            if target is not None and target.startswith(":") and pool is not None:
+                target = parse_address(pool.settings.address)[0] + target
             if decision.action is Action.MOVED:
                 assert target is not None and decision.slot is not None
                 state.apply_moved(decision.slot, target)
@@ -495,6 +532,39 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 if decision.refresh:
                     state.refresh_pending = True
                 time.sleep(decision.delay)
+            error = None
+
+    def _attempt(
+        self, state: ClusterState, args: tuple[Any, ...], slot: int, asking: str | None
+    ) -> tuple[Any, Any, Any]:
+        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``."""
+        if asking is not None:
+            pool = state.pool(asking)
+        else:
+            maybe = state.slot_pools[slot]
+            if maybe is None:
+                down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
+                return down, False, None
+            pool = maybe
+        conn = None
+        sent = False
+        try:
+            conn = pool.get()
+            if asking is not None:
+                sent = True
+                reply = conn.execute_many([("ASKING",), args])[1]
+            else:
+                conn.send_command(*args)
+                sent = True
+                reply = conn.read_raw()
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            return exc, sent and (conn is not None), pool
+        finally:
+            if conn is not None:
+                pool.release(conn)
+        if isinstance(reply, _ERROR):
+            return reply, True, pool
+        return None, reply, None
 
     def _try_refresh(self) -> None:
         state = self._cluster
