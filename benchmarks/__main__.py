@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks import bench_key_slot
+from benchmarks import bench_client, bench_key_slot
 
 print("== key_slot ==")
 bench_key_slot.main()
+print("\n== SmartClient vs redis-py ==")
+print(bench_client.table(bench_client.run(20000, 7)))

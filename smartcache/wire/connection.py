@@ -34,12 +34,28 @@ from smartcache.wire.packing import data_error, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import open_socket, set_timeout
 
-__all__ = ["STALE_CHECK_AFTER", "Connection"]
+__all__ = ["STALE_CHECK_AFTER", "Connection", "current_pid"]
 
 #: What ``Reader.gets()`` returns while a reply is incomplete (``False``/``None`` are replies).
 _NOT_ENOUGH: Final = object()
 _Push: Final = hiredis.PushNotification
 _RedisError: Final = rx.RedisError
+
+_current_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _current_pid
+    _current_pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
+
+def current_pid() -> int:
+    """This process's id, kept current across fork() without a system call per check."""
+    return _current_pid
+
 
 #: A pooled connection idle longer than this is polled for a server-side close before reuse.
 STALE_CHECK_AFTER: Final = 1.0
@@ -349,7 +365,7 @@ class Connection:
         non-blocking poll); after ``health_check_interval`` seconds idle, that it
         answers ``PING``.
         """
-        if self._sock is None or self.pid != os.getpid():
+        if self._sock is None or self.pid != _current_pid:
             return False
         if now is None:
             now = time.monotonic()

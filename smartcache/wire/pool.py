@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any
 
 from smartcache.exceptions import ConfigurationError, SmartConnectionError
-from smartcache.wire.connection import Connection
+from smartcache.wire.connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
 __all__ = ["ConnectionPool", "PoolExhaustedError"]
@@ -66,11 +66,12 @@ class ConnectionPool:
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
+        self._pid = current_pid()
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
         self._idle: deque[Connection] = deque()
         self._in_use = 0
+        self._waiting = 0
 
     @classmethod
     def from_redis_kwargs(cls, **kwargs: Any) -> ConnectionPool:
@@ -107,9 +108,9 @@ class ConnectionPool:
     # -- fork safety ----------------------------------------------------------------------
 
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():
+        if self._pid != current_pid():
             with _fork_lock:
-                if self._pid != os.getpid():
+                if self._pid != current_pid():
                     # Forget, never close: closing would not hurt the parent, but
                     # shutdown() or a QUIT would cut its conversation short.
                     for conn in self._idle:
@@ -126,24 +127,29 @@ class ConnectionPool:
         connection errors of :meth:`Connection.connect` when a new one cannot be opened.
         """
         self._check_pid()
-        while True:
-            conn = self._take()
+        conn = None
+        with self._lock:
+            if self._idle and not self._closed:  # the common case: reuse, no waiting
+                self._in_use += 1
+                conn = self._idle.pop()
+        if conn is None:
+            conn = self._reserve()
             if conn is None:
                 return self._open_new()
-            if conn.is_healthy():
-                return conn
-            # Closed by is_healthy(); reuse the slot for a fresh connection.
-            try:
-                conn.connect()
-            except BaseException:
-                self._give_back_slot()
-                raise
+        if conn.is_healthy():
             return conn
+        # is_healthy() closed it; keep the slot and connect afresh.
+        try:
+            conn.connect()
+        except BaseException:
+            self._give_back_slot()
+            raise
+        return conn
 
     get_connection = get
 
-    def _take(self) -> Connection | None:
-        """Reserve a slot: return an idle connection, or None if a new one may be opened."""
+    def _reserve(self) -> Connection | None:
+        """Take a slot, waiting if need be: an idle connection, or None to open a new one."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._lock:
             while True:
@@ -166,7 +172,11 @@ class ConnectionPool:
                         f"for {self.timeout} s; raise max_connections or release connections",
                         node=self.settings.address,
                     )
-                self._available.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._available.wait(remaining)
+                finally:
+                    self._waiting -= 1
 
     def _open_new(self) -> Connection:
         conn = Connection(self.settings)
@@ -180,7 +190,8 @@ class ConnectionPool:
     def _give_back_slot(self) -> None:
         with self._lock:
             self._in_use -= 1
-            self._available.notify()
+            if self._waiting:
+                self._available.notify()
 
     def release(self, conn: Connection) -> None:
         """Return ``conn`` to the pool.
@@ -189,21 +200,23 @@ class ConnectionPool:
         closed; otherwise it is closed (or, if inherited across fork, just forgotten).
         Releasing a connection of another pool is a caller bug and is not detected.
         """
-        if conn.pid != self._pid or self._pid != os.getpid():
+        pid = current_pid()
+        if conn.pid != self._pid or self._pid != pid:
             # Opened before a fork (by the parent, or by this pool's previous life):
             # its slot was reset with the pool. Do not touch its socket.
-            if conn.pid != os.getpid():
+            if conn.pid != pid:
                 conn.forget()
             return
         keep = conn.is_connected
+        now = time.monotonic()
         with self._lock:
             self._in_use -= 1
-            if keep and not self._closed:
-                conn.last_used = time.monotonic()
-                self._idle.append(conn)
+            if self._waiting:  # Condition.notify() is costly even with nobody waiting
                 self._available.notify()
+            if keep and not self._closed:
+                conn.last_used = now
+                self._idle.append(conn)
                 return
-            self._available.notify()
         conn.close()
 
     # -- shutdown -------------------------------------------------------------------------

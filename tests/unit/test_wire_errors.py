@@ -39,8 +39,10 @@ PREFIXED = [
     ("MOVED 3999 127.0.0.1:6381", rx.MovedError),
     ("CLUSTERDOWN The cluster is down", rx.ClusterDownError),
     ("CROSSSLOT Keys in request don't hash to the same slot", rx.ClusterCrossSlotError),
-    ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
-     rx.MasterDownError),
+    (
+        "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+        rx.MasterDownError,
+    ),
 ]
 
 
@@ -125,7 +127,10 @@ def test_table_matches_installed_redis_py() -> None:
         ("MOVED 3999 ?:6381", Redirect("MOVED", 3999, "", 6381)),
         ("MOVED 1 ::1:7000", Redirect("MOVED", 1, "::1", 7000)),
         ("MOVED 1 [::1]:7000", Redirect("MOVED", 1, "::1", 7000)),
-        ("ASK 16383 redis-node-3.example.com:7002", Redirect("ASK", 16383, "redis-node-3.example.com", 7002)),
+        (
+            "ASK 16383 redis-node-3.example.com:7002",
+            Redirect("ASK", 16383, "redis-node-3.example.com", 7002),
+        ),
         ("MOVED 0 fe80::1:2:3:4:6379", Redirect("MOVED", 0, "fe80::1:2:3:4", 6379)),
     ],
 )
@@ -133,7 +138,8 @@ def test_parse_redirect(message: str, expected: Redirect) -> None:
     redirect = parse_redirect(message)
     assert redirect == expected
     kind, slot, host, port = expected  # unpacks as a plain tuple
-    assert redirect is not None and redirect.kind == kind
+    assert redirect is not None
+    assert (redirect.kind, redirect.slot, redirect.host, redirect.port) == (kind, slot, host, port)
 
 
 def test_parse_redirect_not_a_redirect() -> None:
@@ -143,8 +149,17 @@ def test_parse_redirect_not_a_redirect() -> None:
 
 @pytest.mark.parametrize(
     "message",
-    ["MOVED", "MOVED 1", "MOVED 16384 h:1", "MOVED -1 h:1", "ASK x h:1", "MOVED 1 host",
-     "MOVED 1 h:0", "MOVED 1 h:99999", "MOVED 1 h:1 extra"],
+    [
+        "MOVED",
+        "MOVED 1",
+        "MOVED 16384 h:1",
+        "MOVED -1 h:1",
+        "ASK x h:1",
+        "MOVED 1 host",
+        "MOVED 1 h:0",
+        "MOVED 1 h:99999",
+        "MOVED 1 h:1 extra",
+    ],
 )
 def test_parse_redirect_malformed(message: str) -> None:
     with pytest.raises(ValueError):
