@@ -159,8 +159,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         if client._pool is not None:
             pool = client._pool
         else:
-            client._ensure_table()
-            slot = transaction_slot(client._table, [args], key_slot)
+            slot = transaction_slot(client._command_table, [args], key_slot)
             address = client._address_for_slot(slot) if slot is not None else None
             state = client._cluster
             assert state is not None
@@ -243,8 +242,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         client = self._client
         if client._pool is not None:
             return client._pool
-        client._ensure_table()
-        slot = transaction_slot(client._table, commands, key_slot)
+        slot = transaction_slot(client._command_table, commands, key_slot)
         state = client._cluster
         assert state is not None
         if slot is None:
@@ -292,7 +290,10 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         client = self._client
         out: list[Any] = []
         for args in unread:
-            if client._table.is_idempotent(args) or client.retry_policy.retry_non_idempotent:
+            if (
+                client._command_table.is_idempotent(args)
+                or client.retry_policy.retry_non_idempotent
+            ):
                 out.append(self._rerun(args, None))
             else:
                 out.append(
@@ -310,17 +311,19 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             if client._pool is not None:
                 return client._standalone_round_trip(client._pool, args)
             if slot is None or slot < 0:
-                return client._cluster_execute(args, None)
-            return client._keyed(args, client._table.lookup(args), slot)
+                assert client._router is not None
+                return client._router.execute(args, None)
+            assert client._router is not None
+            return client._router.keyed(args, client._router.table.lookup(args), slot)
         except rx.RedisError as exc:
             return exc
 
     def _run_on_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         client = self._client
-        client._ensure_table()
+        table = client._command_table
         state = client._cluster
         assert state is not None and state.slot_map is not None
-        plans = [plan_command(client._table, args, key_slot) for args in commands]
+        plans = [plan_command(table, args, key_slot) for args in commands]
         primaries = list(state.slot_map.primaries)
         any_primary = random.choice(primaries)
         # wire operations: (command index, op index, slot, args, pool)
@@ -403,7 +406,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 out.append(parts[0])
             else:
                 client = self._client
-                spec = client._table.lookup(plan.ops[0][1])
+                spec = client._command_table.lookup(plan.ops[0][1])
                 policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
                 try:
                     out.append(merge_replies(policy, parts, str(plan.ops[0][1][0])))

@@ -9,10 +9,9 @@ decisions on redirects and failures (:mod:`smartcache.core.retry`).
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -25,23 +24,17 @@ from redis.lock import Lock
 
 from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
+from smartcache._router import ClusterRouter, raise_command_error
 from smartcache.core.commands import (
-    CommandSpec,
     CommandTable,
-    RequestPolicy,
-    ResponsePolicy,
-    merge_replies,
     normalize_command,
-    split_multi_key,
 )
 from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
-    AmbiguousCommandError,
     ClusterUnavailableError,
     ConfigurationError,
-    CrossSlotError,
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
@@ -121,14 +114,12 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
             self._settings.decode_responses,
         )
         self._table = CommandTable.fallback()
-        self._table_loaded = False
-        # command name (as the caller spelled it) -> position of its only key
-        self._single_key: dict[str, int] = {}
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         if not nodes:
             raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster: ClusterState | None = None
+        self._router: ClusterRouter | None = None
         self._pool: ConnectionPool | None = None
         self._closed = False
         self._detect(cluster)
@@ -173,6 +164,7 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 pool.close()
                 self._cluster = ClusterState(settings, self._startup, pool_factory=self._new_pool)
                 self._cluster.refresh(force=True)
+                self._router = ClusterRouter(self._cluster, self.retry_policy)
             else:
                 self._pool = pool
             return
@@ -295,7 +287,9 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 callback = self.response_callbacks.get(name)
                 return callback(reply) if callback is not None else reply
             return self._execute_slow(args, options)
-        index = self._single_key.get(name)
+        router = self._router
+        assert router is not None
+        index = router.single_key.get(name)
         if index is None or len(args) <= index:
             return self._execute_slow(args, options)
         # Cluster fast path: one key at a known position, no option, no pending refresh.
@@ -304,7 +298,7 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         slot = key_slot(args[index])
         pool = state.slot_pools[slot]
         if pool is None or state.refresh_pending:
-            reply = self._keyed(args, self._table.lookup(args), slot)
+            reply = router.keyed(args, router.table.lookup(args), slot)
         else:
             conn = pool.get()
             connected = conn.is_connected
@@ -312,9 +306,9 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 reply = conn.execute(*args)
             except rx.ResponseError as exc:
                 pool.release(conn)
-                reply = self._keyed(
+                reply = router.keyed(
                     args,
-                    self._table.lookup(args),
+                    router.table.lookup(args),
                     slot,
                     first_error=exc,
                     first_sent=True,
@@ -322,9 +316,9 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 )
             except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
                 pool.release(conn)
-                reply = self._keyed(
+                reply = router.keyed(
                     args,
-                    self._table.lookup(args),
+                    router.table.lookup(args),
                     slot,
                     first_error=exc,
                     first_sent=connected,
@@ -368,7 +362,7 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 sent=sent,
             )
             if decision.action is not Action.RETRY:
-                self._raise(error, decision.ambiguous, args, attempt)
+                raise_command_error(error, decision.ambiguous, args, attempt)
             time.sleep(decision.delay)
             attempt += 1
             conn = pool.get()
@@ -382,28 +376,6 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
             finally:
                 pool.release(conn)
 
-    def _raise(
-        self, error: BaseException, ambiguous: bool, args: Sequence[Any], attempts: int
-    ) -> Any:
-        name = _name(args)
-        if ambiguous:
-            raise AmbiguousCommandError(
-                f"{name}: the connection was lost after the command was sent, so it may or "
-                "may not have run; it was not re-sent because it is not idempotent (pass "
-                "retry_non_idempotent=True to re-send such commands)",
-                command=name,
-                node=getattr(error, "node", None),
-                attempts=attempts,
-            ) from error
-        if isinstance(error, rx.ClusterDownError | rx.TryAgainError):
-            raise ClusterUnavailableError(
-                f"{name}: the cluster kept refusing the command after {attempts} attempt(s): "
-                f"{error}",
-                command=name,
-                attempts=attempts,
-            ) from error
-        raise error
-
     def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         command_name = args[0]
         args = normalize_command(args)
@@ -415,7 +387,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
             if self._pool is not None:
                 reply = self._standalone_round_trip(self._pool, args)
             else:
-                reply = self._cluster_execute(args, target_nodes)
+                assert self._router is not None
+                reply = self._router.execute(args, target_nodes)
         except rx.ResponseError:
             if empty is not _MISSING:
                 return empty
@@ -423,257 +396,18 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         callback = self.response_callbacks.get(command_name)
         return callback(reply, **options) if callback is not None else reply
 
-    # -- cluster ------------------------------------------------------------------------
-    def _ensure_table(self) -> None:
-        if self._table_loaded or self._cluster is None:
-            return
-        self._table_loaded = True
-        state = self._cluster
-        assert state.slot_map is not None
-        pool = state.pool(state.slot_map.primaries[0])
-        conn = pool.get()
-        try:
-            self._table = CommandTable.from_command_reply(conn.execute("COMMAND"))
-        except (rx.RedisError, ValueError):
-            self._table = CommandTable.fallback()
-        finally:
-            pool.release(conn)
-
-    def _cluster_execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
-        self._ensure_table()
-        spec = self._table.lookup(args)
-        if target_nodes is not None:
-            return self._fan_out(args, spec, self._resolve_targets(target_nodes))
-        keys = spec.keys(args) if spec is not None else ()
-        if (
-            spec is not None
-            and spec.single_key_index
-            and spec.request_policy is RequestPolicy.KEYED
-            and type(args[0]) is str
-        ):
-            self._single_key[args[0]] = spec.single_key_index
-        if not keys:
-            policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
-            if policy is RequestPolicy.ALL_SHARDS:
-                return self._fan_out(args, spec, self._primaries())
-            if policy is RequestPolicy.ALL_NODES:
-                return self._fan_out(args, spec, self._all_nodes())
-            return self._keyed(args, spec, random.randrange(16384))
-        slot = key_slot(keys[0])
-        if len(keys) > 1:
-            slots = {key_slot(k) for k in keys}
-            if len(slots) > 1:
-                if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-                    return self._multi_shard(args, spec)
-                name = _name(args)
-                raise CrossSlotError(
-                    f"{name}: its keys hash to {len(slots)} different slots, and {name} "
-                    "cannot be split without losing atomicity; use a hash tag such as "
-                    "'{user:1}:a' and '{user:1}:b' to keep keys on one slot",
-                    command=name,
-                    slots=sorted(slots),
-                )
-        return self._keyed(args, spec, slot)
-
-    def _keyed(
-        self,
-        args: tuple[Any, ...],
-        spec: CommandSpec | None,
-        slot: int,
-        *,
-        first_error: BaseException | None = None,
-        first_sent: bool = False,
-        first_pool: ConnectionPool | None = None,
-    ) -> Any:
-        """Run a command on the node serving ``slot``, following the core's decisions.
-
-        ``first_error`` lets the fast path hand over a failure it already met.
-        """
-        state = self._cluster
-        assert state is not None
-        start = time.monotonic()
-        attempt = redirects = 0
-        asking_target: str | None = None
-        error, sent, pool = first_error, first_sent, first_pool
-        while True:
-            if error is None:
-                if state.refresh_pending:
-                    self._try_refresh()
-                outcome = self._attempt(state, args, slot, asking_target)
-                if outcome[0] is None:
-                    return outcome[1]
-                error, sent, pool = outcome
-            asking_target = None
-            if isinstance(error, rx.AskError):
-                redirects += 1
-            else:
-                attempt += 1
-            idempotent = spec.is_idempotent(args) if spec is not None else False
-            decision = decide(
-                self.retry_policy,
-                error,
-                attempt=attempt,
-                redirects=redirects,
-                elapsed=time.monotonic() - start,
-                idempotent=idempotent,
-                sent=sent,
-            )
-            if decision.action is Action.RAISE:
-                self._raise(error, decision.ambiguous, args, attempt)
-            target = decision.target
-            if target is not None and target.startswith(":") and pool is not None:
-                target = parse_address(pool.settings.address)[0] + target
-            if decision.action is Action.MOVED:
-                assert target is not None and decision.slot is not None
-                state.apply_moved(decision.slot, target)
-            elif decision.action is Action.ASK:
-                asking_target = target
-            else:
-                if decision.refresh:
-                    state.refresh_pending = True
-                time.sleep(decision.delay)
-            error = None
-
-    def _attempt(
-        self, state: ClusterState, args: tuple[Any, ...], slot: int, asking: str | None
-    ) -> tuple[Any, Any, Any]:
-        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``."""
-        if asking is not None:
-            pool = state.pool(asking)
-        else:
-            maybe = state.slot_pools[slot]
-            if maybe is None:
-                down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
-                return down, False, None
-            pool = maybe
-        conn = None
-        sent = False
-        try:
-            conn = pool.get()
-            if asking is not None:
-                sent = True
-                reply = conn.execute_many([("ASKING",), args])[1]
-            else:
-                conn.send_command(*args)
-                sent = True
-                reply = conn.read_raw()
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            return exc, sent and (conn is not None), pool
-        finally:
-            if conn is not None:
-                pool.release(conn)
-        if isinstance(reply, _ERROR):
-            return reply, True, pool
-        return None, reply, None
+    @property
+    def _command_table(self) -> CommandTable:
+        """The command table in use (the server's own on a cluster)."""
+        if self._router is None:
+            return self._table
+        self._router.ensure_table()
+        return self._router.table
 
     def _try_refresh(self) -> None:
-        state = self._cluster
-        assert state is not None
-        # On failure keep the old map; the command's own budget decides when to give up.
-        with contextlib.suppress(NoReachableNodeError):
-            state.refresh()
-
-    def _primaries(self) -> list[str]:
-        state = self._cluster
-        assert state is not None and state.slot_map is not None
-        return list(state.slot_map.primaries)
-
-    def _all_nodes(self) -> list[str]:
-        state = self._cluster
-        assert state is not None and state.slot_map is not None
-        return list(state.slot_map.nodes)
-
-    def _resolve_targets(self, target: Any) -> list[str]:
-        if isinstance(target, str):
-            lowered = target.lower()
-            if lowered not in _TARGETS:
-                raise ConfigurationError(
-                    f"target_nodes={target!r}: use one of {sorted(_TARGETS)} or node objects"
-                )
-            if lowered == "primaries":
-                return self._primaries()
-            if lowered == "all":
-                return self._all_nodes()
-            if lowered == "replicas":
-                primaries = set(self._primaries())
-                return [n for n in self._all_nodes() if n not in primaries]
-            return [random.choice(self._primaries())]
-        items = target if isinstance(target, list | tuple) else [target]
-        out = []
-        for item in items:
-            name = getattr(item, "name", item)
-            out.append(str(name))
-        return out
-
-    def _fan_out(
-        self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
-    ) -> Any:
-        state = self._cluster
-        assert state is not None
-        addresses = list(addresses)
-        taken = []
-        try:
-            for address in addresses:
-                pool = state.pool(address)
-                conn = pool.get()
-                taken.append((pool, conn))
-                conn.send_command(*args)
-            replies = [conn.read_raw() for _, conn in taken]
-        finally:
-            for pool, conn in taken:
-                pool.release(conn)
-        if len(replies) == 1:
-            if isinstance(replies[0], BaseException):
-                raise replies[0]
-            return replies[0]
-        policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-        return _merge_special(_name(args), policy, replies)
-
-    def _multi_shard(self, args: tuple[Any, ...], spec: CommandSpec) -> Any:
-        plan = split_multi_key(args, spec, key_slot)
-        results = self._run_parts([(slot, part) for slot, part, _ in plan.parts])
-        return plan.merge(results)
-
-    def _run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
-        """Send every part to its node (all writes first), then read; retry failed parts."""
-        state = self._cluster
-        assert state is not None
-        results: list[Any] = [None] * len(parts)
-        by_pool: dict[int, tuple[ConnectionPool, list[int]]] = {}
-        failed: list[int] = []
-        for i, (slot, _) in enumerate(parts):
-            pool = state.slot_pools[slot]
-            if pool is None:
-                failed.append(i)
-                continue
-            by_pool.setdefault(id(pool), (pool, []))[1].append(i)
-        sent: list[tuple[ConnectionPool, Any, list[int]]] = []
-        for pool, indices in by_pool.values():
-            conn = None
-            try:
-                conn = pool.get()
-                conn.send_many([parts[i][1] for i in indices])
-                sent.append((pool, conn, indices))
-            except (rx.ConnectionError, rx.TimeoutError, OSError):
-                if conn is not None:
-                    pool.release(conn)
-                failed.extend(indices)
-        for pool, conn, indices in sent:
-            try:
-                for i in indices:
-                    reply = conn.read_raw()
-                    if isinstance(reply, _ERROR):
-                        failed.append(i)
-                    else:
-                        results[i] = reply
-            except (rx.ConnectionError, rx.TimeoutError, OSError):
-                failed.extend(i for i in indices if results[i] is None and i not in failed)
-            finally:
-                pool.release(conn)
-        for i in failed:
-            slot, part = parts[i]
-            results[i] = self._keyed(part, self._table.lookup(part), slot)
-        return results
+        """Refresh the slot map now (a no-op on a standalone server)."""
+        if self._router is not None:
+            self._router.try_refresh()
 
     # -- dedicated connections (pub/sub, blocking commands) -------------------------------
     def _address_for_slot(self, slot: int) -> str:
@@ -693,7 +427,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         if self._cluster is None:
             assert self._pool is not None
             return self._pool.settings.address
-        return random.choice(self._primaries())
+        assert self._router is not None
+        return random.choice(self._router.primaries())
 
     def _new_dedicated_connection(self, address: str | None = None) -> Connection:
         """A new, unpooled connection to ``address`` (default: any node); caller closes it."""
@@ -721,7 +456,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         if self._cluster is None:
             yield from super().scan_iter(match=match, count=count, _type=_type, **kwargs)
             return
-        for address in self._primaries():
+        assert self._router is not None
+        for address in self._router.primaries():
             cursor = 0
             first = True
             while first or cursor != 0:
@@ -742,19 +478,3 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-def _name(args: Sequence[Any]) -> str:
-    first = args[0]
-    text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
-    return text.upper()
-
-
-def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any:
-    merged = merge_replies(policy, replies, name)
-    if policy is ResponsePolicy.SPECIAL:
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies[0]
-    return merged

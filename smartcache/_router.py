@@ -1,0 +1,348 @@
+"""The cluster router: route one command by its keys and carry it through redirects.
+
+Driven by :class:`~smartcache.client.SmartClient` (and its pipeline) for a cluster. The
+decisions come from the I/O-free core (key extraction, slot map, ``decide()``); this class
+only does the I/O they ask for: pick the pool, write, read, sleep the backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+import redis.exceptions as rx
+
+from smartcache._cluster_state import ClusterState
+from smartcache.core.commands import (
+    CommandSpec,
+    CommandTable,
+    RequestPolicy,
+    ResponsePolicy,
+    merge_replies,
+    split_multi_key,
+)
+from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.slotmap import parse_address
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import (
+    AmbiguousCommandError,
+    ClusterUnavailableError,
+    ConfigurationError,
+    CrossSlotError,
+    NoReachableNodeError,
+)
+from smartcache.wire import ConnectionPool
+
+__all__ = ["ClusterRouter", "command_name", "raise_command_error"]
+
+_ERROR = rx.RedisError
+_TARGETS = {"primaries", "replicas", "all", "random"}
+
+
+class ClusterRouter:
+    """Routes commands over a :class:`ClusterState` under one retry policy."""
+
+    def __init__(self, state: ClusterState, policy: RetryPolicy) -> None:
+        self.state = state
+        self.policy = policy
+        self.table = CommandTable.fallback()
+        self.table_loaded = False
+        # command name (as the caller spelled it) -> position of its only key
+        self.single_key: dict[str, int] = {}
+
+    def ensure_table(self) -> None:
+        """Load the server's COMMAND table once (fallback: the built-in table)."""
+        if self.table_loaded or self.state is None:
+            return
+        self.table_loaded = True
+        state = self.state
+        assert state.slot_map is not None
+        pool = state.pool(state.slot_map.primaries[0])
+        conn = pool.get()
+        try:
+            self.table = CommandTable.from_command_reply(conn.execute("COMMAND"))
+        except (rx.RedisError, ValueError):
+            self.table = CommandTable.fallback()
+        finally:
+            pool.release(conn)
+
+    def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+        """Route one command: by its keys, by its keyless policy, or to ``target_nodes``."""
+        self.ensure_table()
+        spec = self.table.lookup(args)
+        if target_nodes is not None:
+            return self.fan_out(args, spec, self.resolve_targets(target_nodes))
+        keys = spec.keys(args) if spec is not None else ()
+        if (
+            spec is not None
+            and spec.single_key_index
+            and spec.request_policy is RequestPolicy.KEYED
+            and type(args[0]) is str
+        ):
+            self.single_key[args[0]] = spec.single_key_index
+        if not keys:
+            policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
+            if policy is RequestPolicy.ALL_SHARDS:
+                return self.fan_out(args, spec, self.primaries())
+            if policy is RequestPolicy.ALL_NODES:
+                return self.fan_out(args, spec, self.all_nodes())
+            return self.keyed(args, spec, random.randrange(16384))
+        slot = key_slot(keys[0])
+        if len(keys) > 1:
+            slots = {key_slot(k) for k in keys}
+            if len(slots) > 1:
+                if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
+                    return self.multi_shard(args, spec)
+                name = command_name(args)
+                raise CrossSlotError(
+                    f"{name}: its keys hash to {len(slots)} different slots, and {name} "
+                    "cannot be split without losing atomicity; use a hash tag such as "
+                    "'{user:1}:a' and '{user:1}:b' to keep keys on one slot",
+                    command=name,
+                    slots=sorted(slots),
+                )
+        return self.keyed(args, spec, slot)
+
+    def keyed(
+        self,
+        args: tuple[Any, ...],
+        spec: CommandSpec | None,
+        slot: int,
+        *,
+        first_error: BaseException | None = None,
+        first_sent: bool = False,
+        first_pool: ConnectionPool | None = None,
+    ) -> Any:
+        """Run a command on the node serving ``slot``, following the core's decisions.
+
+        ``first_error`` lets the fast path hand over a failure it already met.
+        """
+        state = self.state
+        start = time.monotonic()
+        attempt = redirects = 0
+        asking_target: str | None = None
+        error, sent, pool = first_error, first_sent, first_pool
+        while True:
+            if error is None:
+                if state.refresh_pending:
+                    self.try_refresh()
+                outcome = self.attempt(state, args, slot, asking_target)
+                if outcome[0] is None:
+                    return outcome[1]
+                error, sent, pool = outcome
+            asking_target = None
+            if isinstance(error, rx.AskError):
+                redirects += 1
+            else:
+                attempt += 1
+            idempotent = spec.is_idempotent(args) if spec is not None else False
+            decision = decide(
+                self.policy,
+                error,
+                attempt=attempt,
+                redirects=redirects,
+                elapsed=time.monotonic() - start,
+                idempotent=idempotent,
+                sent=sent,
+            )
+            if decision.action is Action.RAISE:
+                raise_command_error(error, decision.ambiguous, args, attempt)
+            target = decision.target
+            if target is not None and target.startswith(":") and pool is not None:
+                target = parse_address(pool.settings.address)[0] + target
+            if decision.action is Action.MOVED:
+                assert target is not None and decision.slot is not None
+                state.apply_moved(decision.slot, target)
+            elif decision.action is Action.ASK:
+                asking_target = target
+            else:
+                if decision.refresh:
+                    state.refresh_pending = True
+                time.sleep(decision.delay)
+            error = None
+
+    def attempt(
+        self, state: ClusterState, args: tuple[Any, ...], slot: int, asking: str | None
+    ) -> tuple[Any, Any, Any]:
+        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``."""
+        if asking is not None:
+            pool = state.pool(asking)
+        else:
+            maybe = state.slot_pools[slot]
+            if maybe is None:
+                down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
+                return down, False, None
+            pool = maybe
+        conn = None
+        sent = False
+        try:
+            conn = pool.get()
+            if asking is not None:
+                sent = True
+                reply = conn.execute_many([("ASKING",), args])[1]
+            else:
+                conn.send_command(*args)
+                sent = True
+                reply = conn.read_raw()
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            return exc, sent and (conn is not None), pool
+        finally:
+            if conn is not None:
+                pool.release(conn)
+        if isinstance(reply, _ERROR):
+            return reply, True, pool
+        return None, reply, None
+
+    def try_refresh(self) -> None:
+        """Refresh the slot map, keeping the old one if no node answers."""
+        state = self.state
+        # On failure keep the old map; the command's own budget decides when to give up.
+        with contextlib.suppress(NoReachableNodeError):
+            state.refresh()
+
+    def primaries(self) -> list[str]:
+        """Addresses of the primaries in the current slot map."""
+        state = self.state
+        assert state.slot_map is not None
+        return list(state.slot_map.primaries)
+
+    def all_nodes(self) -> list[str]:
+        """Addresses of every node in the current slot map."""
+        state = self.state
+        assert state.slot_map is not None
+        return list(state.slot_map.nodes)
+
+    def resolve_targets(self, target: Any) -> list[str]:
+        """Addresses for redis-py's ``target_nodes=`` (a name or node objects)."""
+        if isinstance(target, str):
+            lowered = target.lower()
+            if lowered not in _TARGETS:
+                raise ConfigurationError(
+                    f"target_nodes={target!r}: use one of {sorted(_TARGETS)} or node objects"
+                )
+            if lowered == "primaries":
+                return self.primaries()
+            if lowered == "all":
+                return self.all_nodes()
+            if lowered == "replicas":
+                primaries = set(self.primaries())
+                return [n for n in self.all_nodes() if n not in primaries]
+            return [random.choice(self.primaries())]
+        items = target if isinstance(target, list | tuple) else [target]
+        out = []
+        for item in items:
+            name = getattr(item, "name", item)
+            out.append(str(name))
+        return out
+
+    def fan_out(
+        self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
+    ) -> Any:
+        """Send one command to several nodes (all writes first) and merge the replies."""
+        state = self.state
+        addresses = list(addresses)
+        taken = []
+        try:
+            for address in addresses:
+                pool = state.pool(address)
+                conn = pool.get()
+                taken.append((pool, conn))
+                conn.send_command(*args)
+            replies = [conn.read_raw() for _, conn in taken]
+        finally:
+            for pool, conn in taken:
+                pool.release(conn)
+        if len(replies) == 1:
+            if isinstance(replies[0], BaseException):
+                raise replies[0]
+            return replies[0]
+        policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
+        return _merge_special(command_name(args), policy, replies)
+
+    def multi_shard(self, args: tuple[Any, ...], spec: CommandSpec) -> Any:
+        """Split a multi-key command by slot, run the parts, merge in caller order."""
+        plan = split_multi_key(args, spec, key_slot)
+        results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
+        return plan.merge(results)
+
+    def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        """Send every part to its node (all writes first), then read; retry failed parts."""
+        state = self.state
+        results: list[Any] = [None] * len(parts)
+        by_pool: dict[int, tuple[ConnectionPool, list[int]]] = {}
+        failed: list[int] = []
+        for i, (slot, _) in enumerate(parts):
+            pool = state.slot_pools[slot]
+            if pool is None:
+                failed.append(i)
+                continue
+            by_pool.setdefault(id(pool), (pool, []))[1].append(i)
+        sent: list[tuple[ConnectionPool, Any, list[int]]] = []
+        for pool, indices in by_pool.values():
+            conn = None
+            try:
+                conn = pool.get()
+                conn.send_many([parts[i][1] for i in indices])
+                sent.append((pool, conn, indices))
+            except (rx.ConnectionError, rx.TimeoutError, OSError):
+                if conn is not None:
+                    pool.release(conn)
+                failed.extend(indices)
+        for pool, conn, indices in sent:
+            try:
+                for i in indices:
+                    reply = conn.read_raw()
+                    if isinstance(reply, _ERROR):
+                        failed.append(i)
+                    else:
+                        results[i] = reply
+            except (rx.ConnectionError, rx.TimeoutError, OSError):
+                failed.extend(i for i in indices if results[i] is None and i not in failed)
+            finally:
+                pool.release(conn)
+        for i in failed:
+            slot, part = parts[i]
+            results[i] = self.keyed(part, self.table.lookup(part), slot)
+        return results
+
+
+def command_name(args: Sequence[Any]) -> str:
+    """The upper-case name of a command tuple, for messages."""
+    first = args[0]
+    text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
+    return text.upper()
+
+
+def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any:
+    merged = merge_replies(policy, replies, name)
+    if policy is ResponsePolicy.SPECIAL:
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies[0]
+    return merged
+
+
+def raise_command_error(
+    error: BaseException, ambiguous: bool, args: Sequence[Any], attempts: int
+) -> NoReturn:
+    name = command_name(args)
+    if ambiguous:
+        raise AmbiguousCommandError(
+            f"{name}: the connection was lost after the command was sent, so it may or "
+            "may not have run; it was not re-sent because it is not idempotent (pass "
+            "retry_non_idempotent=True to re-send such commands)",
+            command=name,
+            node=getattr(error, "node", None),
+            attempts=attempts,
+        ) from error
+    if isinstance(error, rx.ClusterDownError | rx.TryAgainError):
+        raise ClusterUnavailableError(
+            f"{name}: the cluster kept refusing the command after {attempts} attempt(s): {error}",
+            command=name,
+            attempts=attempts,
+        ) from error
+    raise error
