@@ -40,6 +40,7 @@ class ClusterState:
         self._startup = [f"{h}:{p}" for h, p in startup]
         self._pool_factory = pool_factory
         self._pools: dict[str, ConnectionPool] = {}
+        self._replica_pools: dict[str, ConnectionPool] = {}
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._generation = 0
@@ -62,6 +63,27 @@ class ClusterState:
                     self._pools[address] = pool
         return pool
 
+    def replica_pool(self, address: str) -> ConnectionPool:
+        """A pool to ``address`` whose connections send READONLY (reads on a replica)."""
+        pool = self._replica_pools.get(address)
+        if pool is None:
+            with self._lock:
+                pool = self._replica_pools.get(address)
+                if pool is None:
+                    host, port = parse_address(address)
+                    settings = self._settings.with_address(host, port).replace(readonly=True)
+                    pool = self._pool_factory(settings)
+                    self._replica_pools[address] = pool
+        return pool
+
+    def replica_pools_for_slot(self, slot: int) -> list[ConnectionPool]:
+        """READONLY pools to the replicas of the shard serving ``slot`` (maybe none)."""
+        current = self.slot_map
+        shard = current.shard_for_slot(slot) if current is not None else None
+        if shard is None:
+            return []
+        return [self.replica_pool(a) for a in shard.replicas]
+
     @property
     def pools(self) -> dict[str, ConnectionPool]:
         """Every pool, by address."""
@@ -70,7 +92,8 @@ class ClusterState:
     def close(self) -> None:
         """Close every pool."""
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
+            pools = [*self._pools.values(), *self._replica_pools.values()]
+            self._pools, self._replica_pools = {}, {}
         for pool in pools:
             pool.close()
 
@@ -154,9 +177,10 @@ class ClusterState:
         gone = old_nodes - set(new_map.nodes) - set(self._startup)
         for address in gone:
             with self._lock:
-                pool = self._pools.pop(address, None)
-            if pool is not None:
-                pool.close()
+                closing = [self._pools.pop(address, None), self._replica_pools.pop(address, None)]
+            for pool in closing:
+                if pool is not None:
+                    pool.close()
 
     def apply_moved(self, slot: int, address: str) -> None:
         """Point ``slot`` at ``address`` at once (MOVED) and ask for a refresh soon."""

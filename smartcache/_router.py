@@ -34,20 +34,24 @@ from smartcache.exceptions import (
     CrossSlotError,
     NoReachableNodeError,
 )
-from smartcache.wire import ConnectionPool
+from smartcache.wire import Connection, ConnectionPool
 
-__all__ = ["ClusterRouter", "command_name", "raise_command_error"]
+__all__ = ["ClusterRouter", "blocking_round_trip", "command_name", "raise_command_error"]
 
 _ERROR = rx.RedisError
-_TARGETS = {"primaries", "replicas", "all", "random"}
+_TARGETS = {"primaries", "replicas", "all", "random", "default-node"}
+_REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
 
 
 class ClusterRouter:
     """Routes commands over a :class:`ClusterState` under one retry policy."""
 
-    def __init__(self, state: ClusterState, policy: RetryPolicy) -> None:
+    def __init__(
+        self, state: ClusterState, policy: RetryPolicy, read_from: str = "primary"
+    ) -> None:
         self.state = state
         self.policy = policy
+        self.read_from = read_from
         self.table = CommandTable.fallback()
         self.table_loaded = False
         # command name (as the caller spelled it) -> position of its only key
@@ -71,6 +75,8 @@ class ClusterRouter:
 
     def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
         """Route one command: by its keys, by its keyless policy, or to ``target_nodes``."""
+        if self.state.refresh_pending:
+            self.try_refresh()
         self.ensure_table()
         spec = self.table.lookup(args)
         if target_nodes is not None:
@@ -125,15 +131,29 @@ class ClusterRouter:
         attempt = redirects = 0
         asking_target: str | None = None
         error, sent, pool = first_error, first_sent, first_pool
+        use_replica = (
+            self.read_from != "primary" and spec is not None and spec.readonly and not spec.write
+        )
+        blocking = spec is not None and spec.blocking and spec.is_blocking(args)
         while True:
             if error is None:
                 if state.refresh_pending:
                     self.try_refresh()
-                outcome = self.attempt(state, args, slot, asking_target)
+                outcome = self.attempt(
+                    state, args, slot, asking_target, replica=use_replica, blocking=blocking
+                )
                 if outcome[0] is None:
                     return outcome[1]
                 error, sent, pool = outcome
             asking_target = None
+            if (
+                use_replica
+                and self.read_from == "replica_preferred"
+                and isinstance(error, _REPLICA_TROUBLE)
+            ):
+                use_replica = False  # a replica failed: the primary serves the retry at once
+                error = None
+                continue
             if isinstance(error, rx.AskError):
                 redirects += 1
             else:
@@ -165,11 +185,25 @@ class ClusterRouter:
             error = None
 
     def attempt(
-        self, state: ClusterState, args: tuple[Any, ...], slot: int, asking: str | None
+        self,
+        state: ClusterState,
+        args: tuple[Any, ...],
+        slot: int,
+        asking: str | None,
+        *,
+        replica: bool = False,
+        blocking: bool = False,
     ) -> tuple[Any, Any, Any]:
-        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``."""
+        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``.
+
+        ``replica``: serve a read from a replica of the slot's shard when it has one.
+        ``blocking``: lift the socket timeout for this command (BLPOP 0 may wait forever).
+        """
+        replicas = state.replica_pools_for_slot(slot) if replica and asking is None else []
         if asking is not None:
             pool = state.pool(asking)
+        elif replicas:
+            pool = random.choice(replicas)
         else:
             maybe = state.slot_pools[slot]
             if maybe is None:
@@ -183,6 +217,9 @@ class ClusterRouter:
             if asking is not None:
                 sent = True
                 reply = conn.execute_many([("ASKING",), args])[1]
+            elif blocking:
+                reply = blocking_round_trip(conn, args)
+                sent = True
             else:
                 conn.send_command(*args)
                 sent = True
@@ -223,6 +260,8 @@ class ClusterRouter:
                 raise ConfigurationError(
                     f"target_nodes={target!r}: use one of {sorted(_TARGETS)} or node objects"
                 )
+            if lowered == "default-node":
+                return [self.primaries()[0]]
             if lowered == "primaries":
                 return self.primaries()
             if lowered == "all":
@@ -307,6 +346,15 @@ class ClusterRouter:
             slot, part = parts[i]
             results[i] = self.keyed(part, self.table.lookup(part), slot)
         return results
+
+
+def blocking_round_trip(conn: Connection, args: tuple[Any, ...]) -> Any:
+    """Send a blocking command with no read timeout, then restore the socket timeout."""
+    conn.send_command(*args)
+    conn.settimeout(None)
+    reply = conn.read_raw()
+    conn.settimeout(conn.settings.socket_timeout)
+    return reply
 
 
 def command_name(args: Sequence[Any]) -> str:

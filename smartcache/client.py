@@ -9,7 +9,9 @@ decisions on redirects and failures (:mod:`smartcache.core.retry`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -22,9 +24,10 @@ from redis.client import CaseInsensitiveDict
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 from redis.lock import Lock
 
+from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
-from smartcache._router import ClusterRouter, raise_command_error
+from smartcache._router import ClusterRouter, blocking_round_trip, raise_command_error
 from smartcache.core.commands import (
     CommandTable,
     normalize_command,
@@ -48,7 +51,7 @@ _TARGETS = {"primaries", "replicas", "all", "random"}
 _ERROR = rx.RedisError
 
 
-class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
+class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, SentinelCommands):
     """A drop-in ``redis.Redis`` that also speaks Redis Cluster, routing by itself.
 
     Construct it as you would ``redis.Redis`` (``host=``, ``port=``, ``db=``, ``password=``,
@@ -78,10 +81,36 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         retry_non_idempotent: bool = False,
         max_connections: int | None = None,
         pool_timeout: float | None = None,
+        read_from: str = "primary",
+        read_from_replicas: bool = False,
+        refresh_interval: float | None = 30.0,
         **kwargs: Any,
     ) -> None:
+        if read_from_replicas and read_from == "primary":
+            read_from = "replica_preferred"  # redis-py RedisCluster's spelling
+        if read_from not in _READ_FROM:
+            raise ConfigurationError(
+                f"read_from={read_from!r}: use one of {', '.join(sorted(_READ_FROM))}"
+            )
+        if refresh_interval is not None and refresh_interval <= 0:
+            raise ConfigurationError(
+                f"refresh_interval={refresh_interval!r}: give seconds > 0, or None for no "
+                "periodic refresh"
+            )
+        if startup_nodes is not None and not list(startup_nodes):
+            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
+        self.read_from = read_from
+        self._refresh_interval = refresh_interval
+        self._refresher: _PeriodicRefresh | None = None
         if connection_pool is not None:
-            kwargs = {**dict(getattr(connection_pool, "connection_kwargs", {})), **kwargs}
+            # A redis-py pool's kwargs also carry its own internals (orig_host_address,
+            # himport_registry...): take over only what describes the connection.
+            taken = {
+                k: v
+                for k, v in dict(getattr(connection_pool, "connection_kwargs", {})).items()
+                if k in _SETTINGS_FIELDS
+            }
+            kwargs = {**taken, **kwargs}
             if max_connections is None:
                 max_connections = getattr(connection_pool, "max_connections", None)
                 if max_connections is not None and max_connections >= 2**31:
@@ -115,8 +144,6 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         )
         self._table = CommandTable.fallback()
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
-        if not nodes:
-            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster: ClusterState | None = None
         self._router: ClusterRouter | None = None
@@ -164,7 +191,9 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                 pool.close()
                 self._cluster = ClusterState(settings, self._startup, pool_factory=self._new_pool)
                 self._cluster.refresh(force=True)
-                self._router = ClusterRouter(self._cluster, self.retry_policy)
+                self._router = ClusterRouter(self._cluster, self.retry_policy, self.read_from)
+                if self._refresh_interval is not None:
+                    self._refresher = _PeriodicRefresh(self._cluster, self._refresh_interval)
             else:
                 self._pool = pool
             return
@@ -267,6 +296,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
     def close(self) -> None:
         """Close every connection."""
         self._closed = True
+        if self._refresher is not None:
+            self._refresher.stop()
         if self._pool is not None:
             self._pool.close()
         if self._cluster is not None:
@@ -282,7 +313,7 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         name = args[0]
         pool = self._pool
         if pool is not None:
-            if type(name) is str and " " not in name:
+            if type(name) is str and " " not in name and name not in _BLOCKING:
                 reply = self._standalone_round_trip(pool, args)
                 callback = self.response_callbacks.get(name)
                 return callback(reply) if callback is not None else reply
@@ -329,11 +360,18 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         callback = self.response_callbacks.get(name)
         return callback(reply) if callback is not None else reply
 
-    def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
+    def _standalone_round_trip(
+        self, pool: ConnectionPool, args: tuple[Any, ...], blocking: bool = False
+    ) -> Any:
         conn = pool.get()
         connected = conn.is_connected
         try:
-            reply = conn.execute(*args)
+            if blocking:
+                reply = blocking_round_trip(conn, args)
+                if isinstance(reply, rx.RedisError):
+                    raise reply
+            else:
+                reply = conn.execute(*args)
         except rx.ResponseError:
             pool.release(conn)
             raise
@@ -385,7 +423,8 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
         target_nodes = options.pop("target_nodes", None)
         try:
             if self._pool is not None:
-                reply = self._standalone_round_trip(self._pool, args)
+                blocking = self._table.is_blocking(args)
+                reply = self._standalone_round_trip(self._pool, args, blocking)
             else:
                 assert self._router is not None
                 reply = self._router.execute(args, target_nodes)
@@ -471,6 +510,54 @@ class SmartClient(RedisModuleCommands, CoreCommands, SentinelCommands):
                     **kwargs,
                 )
                 yield from data
+
+
+_READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
+_SETTINGS_FIELDS = frozenset(
+    {f.name for f in dataclasses.fields(ConnectionSettings)} | {"path", "connection_class"}
+)
+# Commands that may block; on a standalone server they run without a read timeout.
+_BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BLMOVE",
+        "BRPOPLPUSH",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+    }
+)
+
+
+class _PeriodicRefresh:
+    """Marks the slot map for refresh every ``interval`` seconds (a daemon thread).
+
+    It only sets a flag that the next command sees, so the refresh itself runs on a caller's
+    thread under the usual collapse and rate limit. Stopped by ``close()``.
+    """
+
+    def __init__(self, state: ClusterState, interval: float) -> None:
+        self._state = state
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="smartcache-cluster-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._state.refresh_pending = True
+
+    def stop(self) -> None:
+        """Stop the thread (idempotent)."""
+        self._stop.set()
 
 
 class _Missing:

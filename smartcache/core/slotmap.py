@@ -90,7 +90,10 @@ class SlotMap:
                 role = _text(node.get("role", ""))
                 if role == "master":
                     primary = address
-                elif _text(node.get("health", "online")) == "online":
+                elif _text(node.get("health", "online")) != "fail":
+                    # Not "online" only: Redis 7.0 reports "loading" for any replica whose
+                    # offset is 0 (nothing written yet). A replica really loading answers
+                    # -LOADING, which the retry path handles.
                     replicas.append(address)
             if primary is None or not slots:
                 continue

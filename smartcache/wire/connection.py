@@ -187,6 +187,8 @@ class Connection:
                 commands.append(("CLIENT", "SETNAME", settings.client_name))
         if settings.db:
             commands.append(("SELECT", settings.db))
+        if settings.readonly:
+            commands.append(("READONLY",))
         return commands
 
     def _handshake(self) -> None:

@@ -117,6 +117,8 @@ class ConnectionSettings:
     decode_responses: bool = False
     #: seconds a pooled connection may sit idle before a PING on reuse; 0 = never
     health_check_interval: float = 0
+    #: send ``READONLY`` after the handshake (cluster replica connections serving reads)
+    readonly: bool = False
 
     _SECRET_FIELDS: ClassVar[frozenset[str]] = frozenset({"password", "ssl_password"})
 
@@ -246,7 +248,7 @@ class ConnectionSettings:
             elif name in _IGNORED_KWARGS or name in POOL_KWARGS:
                 continue
             elif name in _REFUSED_UNLESS_OFF:
-                if value not in (None, False):
+                if value not in (None, False) and not _empty_registry(name, value):
                     raise ConfigurationError(
                         f"{name}={value!r} is not supported: {_REFUSED_UNLESS_OFF[name]}"
                     )
@@ -285,6 +287,11 @@ class ConnectionSettings:
 
 
 _REDIS_CONN = "redis.connection"
+
+
+def _empty_registry(name: str, value: object) -> bool:
+    # redis-py 8.1 pools always carry an HIMPORT registry; an empty one asks for nothing.
+    return name == "himport_registry" and not getattr(value, "_fieldsets", True)
 
 
 def _as_int(name: str, value: object) -> int:

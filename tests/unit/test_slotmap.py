@@ -92,7 +92,7 @@ def test_from_cluster_shards_resp2_and_resp3() -> None:
                     b"role",
                     b"replica",
                     b"health",
-                    b"loading",
+                    b"fail",
                 ],
             ],
         ],
