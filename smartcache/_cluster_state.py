@@ -18,11 +18,12 @@ import redis.exceptions as rx
 from smartcache.core.slotmap import SlotMap, choose_view, parse_address
 from smartcache.core.slots import SLOT_COUNT
 from smartcache.exceptions import NoReachableNodeError
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
 
 __all__ = ["ClusterState"]
 
 _VIEWS_WANTED = 3
+_PROBE_TIMEOUT = 1.0
 
 
 class ClusterState:
@@ -49,6 +50,11 @@ class ClusterState:
         self.slot_map: SlotMap | None = None
         self.slot_pools: list[ConnectionPool | None] = [None] * SLOT_COUNT
         self.refresh_pending = False
+        #: primaries that timed out or refused a connection, by address (-> when); commands
+        #: for their slots wait for the topology to change instead of stalling on them again
+        self.suspects: dict[str, float] = {}
+        # topology queries and probes must not stall on a hung node for a whole socket_timeout
+        self._probe_timeout = min(settings.socket_timeout or _PROBE_TIMEOUT, _PROBE_TIMEOUT)
 
     # -- pools ------------------------------------------------------------------------
     def pool(self, address: str) -> ConnectionPool:
@@ -112,18 +118,48 @@ class ClusterState:
                 time.sleep(wait)  # rate limit: at most one refresh per interval
             new_map = self._fetch()
             self._install(new_map)
+            self._recheck_suspects(new_map)
             self._generation += 1
             self._last_refresh = time.monotonic()
             self.refresh_pending = False
             return new_map
+
+    def mark_suspect(self, address: str) -> None:
+        """Note that ``address`` timed out or refused; ask for a refresh."""
+        self.suspects[address] = time.monotonic()
+        self.refresh_pending = True
+
+    def _recheck_suspects(self, new_map: SlotMap) -> None:
+        for address in list(self.suspects):
+            if address not in new_map.primaries:
+                self.suspects.pop(address, None)  # failed over: its slots live elsewhere now
+            elif self._probe(address):
+                self.suspects.pop(address, None)  # it answers again
+
+    def _probe(self, address: str) -> bool:
+        conn = self._short_connection(address)
+        try:
+            return bool(conn.execute("PING"))
+        except (rx.RedisError, OSError):
+            return False
+        finally:
+            conn.close()
+
+    def _short_connection(self, address: str) -> Connection:
+        host, port = parse_address(address)
+        settings = self._settings.with_address(host, port).replace(
+            socket_timeout=self._probe_timeout, socket_connect_timeout=self._probe_timeout
+        )
+        return Connection(settings)
 
     def _candidates(self) -> list[str]:
         known = list(self.slot_map.primaries) if self.slot_map else []
         replicas = [a for a in (self.slot_map.nodes if self.slot_map else ()) if a not in known]
         random.shuffle(known)
         random.shuffle(replicas)
-        ordered = dict.fromkeys([*known, *replicas, *self._startup])
-        return list(ordered)
+        ordered = list(dict.fromkeys([*known, *replicas, *self._startup]))
+        # Ask nodes that answered lately first; a hung node is asked last, if at all.
+        return sorted(ordered, key=lambda a: a in self.suspects)
 
     def _fetch(self) -> SlotMap:
         views: list[SlotMap] = []
@@ -150,8 +186,7 @@ class ClusterState:
 
     def _ask(self, address: str) -> SlotMap:
         host, _ = parse_address(address)
-        pool = self.pool(address)
-        conn = pool.get()
+        conn = self._short_connection(address)
         try:
             reply = conn.execute("CLUSTER", "SHARDS")
             view = SlotMap.from_cluster_shards(reply, host)
@@ -159,7 +194,7 @@ class ClusterState:
             reply = conn.execute("CLUSTER", "SLOTS")
             view = SlotMap.from_cluster_slots(reply, host)
         finally:
-            pool.release(conn)
+            conn.close()
         return view
 
     def _install(self, new_map: SlotMap) -> None:

@@ -24,7 +24,7 @@ from smartcache.core.commands import (
     merge_replies,
     split_multi_key,
 )
-from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.retry import Action, AwaitingTopology, RetryPolicy, decide
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
@@ -41,6 +41,7 @@ __all__ = ["ClusterRouter", "blocking_round_trip", "command_name", "raise_comman
 _ERROR = rx.RedisError
 _TARGETS = {"primaries", "replicas", "all", "random", "default-node"}
 _REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class ClusterRouter:
@@ -131,6 +132,7 @@ class ClusterRouter:
         attempt = redirects = 0
         asking_target: str | None = None
         error, sent, pool = first_error, first_sent, first_pool
+        last_real: BaseException | None = None
         use_replica = (
             self.read_from != "primary" and spec is not None and spec.readonly and not spec.write
         )
@@ -139,12 +141,19 @@ class ClusterRouter:
             if error is None:
                 if state.refresh_pending:
                     self.try_refresh()
-                outcome = self.attempt(
-                    state, args, slot, asking_target, replica=use_replica, blocking=blocking
-                )
-                if outcome[0] is None:
-                    return outcome[1]
-                error, sent, pool = outcome
+                if asking_target is None and not use_replica and self._suspect(slot):
+                    error, sent = AwaitingTopology(), False
+                else:
+                    outcome = self.attempt(
+                        state, args, slot, asking_target, replica=use_replica, blocking=blocking
+                    )
+                    if outcome[0] is None:
+                        return outcome[1]
+                    error, sent, pool = outcome
+            if isinstance(error, _NET) and pool is not None:
+                state.mark_suspect(pool.settings.address)
+            if not isinstance(error, AwaitingTopology):
+                last_real = error
             asking_target = None
             if (
                 use_replica
@@ -156,7 +165,7 @@ class ClusterRouter:
                 continue
             if isinstance(error, rx.AskError):
                 redirects += 1
-            else:
+            elif not isinstance(error, AwaitingTopology):
                 attempt += 1
             idempotent = spec.is_idempotent(args) if spec is not None else False
             decision = decide(
@@ -169,6 +178,8 @@ class ClusterRouter:
                 sent=sent,
             )
             if decision.action is Action.RAISE:
+                if isinstance(error, AwaitingTopology) and last_real is not None:
+                    error = last_real
                 raise_command_error(error, decision.ambiguous, args, attempt)
             target = decision.target
             if target is not None and target.startswith(":") and pool is not None:
@@ -183,6 +194,13 @@ class ClusterRouter:
                     state.refresh_pending = True
                 time.sleep(decision.delay)
             error = None
+
+    def _suspect(self, slot: int) -> bool:
+        suspects = self.state.suspects
+        if not suspects:
+            return False
+        current = self.state.slot_map
+        return current is not None and current.primary_for_slot(slot) in suspects
 
     def attempt(
         self,

@@ -124,12 +124,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         self._pool_timeout = pool_timeout
         policy = retry_policy or RetryPolicy()
         if retry_non_idempotent and not policy.retry_non_idempotent:
-            policy = RetryPolicy(
-                stop=policy.stop,
-                wait=policy.wait,
-                max_redirects=policy.max_redirects,
-                retry_non_idempotent=True,
-            )
+            policy = dataclasses.replace(policy, retry_non_idempotent=True)
         self.retry_policy = policy
         self.response_callbacks: dict[str, Any] = CaseInsensitiveDict(
             get_response_callbacks(  # type: ignore[arg-type]
@@ -328,7 +323,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         assert state is not None
         slot = key_slot(args[index])
         pool = state.slot_pools[slot]
-        if pool is None or state.refresh_pending:
+        if pool is None or state.refresh_pending or state.suspects:
             reply = router.keyed(args, router.table.lookup(args), slot)
         else:
             conn = pool.get()

@@ -27,7 +27,16 @@ from typing import Any
 import redis.exceptions as rx
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-__all__ = ["Action", "Decision", "RetryPolicy", "decide"]
+__all__ = ["Action", "AwaitingTopology", "Decision", "RetryPolicy", "decide"]
+
+
+class AwaitingTopology(Exception):
+    """The node for this command recently timed out; wait for the topology to change.
+
+    Raised by no one: the shell passes an instance to :func:`decide` instead of sending a
+    command to a primary it suspects is hung, so one hung node costs a caller one
+    ``socket_timeout``, not one per retry.
+    """
 
 
 class Action(enum.Enum):
@@ -79,12 +88,14 @@ class RetryPolicy:
     capped at 1 s, plus up to 100 ms of random jitter). ``max_redirects``: MOVED/ASK hops
     allowed per command.
     ``retry_non_idempotent``: re-send commands such as INCR after an ambiguous failure.
+    ``topology_poll``: seconds between topology checks while waiting for a failover.
     """
 
     stop: Any = field(default_factory=_default_stop)
     wait: Any = field(default_factory=_default_wait)
     max_redirects: int = 16
     retry_non_idempotent: bool = False
+    topology_poll: float = 0.2
 
     def should_stop(self, attempt: int, elapsed: float) -> bool:
         """True when ``attempt`` failed attempts after ``elapsed`` seconds exhaust the budget."""
@@ -126,6 +137,11 @@ def decide(
         return Decision(
             kind, target=_address(error), slot=int(error.slot_id), refresh=kind is Action.MOVED
         )
+    if isinstance(error, AwaitingTopology):
+        # Bounded by the deadline only: polls are not attempts.
+        if policy.should_stop(0, elapsed):
+            return Decision(Action.RAISE)
+        return Decision(Action.RETRY, delay=policy.topology_poll, refresh=True)
     if isinstance(error, _BACKOFF_ERRORS) or _is_readonly(error):
         return _retry(policy, attempt, elapsed, refresh=True)
     if isinstance(error, rx.ConnectionError | rx.TimeoutError | OSError):

@@ -101,3 +101,62 @@ def test_primary_sigkill_under_load(redis_topologies: TopologyFactory) -> None:
     assert client.get(keys[0]) is not None
     assert promoted.address in {p.address for p in cluster.primaries()}
     client.close()
+
+
+def test_primary_hung_sigstop(redis_topologies: TopologyFactory) -> None:
+    cluster = redis_topologies.cluster(primaries=3, replicas=1, node_timeout_ms=1000)
+    client = SmartClient(startup_nodes=cluster.startup_nodes, socket_timeout=1.0)
+    victim = cluster.primaries()[0]
+    victim_slots = set(cluster.slots_of(victim))
+    keys = [k for k in (f"hung:{i}" for i in range(20000)) if key_slot(k) in victim_slots][:50]
+    for k in keys:
+        client.set(k, 0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    stalls: list[float] = []
+
+    def load() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                key = keys[i % len(keys)]
+                t = time.monotonic()
+                client.set(key, i)
+                client.get(key)
+                stalls.append(time.monotonic() - t)
+                i += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    time.sleep(0.2)  # the load is running against the victim
+    paused_at = time.monotonic()
+    cluster.pause(victim)
+    promoted = cluster.wait_for_failover(victim)
+    failover_time = time.monotonic() - paused_at
+    settle = time.monotonic() + 1.5
+    while time.monotonic() < settle and not errors:
+        time.sleep(0.05)  # keep loading the promoted primary
+    stop.set()
+    thread.join(timeout=30)
+    assert errors == [], [f"{type(e).__name__}: {e}" for e in errors[:1]]
+    assert max(stalls) <= failover_time + 1.0 + 1.0, (max(stalls), failover_time)
+    # SIGCONT: the old primary rejoins as a replica and gets no writes from the client.
+    cluster.resume(victim)
+    cluster.wait_ready()
+    assert victim in cluster.replicas_of(promoted)
+    with victim.client() as admin:
+        admin.config_resetstat()
+    for k in keys:
+        client.set(k, "after")
+    promoted_client = promoted.client()
+    promoted_client.wait(1, 2000)
+    promoted_client.close()
+    with victim.client() as admin:
+        stats = admin.info("commandstats").get("cmdstat_set", {})
+    # The replica executed exactly the replicated writes; none was sent to it (a write sent
+    # to a replica in a cluster is refused with MOVED and counted as rejected).
+    assert stats.get("calls", 0) == len(keys)
+    assert stats.get("rejected_calls", 0) == 0
+    client.close()
