@@ -83,3 +83,23 @@ def test_default_policy_is_bounded_with_jitter() -> None:
         and p.should_stop(1, 10.5)
         and not p.should_stop(1, 0.0)
     )
+
+
+def test_awaiting_topology_polls_until_the_deadline() -> None:
+    from smartcache.core.retry import AwaitingTopology
+
+    policy = RetryPolicy(stop=stop_after_attempt(2) | stop_after_delay(5), topology_poll=0.2)
+    dec = decide(
+        policy,
+        AwaitingTopology(),
+        attempt=50,
+        redirects=0,
+        elapsed=1.0,
+        idempotent=False,
+        sent=False,
+    )
+    assert dec.action is Action.RETRY and dec.delay == 0.2 and dec.refresh
+    late = decide(
+        policy, AwaitingTopology(), attempt=0, redirects=0, elapsed=5.1, idempotent=True, sent=False
+    )
+    assert late.action is Action.RAISE
