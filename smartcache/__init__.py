@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from smartcache.client import SmartClient
+from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
     AmbiguousCommandError,
@@ -25,8 +27,10 @@ __all__ = [
     "ConfigurationError",
     "CrossSlotError",
     "NoReachableNodeError",
+    "RetryPolicy",
     "ServerBinaryNotFoundError",
     "SmartCacheError",
+    "SmartClient",
     "SmartConnectionError",
     "SmartTimeoutError",
     "TopologyError",
