@@ -27,6 +27,7 @@ from redis.lock import Lock
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
+from smartcache._pubsub import PubSub
 from smartcache._router import ClusterRouter, blocking_round_trip, raise_command_error
 from smartcache.core.commands import (
     CommandTable,
@@ -225,6 +226,10 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         """A pipeline (``transaction=True``: MULTI/EXEC, keys on one slot on a cluster)."""
         return Pipeline(self, transaction, shard_hint)
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        """A PubSub object (as ``redis.Redis.pubsub``); SSUBSCRIBE is routed by slot."""
+        return PubSub(self, **kwargs)
 
     def transaction(self, func: Any, *watches: Any, **kwargs: Any) -> Any:
         """Run ``func(pipe)`` under WATCH ``watches`` until EXEC succeeds (as redis-py)."""

@@ -111,6 +111,11 @@ class Connection:
         """The node's port."""
         return self.settings.port
 
+    def fileno(self) -> int:
+        """The socket's file descriptor (for ``select``/``poll`` over many connections); -1
+        when not connected."""
+        return self._sock.fileno() if self._sock is not None else -1
+
     @property
     def is_connected(self) -> bool:
         """True while a socket is open (it may still have been closed by the server)."""
