@@ -156,6 +156,11 @@ def test_bad_input(redis_cluster: Cluster) -> None:
             c.execute_command("NOSUCHCOMMAND", "x")
         with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
             c.execute_command("GET")
+        assert c.mget([]) == []  # redis-py's own answer for an empty key list
+        with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+            c.delete()
+        with pytest.raises(redis.DataError):
+            c.set("k", True)  # type: ignore[arg-type]
     with pytest.raises(NoReachableNodeError) as err:
         SmartClient(startup_nodes=[("127.0.0.1", 1), ("127.0.0.1", 2)], socket_connect_timeout=0.5)
     assert err.value.addresses == ("127.0.0.1:1", "127.0.0.1:2")

@@ -17,9 +17,10 @@ def _load(
     errors: list[BaseException],
     wrong: list[str],
     ops: list[int],
+    acked: dict[str, int] | None = None,
 ) -> None:
     count = 0
-    version: dict[str, int] = {}
+    version: dict[str, int] = acked if acked is not None else {}
     try:
         while not stop.is_set():
             for key in keys:
@@ -80,8 +81,11 @@ def test_primary_sigkill_under_load(redis_topologies: TopologyFactory) -> None:
     errors: list[BaseException] = []
     wrong: list[str] = []
     ops: list[int] = []
+    acked: list[dict[str, int]] = [{}, {}]
     threads = [
-        threading.Thread(target=_load, args=(client, keys[t::2], stop, errors, wrong, ops))
+        threading.Thread(
+            target=_load, args=(client, keys[t::2], stop, errors, wrong, ops, acked[t])
+        )
         for t in range(2)
     ]
     for t in threads:
@@ -96,9 +100,16 @@ def test_primary_sigkill_under_load(redis_topologies: TopologyFactory) -> None:
     for t in threads:
         t.join(timeout=30)
     assert errors == [], [f"{type(e).__name__}: {e}" for e in errors[:1]]
-    # A value the dead primary acknowledged but had not replicated may be older; count those.
-    assert len(wrong) <= len(keys), wrong[:3]
-    assert client.get(keys[0]) is not None
+    # Every write acknowledged after the failover is readable: the final values are exactly
+    # the last acknowledged ones. Writes the dead primary acknowledged but had not
+    # replicated show up as reads of an older value during the run: they are counted.
+    last = {k: v for part in acked for k, v in part.items()}
+    assert len(last) == len(keys)
+    final = client.mget(keys)
+    assert final == [str(last[k]).encode() for k in keys]
+    lost_at_failover = len(wrong)
+    print(f"acknowledged writes lost with the dead primary: {lost_at_failover}")
+    assert lost_at_failover <= 2 * 2, wrong  # at most the in-flight writes of each thread
     assert promoted.address in {p.address for p in cluster.primaries()}
     client.close()
 
