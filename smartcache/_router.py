@@ -11,7 +11,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import redis.exceptions as rx
 
@@ -24,19 +24,28 @@ from smartcache.core.commands import (
     merge_replies,
     split_multi_key,
 )
-from smartcache.core.retry import Action, AwaitingTopology, RetryPolicy, decide
-from smartcache.core.slotmap import parse_address
+from smartcache.core.flow import (
+    ApplyMoved,
+    Attempt,
+    IsSuspect,
+    MarkSuspect,
+    Outcome,
+    RefreshIfPending,
+    RequestRefresh,
+    Sleep,
+    command_name,
+    keyed_flow,
+)
+from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
-    AmbiguousCommandError,
-    ClusterUnavailableError,
     ConfigurationError,
     CrossSlotError,
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool
 
-__all__ = ["ClusterRouter", "blocking_round_trip", "command_name", "raise_command_error"]
+__all__ = ["ClusterRouter", "blocking_round_trip"]
 
 _ERROR = rx.RedisError
 _TARGETS = {"primaries", "replicas", "all", "random", "default-node"}
@@ -119,81 +128,45 @@ class ClusterRouter:
         spec: CommandSpec | None,
         slot: int,
         *,
-        first_error: BaseException | None = None,
-        first_sent: bool = False,
-        first_pool: ConnectionPool | None = None,
+        first: Outcome | None = None,
     ) -> Any:
-        """Run a command on the node serving ``slot``, following the core's decisions.
+        """Run a command on the node serving ``slot``: the sync driver of ``keyed_flow``.
 
-        ``first_error`` lets the fast path hand over a failure it already met.
+        ``first`` hands over a failure the fast path already met.
         """
-        state = self.state
-        start = time.monotonic()
-        attempt = redirects = 0
-        asking_target: str | None = None
-        error, sent, pool = first_error, first_sent, first_pool
-        last_real: BaseException | None = None
-        use_replica = (
-            self.read_from != "primary" and spec is not None and spec.readonly and not spec.write
+        flow = keyed_flow(
+            args,
+            spec,
+            slot,
+            policy=self.policy,
+            read_from=self.read_from,
+            clock=time.monotonic,
+            first=first,
         )
-        blocking = spec is not None and spec.blocking and spec.is_blocking(args)
-        while True:
-            if error is None:
-                if state.refresh_pending:
-                    self.try_refresh()
-                if asking_target is None and not use_replica and self._suspect(slot):
-                    error, sent = AwaitingTopology(), False
-                else:
-                    outcome = self.attempt(
-                        state, args, slot, asking_target, replica=use_replica, blocking=blocking
-                    )
-                    if outcome[0] is None:
-                        return outcome[1]
-                    error, sent, pool = outcome
-            if isinstance(error, _NET) and pool is not None:
-                state.mark_suspect(pool.settings.address)
-            if not isinstance(error, AwaitingTopology):
-                last_real = error
-            asking_target = None
-            if (
-                use_replica
-                and self.read_from == "replica_preferred"
-                and isinstance(error, _REPLICA_TROUBLE)
-            ):
-                use_replica = False  # a replica failed: the primary serves the retry at once
-                error = None
-                continue
-            if isinstance(error, rx.AskError):
-                redirects += 1
-            elif not isinstance(error, AwaitingTopology):
-                attempt += 1
-            idempotent = spec.is_idempotent(args) if spec is not None else False
-            decision = decide(
-                self.policy,
-                error,
-                attempt=attempt,
-                redirects=redirects,
-                elapsed=time.monotonic() - start,
-                idempotent=idempotent,
-                sent=sent,
-            )
-            if decision.action is Action.RAISE:
-                if isinstance(error, AwaitingTopology) and last_real is not None:
-                    error = last_real
-                raise_command_error(error, decision.ambiguous, args, attempt)
-            target = decision.target
-            if target is not None and target.startswith(":") and pool is not None:
-                target = parse_address(pool.settings.address)[0] + target
-            if decision.action is Action.MOVED:
-                assert target is not None and decision.slot is not None
-                state.apply_moved(decision.slot, target)
-            elif decision.action is Action.ASK:
-                asking_target = target
-            else:
-                if decision.refresh:
-                    state.refresh_pending = True
-                time.sleep(decision.delay)
-            error = None
+        state = self.state
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case Attempt():
+                        result = self.attempt(state, args, effect)
+                    case RefreshIfPending():
+                        if state.refresh_pending:
+                            self.try_refresh()
+                    case IsSuspect(slot=suspect_slot):
+                        result = self._suspect(suspect_slot)
+                    case MarkSuspect(address=address):
+                        state.mark_suspect(address)
+                    case ApplyMoved(slot=moved_slot, address=address):
+                        state.apply_moved(moved_slot, address)
+                    case RequestRefresh():
+                        state.refresh_pending = True
+                    case Sleep(seconds=seconds):
+                        time.sleep(seconds)
+        except StopIteration as done:
+            return done.value
 
     def _suspect(self, slot: int) -> bool:
         suspects = self.state.suspects
@@ -202,22 +175,10 @@ class ClusterRouter:
         current = self.state.slot_map
         return current is not None and current.primary_for_slot(slot) in suspects
 
-    def attempt(
-        self,
-        state: ClusterState,
-        args: tuple[Any, ...],
-        slot: int,
-        asking: str | None,
-        *,
-        replica: bool = False,
-        blocking: bool = False,
-    ) -> tuple[Any, Any, Any]:
-        """One try: ``(None, reply, None)`` on success, else ``(error, sent, pool)``.
-
-        ``replica``: serve a read from a replica of the slot's shard when it has one.
-        ``blocking``: lift the socket timeout for this command (BLPOP 0 may wait forever).
-        """
-        replicas = state.replica_pools_for_slot(slot) if replica and asking is None else []
+    def attempt(self, state: ClusterState, args: tuple[Any, ...], step: Attempt) -> Outcome:
+        """Send the command once, as ``step`` says, and tell what happened."""
+        slot, asking = step.slot, step.asking
+        replicas = state.replica_pools_for_slot(slot) if step.replica and asking is None else []
         if asking is not None:
             pool = state.pool(asking)
         elif replicas:
@@ -226,7 +187,7 @@ class ClusterRouter:
             maybe = state.slot_pools[slot]
             if maybe is None:
                 down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
-                return down, False, None
+                return Outcome(error=down)
             pool = maybe
         conn = None
         sent = False
@@ -235,7 +196,7 @@ class ClusterRouter:
             if asking is not None:
                 sent = True
                 reply = conn.execute_many([("ASKING",), args])[1]
-            elif blocking:
+            elif step.blocking:
                 reply = blocking_round_trip(conn, args)
                 sent = True
             else:
@@ -243,13 +204,13 @@ class ClusterRouter:
                 sent = True
                 reply = conn.read_raw()
         except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            return exc, sent and (conn is not None), pool
+            return Outcome(error=exc, sent=sent, address=pool.settings.address)
         finally:
             if conn is not None:
                 pool.release(conn)
         if isinstance(reply, _ERROR):
-            return reply, True, pool
-        return None, reply, None
+            return Outcome(error=reply, sent=True, address=pool.settings.address)
+        return Outcome(reply=reply)
 
     def try_refresh(self) -> None:
         """Refresh the slot map, keeping the old one if no node answers."""
@@ -375,13 +336,6 @@ def blocking_round_trip(conn: Connection, args: tuple[Any, ...]) -> Any:
     return reply
 
 
-def command_name(args: Sequence[Any]) -> str:
-    """The upper-case name of a command tuple, for messages."""
-    first = args[0]
-    text = first.decode(errors="replace") if isinstance(first, bytes) else str(first)
-    return text.upper()
-
-
 def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any:
     merged = merge_replies(policy, replies, name)
     if policy is ResponsePolicy.SPECIAL:
@@ -390,25 +344,3 @@ def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any
                 raise reply
         return replies[0]
     return merged
-
-
-def raise_command_error(
-    error: BaseException, ambiguous: bool, args: Sequence[Any], attempts: int
-) -> NoReturn:
-    name = command_name(args)
-    if ambiguous:
-        raise AmbiguousCommandError(
-            f"{name}: the connection was lost after the command was sent, so it may or "
-            "may not have run; it was not re-sent because it is not idempotent (pass "
-            "retry_non_idempotent=True to re-send such commands)",
-            command=name,
-            node=getattr(error, "node", None),
-            attempts=attempts,
-        ) from error
-    if isinstance(error, rx.ClusterDownError | rx.TryAgainError):
-        raise ClusterUnavailableError(
-            f"{name}: the cluster kept refusing the command after {attempts} attempt(s): {error}",
-            command=name,
-            attempts=attempts,
-        ) from error
-    raise error

@@ -28,11 +28,12 @@ from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
 from smartcache._pubsub import PubSub
-from smartcache._router import ClusterRouter, blocking_round_trip, raise_command_error
+from smartcache._router import ClusterRouter, blocking_round_trip
 from smartcache.core.commands import (
     CommandTable,
     normalize_command,
 )
+from smartcache.core.flow import Outcome, command_error
 from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
@@ -337,24 +338,12 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                 reply = conn.execute(*args)
             except rx.ResponseError as exc:
                 pool.release(conn)
-                reply = router.keyed(
-                    args,
-                    router.table.lookup(args),
-                    slot,
-                    first_error=exc,
-                    first_sent=True,
-                    first_pool=pool,
-                )
+                first = Outcome(error=exc, sent=True, address=pool.settings.address)
+                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
             except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
                 pool.release(conn)
-                reply = router.keyed(
-                    args,
-                    router.table.lookup(args),
-                    slot,
-                    first_error=exc,
-                    first_sent=connected,
-                    first_pool=pool,
-                )
+                first = Outcome(error=exc, sent=connected, address=pool.settings.address)
+                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
             else:
                 pool.release(conn)
         callback = self.response_callbacks.get(name)
@@ -400,7 +389,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                 sent=sent,
             )
             if decision.action is not Action.RETRY:
-                raise_command_error(error, decision.ambiguous, args, attempt)
+                command_error(error, decision.ambiguous, args, attempt)
             time.sleep(decision.delay)
             attempt += 1
             conn = pool.get()
