@@ -32,12 +32,15 @@ class ClusterNodesMixin:
     DEFAULT_NODE = "default-node"
 
     _cluster: ClusterState | None
-    _pool: ConnectionPool | None
+
+    def _single_node_pool(self) -> ConnectionPool | None:
+        raise NotImplementedError  # provided by SmartClient
 
     def _roles(self) -> list[tuple[str, str]]:
         if self._cluster is None:
-            assert self._pool is not None
-            return [(self._pool.settings.address, PRIMARY)]
+            pool = self._single_node_pool()
+            assert pool is not None
+            return [(pool.settings.address, PRIMARY)]
         current = self._cluster.slot_map
         assert current is not None
         roles = [(address, PRIMARY) for address in current.primaries]

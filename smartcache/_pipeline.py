@@ -156,8 +156,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
 
     def _pin(self, args: tuple[Any, ...]) -> tuple[ConnectionPool, Connection]:
         client = self._client
-        if client._pool is not None:
-            pool = client._pool
+        single = client._single_node_pool()
+        if single is not None:
+            pool = single
         else:
             slot = transaction_slot(client._command_table, [args], key_slot)
             address = client._address_for_slot(slot) if slot is not None else None
@@ -240,8 +241,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
 
     def _transaction_pool(self, commands: Sequence[tuple[Any, ...]]) -> ConnectionPool:
         client = self._client
-        if client._pool is not None:
-            return client._pool
+        single = client._single_node_pool()
+        if single is not None:
+            return single
         slot = transaction_slot(client._command_table, commands, key_slot)
         state = client._cluster
         assert state is not None
@@ -254,8 +256,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
     ) -> list[Any]:
         client = self._client
-        if client._pool is not None:
-            raw = self._run_on_pool(client._pool, [normalize_command(a) for a, _ in stack])
+        single = client._single_node_pool()
+        if single is not None:
+            raw = self._run_on_pool(single, [normalize_command(a) for a, _ in stack])
         else:
             raw = self._run_on_cluster([normalize_command(a) for a, _ in stack])
         results = []
@@ -308,8 +311,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     def _rerun(self, args: tuple[Any, ...], slot: int | None) -> Any:
         client = self._client
         try:
-            if client._pool is not None:
-                return client._standalone_round_trip(client._pool, args)
+            if client._router is None:
+                return client._execute_routed(args)
             if slot is None or slot < 0:
                 assert client._router is not None
                 return client._router.execute(args, None)

@@ -29,17 +29,21 @@ from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
 from smartcache._pubsub import PubSub
 from smartcache._router import ClusterRouter, blocking_round_trip
+from smartcache._sentinel_exec import SentinelExecutor
+from smartcache._sentinel_state import SentinelState
 from smartcache.core.commands import (
     CommandTable,
     normalize_command,
 )
-from smartcache.core.flow import Outcome, command_error
+from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
     ClusterUnavailableError,
     ConfigurationError,
+    DurabilityError,
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
@@ -86,6 +90,11 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         read_from: str = "primary",
         read_from_replicas: bool = False,
         refresh_interval: float | None = 30.0,
+        sentinels: Sequence[tuple[str, int]] | None = None,
+        service_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
         **kwargs: Any,
     ) -> None:
         if read_from_replicas and read_from == "primary":
@@ -145,13 +154,41 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         self._cluster: ClusterState | None = None
         self._router: ClusterRouter | None = None
         self._pool: ConnectionPool | None = None
+        self._sentinel: SentinelState | None = None
+        self._sentinel_exec: SentinelExecutor | None = None
         self._closed = False
+        self._wait = (wait_replicas, wait_timeout_ms)
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
+        if wait_replicas and startup_nodes:
+            raise ConfigurationError(
+                "wait_replicas= is supported on a standalone server and with Sentinel, "
+                "not (yet) on a cluster"
+            )
+        if sentinels is not None:
+            self._start_sentinel(
+                sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
+            )
+            return
+        if service_name is not None or sentinel_kwargs is not None:
+            raise ConfigurationError(
+                "service_name=/sentinel_kwargs= need sentinels=[(host, port), ...]"
+            )
         self._detect(cluster)
 
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmartClient:
-        """Build from ``redis://[[user]:pass@]host[:port][/db]`` or ``rediss://...``."""
+        """Build from ``redis://[[user]:pass@]host[:port][/db]``, ``rediss://...`` or
+        ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
+        if url.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
+            parsed = parse_sentinel_url(url)
+            return cls(
+                sentinels=list(parsed.sentinels),
+                service_name=parsed.service_name,
+                sentinel_kwargs={**parsed.sentinel_kwargs(), **kwargs.pop("sentinel_kwargs", {})},
+                **{**parsed.connection_kwargs(), **kwargs},
+            )
         settings = ConnectionSettings.from_url(url)
         values = settings.to_redis_kwargs()
         values.update(kwargs)
@@ -160,6 +197,41 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     def _new_pool(self, settings: ConnectionSettings) -> ConnectionPool:
         return ConnectionPool(
             settings, max_connections=self._max_connections, timeout=self._pool_timeout
+        )
+
+    def _start_sentinel(
+        self,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str | None,
+        sentinel_kwargs: dict[str, Any] | None,
+        wait_replicas: int,
+        wait_timeout_ms: int,
+    ) -> None:
+        if not service_name:
+            raise ConfigurationError(
+                "Sentinel needs service_name= (the name in `sentinel monitor <name> ...`)"
+            )
+        addresses = [(str(h), int(p)) for h, p in sentinels]
+        if not addresses:
+            raise ConfigurationError("sentinels is empty: give at least one (host, port)")
+        sentinel_settings = ConnectionSettings.from_redis_kwargs(**(sentinel_kwargs or {}))
+        state = SentinelState(
+            addresses, service_name, self._settings, sentinel_settings, self._new_pool
+        )
+        try:
+            state.discover()
+            state.start_watcher()
+        except BaseException:
+            state.close()
+            raise
+        self._sentinel = state
+        self._sentinel_exec = SentinelExecutor(
+            state,
+            self.retry_policy,
+            self._table,
+            read_from=self.read_from,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
         )
 
     def _detect(self, cluster: bool | None) -> None:
@@ -217,6 +289,8 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         """The pool of the standalone server (on a cluster: of the first primary)."""
         if self._pool is not None:
             return self._pool
+        if self._sentinel is not None:
+            return self._sentinel.primary_pool()
         assert self._cluster is not None and self._cluster.slot_map is not None
         return self._cluster.pool(self._cluster.slot_map.primaries[0])
 
@@ -303,6 +377,8 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
             self._pool.close()
         if self._cluster is not None:
             self._cluster.close()
+        if self._sentinel is not None:
+            self._sentinel.close()
 
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -314,13 +390,19 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         name = args[0]
         pool = self._pool
         if pool is not None:
-            if type(name) is str and " " not in name and name not in _BLOCKING:
+            if (
+                type(name) is str
+                and " " not in name
+                and name not in _BLOCKING
+                and not self._wait[0]
+            ):
                 reply = self._standalone_round_trip(pool, args)
                 callback = self.response_callbacks.get(name)
                 return callback(reply) if callback is not None else reply
             return self._execute_slow(args, options)
         router = self._router
-        assert router is not None
+        if router is None:  # Sentinel
+            return self._execute_slow(args, options)
         index = router.single_key.get(name)
         if index is None or len(args) <= index:
             return self._execute_slow(args, options)
@@ -411,18 +493,56 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         options.pop("keys", None)
         target_nodes = options.pop("target_nodes", None)
         try:
-            if self._pool is not None:
-                blocking = self._table.is_blocking(args)
-                reply = self._standalone_round_trip(self._pool, args, blocking)
-            else:
-                assert self._router is not None
-                reply = self._router.execute(args, target_nodes)
+            reply = self._execute_routed(args, target_nodes)
         except rx.ResponseError:
             if empty is not _MISSING:
                 return empty
             raise
         callback = self.response_callbacks.get(command_name)
         return callback(reply, **options) if callback is not None else reply
+
+    def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
+        """Run a normalised command on whatever topology this client talks to."""
+        if self._pool is not None:
+            if self._wait[0]:
+                spec = self._table.lookup(args)
+                if spec is None or spec.write:
+                    return self._write_and_wait(self._pool, args)
+            blocking = self._table.is_blocking(args)
+            return self._standalone_round_trip(self._pool, args, blocking)
+        if self._sentinel_exec is not None:
+            return self._sentinel_exec.execute(args)
+        assert self._router is not None
+        return self._router.execute(args, target_nodes)
+
+    def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
+        """A write followed by WAIT on the same connection, in one round trip."""
+        wanted, timeout_ms = self._wait
+        conn = pool.get()
+        try:
+            reply, acked = conn.execute_many([args, ("WAIT", wanted, timeout_ms)])
+        finally:
+            pool.release(conn)
+        if isinstance(reply, rx.RedisError):
+            raise reply
+        if isinstance(acked, rx.RedisError) or int(acked) < wanted:
+            name = command_name(args)
+            raise DurabilityError(
+                f"{name} was applied but reached only {acked} of {wanted} replica(s) within "
+                f"{timeout_ms} ms; it may be lost if the server fails now",
+                command=name,
+                replicas=0 if isinstance(acked, rx.RedisError) else int(acked),
+                wanted=wanted,
+            )
+        return reply
+
+    def _single_node_pool(self) -> ConnectionPool | None:
+        """The pool of the one node a non-cluster client talks to (None on a cluster)."""
+        if self._pool is not None:
+            return self._pool
+        if self._sentinel is not None:
+            return self._sentinel.primary_pool()
+        return None
 
     @property
     def _command_table(self) -> CommandTable:
@@ -440,11 +560,11 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     # -- dedicated connections (pub/sub, blocking commands) -------------------------------
     def _address_for_slot(self, slot: int) -> str:
         """Address of the primary serving ``slot`` (the standalone server's address)."""
-        if self._cluster is None:
-            assert self._pool is not None
-            return self._pool.settings.address
+        single = self._single_node_pool()
+        if single is not None:
+            return single.settings.address
         state = self._cluster
-        assert state.slot_map is not None
+        assert state is not None and state.slot_map is not None
         address = state.slot_map.primary_for_slot(slot)
         if address is None:
             raise ClusterUnavailableError(f"slot {slot} is not served by any node", slot=slot)
@@ -452,9 +572,9 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
 
     def _any_address(self) -> str:
         """Address of some node that can serve keyless commands."""
-        if self._cluster is None:
-            assert self._pool is not None
-            return self._pool.settings.address
+        single = self._single_node_pool()
+        if single is not None:
+            return single.settings.address
         assert self._router is not None
         return random.choice(self._router.primaries())
 

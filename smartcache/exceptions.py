@@ -15,7 +15,8 @@ so existing ``except`` clauses keep working::
     │   ├── NoReachableNodeError      every address tried is listed in ``.addresses``
     │   └── AmbiguousCommandError     the command may or may not have run
     ├── CrossSlotError                also redis.exceptions.ClusterCrossSlotError
-    └── ClusterUnavailableError       also redis.exceptions.ClusterDownError
+    ├── ClusterUnavailableError       also redis.exceptions.ClusterDownError
+    └── DurabilityError               a write reached fewer replicas than ``wait_replicas``
 
 Errors carry context as attributes (``.command``, ``.node``, ``.slot``, ``.attempts``),
 never secrets: passwords are not part of any message.
@@ -32,6 +33,7 @@ __all__ = [
     "ClusterUnavailableError",
     "ConfigurationError",
     "CrossSlotError",
+    "DurabilityError",
     "NoReachableNodeError",
     "ServerBinaryNotFoundError",
     "SmartCacheError",
@@ -133,4 +135,18 @@ class ClusterUnavailableError(SmartCacheError, _rx.ClusterDownError):
         self.command = command
         self.slot = slot
         self.attempts = attempts
+        super().__init__(message)
+
+
+class DurabilityError(SmartCacheError, _rx.ResponseError):
+    """A write was applied on the primary but fewer replicas than asked acknowledged it.
+
+    Raised with ``wait_replicas=N``: the write is not lost yet, but a failover now could lose
+    it. ``replicas`` is how many acknowledged, ``wanted`` how many were asked for.
+    """
+
+    def __init__(self, message: str, *, command: str, replicas: int, wanted: int) -> None:
+        self.command = command
+        self.replicas = replicas
+        self.wanted = wanted
         super().__init__(message)

@@ -1,0 +1,514 @@
+"""Sentinel state for the sync client: the current primary, replica pools, and failover holds.
+
+:class:`SentinelState` finds the primary of one service through its sentinels and confirms it
+with ``ROLE`` on the node itself, keeps one pool for it (swapped whole on a switch, the old
+pool closed so no connection to a demoted primary is reused) and pools for the usable
+replicas. Its watcher (:mod:`smartcache._sentinel_watch`) follows the sentinels' events: a
+failover of our primary holds writes (:meth:`SentinelState.wait_until_writable`) until
+``+switch-master`` (or an abort), so nothing is written to an old primary whose writes the
+failover will erase. What the replies and events mean is decided by the I/O-free
+:mod:`smartcache.core.sentinel`; this module only does the I/O and the swapping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import redis.exceptions as rx
+
+from smartcache._sentinel_probe import (
+    ask_sentinel,
+    describe,
+    list_replicas,
+    role_refusal,
+    short_timeouts,
+)
+from smartcache._sentinel_replicas import ReplicaSet
+from smartcache._sentinel_watch import SentinelWatcher
+from smartcache.core.sentinel import (
+    Address,
+    FailoverState,
+    SentinelAnswer,
+    SentinelEvent,
+    format_address,
+    parse_replicas,
+    usable_replicas,
+)
+from smartcache.exceptions import ConfigurationError, NoReachableNodeError, SmartConnectionError
+from smartcache.wire import ConnectionPool, ConnectionSettings
+
+__all__ = ["Listener", "SentinelState"]
+
+#: ``listener(kind, value)``: ``"switch"`` (new primary ``host:port``), ``"replicas"`` (tuple
+#: of ``host:port``), ``"sentinels"`` (tuple of ``(host, port)``), ``"failover"``
+#: (:class:`~smartcache.core.sentinel.FailoverState`), ``"error"`` (an exception the watcher
+#: survived), ``"subscribed"`` (the watcher now hears the sentinel ``host:port``). Called
+#: from the thread that made the change; it must not block.
+Listener = Callable[[str, Any], None]
+
+_LIVE: weakref.WeakSet[SentinelState] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE):
+        state._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _dedup(addresses: Iterable[Address]) -> list[Address]:
+    return list(dict.fromkeys(addresses))
+
+
+class SentinelState:
+    """The primary and replicas of one Sentinel-managed service, kept current.
+
+    ``sentinels``: ``(host, port)`` of at least one sentinel (the others are learned).
+    ``data_settings`` / ``sentinel_settings``: how to reach the data nodes and the sentinels
+    (separate credentials; ``sentinel_settings.db`` is ignored). ``pool_factory`` makes a
+    pool from a node's settings. ``check_interval``: seconds between re-checks of the primary
+    and replicas by the watcher. ``query_timeout`` caps connect/read timeouts of sentinel
+    queries and ``ROLE`` probes; ``discover_timeout`` bounds :meth:`discover`'s retries while
+    the sentinels report an unconfirmable primary (a failover under way).
+    """
+
+    def __init__(  # noqa: PLR0917 - the signature the client was promised
+        self,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        data_settings: ConnectionSettings,
+        sentinel_settings: ConnectionSettings,
+        pool_factory: Callable[[ConnectionSettings], ConnectionPool],
+        check_interval: float = 5.0,
+        *,
+        query_timeout: float = 0.5,
+        discover_timeout: float = 5.0,
+    ) -> None:
+        if not service_name or any(c.isspace() for c in service_name):
+            raise ConfigurationError(f"service_name must be one word, got {service_name!r}")
+        addresses = _dedup((str(h), int(p)) for h, p in sentinels)
+        if not addresses:
+            raise ConfigurationError("sentinels is empty: give at least one (host, port)")
+        for name, value in (
+            ("check_interval", check_interval),
+            ("query_timeout", query_timeout),
+            ("discover_timeout", discover_timeout),
+        ):
+            if value <= 0:
+                raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        self.service_name = service_name
+        self.check_interval = check_interval
+        self.query_timeout = query_timeout
+        self.discover_timeout = discover_timeout
+        self._data_settings = data_settings
+        self._data_probe = short_timeouts(data_settings, query_timeout, query_timeout)
+        self._sentinel_settings = sentinel_settings.replace(db=0)  # sentinels have no dbs
+        self._pool_factory = pool_factory
+        self._sentinels = addresses
+        self._listeners: list[Listener] = []
+        self._closed = False
+        self._watch_wanted = False
+        self._watcher: SentinelWatcher | None = None
+        self._primary: Address | None = None
+        self._primary_pool: ConnectionPool | None = None
+        self._replicas = ReplicaSet.for_settings(data_settings, pool_factory)
+        self._failover = FailoverState(service_name)
+        self._writable = True
+        self._discoveries = 0
+        self._switches = 0
+        self._init_locks()
+        _LIVE.add(self)
+
+    def _init_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._discover_lock = threading.Lock()
+        self._replica_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        primary = format_address(self._primary) if self._primary else None
+        return f"<SentinelState {self.service_name} primary={primary}>"
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    @property
+    def sentinels(self) -> list[Address]:
+        """Known sentinels, deduplicated, the last one that answered first."""
+        return list(self._sentinels)
+
+    @property
+    def primary_address(self) -> str | None:
+        """``host:port`` of the confirmed primary (None before the first discovery)."""
+        return format_address(self._primary) if self._primary else None
+
+    @property
+    def replica_addresses(self) -> list[str]:
+        """``host:port`` of the replicas fit for reads, as last refreshed."""
+        return self._replicas.addresses
+
+    @property
+    def failover_state(self) -> FailoverState:
+        """The failover state machine as it stands."""
+        return self._failover
+
+    @property
+    def watcher_running(self) -> bool:
+        """True while this process's watcher thread runs."""
+        watcher = self._watcher
+        return watcher is not None and watcher.alive
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(kind, value)`` on every change (see :data:`Listener`)."""
+        self._listeners.append(listener)
+
+    def report(self, kind: str, value: Any) -> None:
+        """Tell the listeners; a failing listener is ignored."""
+        for listener in list(self._listeners):
+            with contextlib.suppress(Exception):  # a listener must never break the state
+                listener(kind, value)
+
+    # -- the primary ------------------------------------------------------------------------
+    def primary_pool(self) -> ConnectionPool:
+        """The pool of the current primary (discovered on first use)."""
+        if self._watch_wanted and self._watcher is None:
+            self.start_watcher()  # first use in a forked child: this process's own watcher
+        pool = self._primary_pool
+        if pool is None:
+            self._check_open()
+            self._discover(force=False, retry=True)
+            pool = self._primary_pool
+            if pool is None:  # closed while discovering
+                raise self._closed_error()
+        return pool
+
+    def discover(self) -> str:
+        """Find the primary through the sentinels, confirm it with ``ROLE``; return host:port.
+
+        Sentinels are asked in turn: one that does not answer, or that reports the primary
+        down, is skipped; a reported primary that is not a ``master`` by its own ``ROLE`` is
+        refused. The other sentinels are learned from each answer. While sentinels answer but
+        no primary can be confirmed (a failover under way), it retries for up to
+        ``discover_timeout``. Concurrent calls collapse into one. Raises
+        :class:`~smartcache.exceptions.NoReachableNodeError` listing every address tried.
+        """
+        self._check_open()
+        return format_address(self._discover(force=False, retry=True))
+
+    def on_error(self, exc: BaseException | None = None) -> bool:
+        """Re-discover the primary at once after ``exc`` on it; True if the primary changed.
+
+        For ``READONLY`` (the primary was demoted), a lost connection or a timeout. Joins a
+        discovery already running instead of starting another. Never raises.
+        """
+        if self._closed:
+            return False
+        before = self._primary
+        try:
+            self._discover(force=False, retry=True)
+        except (rx.RedisError, OSError) as error:
+            self.report("error", error)
+            return False
+        return self._primary != before
+
+    def wait_until_writable(self, timeout: float) -> bool:
+        """Wait while a failover of our primary is under way; False if still so at ``timeout``.
+
+        Returns at once (True) when no failover is reported. Otherwise waits, without
+        polling, for ``+switch-master`` (the new primary is then confirmed and installed) or
+        an abort. Also True once the state is closed.
+        """
+        if self._writable:
+            return True
+        with self._changed:
+            return self._changed.wait_for(lambda: self._writable or self._closed, timeout)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._closed_error()
+
+    def _closed_error(self) -> SmartConnectionError:
+        return SmartConnectionError(f"the Sentinel state of {self.service_name!r} is closed")
+
+    def _discover(self, *, force: bool, retry: bool) -> Address:
+        seen = self._discoveries
+        with self._discover_lock:
+            if not force and self._discoveries != seen and self._primary is not None:
+                return self._primary  # someone discovered while we waited
+            address = self._discover_rounds(retry)
+            self._discoveries += 1
+            return address
+
+    def _discover_rounds(self, retry: bool) -> Address:
+        deadline = time.monotonic() + (self.discover_timeout if retry else 0.0)
+        switches = self._switches
+        reasons: dict[str, str] = {}
+        delay = 0.05
+        while True:
+            found, answered = self._discovery_round(reasons)
+            if found is not None:
+                self._install_primary(found)
+                return found
+            if self._switches != switches and self._primary is not None:
+                return self._primary  # the watcher followed a switch meanwhile
+            remaining = deadline - time.monotonic()
+            if not answered or remaining <= 0:
+                detail = "; ".join(f"{a}: {r}" for a, r in reasons.items())
+                raise NoReachableNodeError(
+                    f"no primary of service {self.service_name!r} could be found and "
+                    f"confirmed: {detail}",
+                    addresses=list(reasons),
+                )
+            with self._changed:  # woken at once when the watcher installs a switch
+                self._changed.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.5)
+
+    def _discovery_round(self, reasons: dict[str, str]) -> tuple[Address | None, bool]:
+        answered = False
+        verdicts: dict[Address, str | None] = {}
+        queue = self.sentinels
+        index = 0
+        while index < len(queue):
+            sentinel = queue[index]
+            index += 1
+            try:
+                answer = self._ask_sentinel(sentinel)
+            except (rx.RedisError, OSError) as exc:
+                reasons[format_address(sentinel)] = describe(exc)
+                continue
+            answered = True
+            queue.extend(a for a in self._learn_sentinels(answer.sentinels) if a not in queue)
+            primary = answer.primary
+            if primary is None:
+                reasons[format_address(sentinel)] = answer.reason
+                continue
+            if primary not in verdicts:
+                verdicts[primary] = self._refusal(primary)
+            refusal = verdicts[primary]
+            if refusal is None:
+                self._promote_sentinel(sentinel)
+                return primary, True
+            reasons[format_address(sentinel)] = f"reported primary {format_address(primary)}"
+            reasons[format_address(primary)] = refusal
+        return None, answered
+
+    def _ask_sentinel(self, sentinel: Address) -> SentinelAnswer:
+        return ask_sentinel(self.sentinel_settings_for(sentinel), self.service_name)
+
+    def _refusal(self, address: Address) -> str | None:
+        return role_refusal(self._data_probe.with_address(*address))
+
+    def _install_primary(self, address: Address) -> None:
+        """Make ``address`` the primary: new pool swapped in, old pool closed, holds lifted."""
+        old_pool = None
+        with self._lock:
+            if self._closed:
+                return  # a discovery that finished after close(): install nothing
+            if address != self._primary or self._primary_pool is None:
+                old_pool = self._primary_pool
+                self._primary_pool = self._pool_factory(self._data_settings.with_address(*address))
+                self._primary = address
+                self._switches += 1
+                switched = True
+                self._replicas.dirty = True
+                watcher = self._watcher
+            else:
+                switched, watcher = False, None
+            state = self._failover.with_primary(address)
+            changed = state is not self._failover
+            self._set_failover(state)
+        if old_pool is not None:
+            old_pool.close()
+        if switched:
+            if watcher is not None:
+                watcher.wake()  # it refreshes the replicas after its next wake-up
+            self.report("switch", format_address(address))
+        if changed:
+            self.report("failover", state)
+
+    def _set_failover(self, state: FailoverState) -> None:
+        """Publish ``state`` (caller holds ``self._lock``) and wake writers waiting on it."""
+        self._failover = state
+        self._writable = state.writable
+        self._changed.notify_all()
+
+    # -- sentinels ---------------------------------------------------------------------------
+    def sentinel_settings_for(
+        self, sentinel: Address, *, subscriber: bool = False
+    ) -> ConnectionSettings:
+        """Settings for a connection to ``sentinel``, with short timeouts."""
+        read = max(self.query_timeout, 1.0) if subscriber else self.query_timeout
+        return short_timeouts(
+            self._sentinel_settings.with_address(*sentinel), self.query_timeout, read
+        )
+
+    def _learn_sentinels(self, addresses: Iterable[Address]) -> list[Address]:
+        with self._lock:
+            new = [a for a in _dedup(addresses) if a not in self._sentinels]
+            if new:
+                self._sentinels = [*self._sentinels, *new]
+            known = tuple(self._sentinels)
+        if new:
+            watcher = self._watcher
+            if watcher is not None:
+                watcher.wake()
+            self.report("sentinels", known)
+        return new
+
+    def _promote_sentinel(self, sentinel: Address) -> None:
+        with self._lock:
+            if self._sentinels and self._sentinels[0] == sentinel:
+                return
+            self._sentinels = [sentinel, *(a for a in self._sentinels if a != sentinel)]
+
+    # -- replicas ---------------------------------------------------------------------------
+    def replica_pools(self) -> list[ConnectionPool]:
+        """Pools of the replicas fit for reads (loaded on first use; may be empty)."""
+        if self._watch_wanted and self._watcher is None:
+            self.start_watcher()
+        if not self._replicas.loaded:
+            self._check_open()
+            self.refresh_replicas()
+        elif self._replicas.dirty and not self.watcher_running:
+            self.after_events()  # the primary moved and no watcher refreshes for us
+        return self._replicas.pools
+
+    def refresh_replicas(self) -> list[str]:
+        """Ask a sentinel for the replicas and keep the usable ones; return their addresses.
+
+        Usable: not ``s_down``/``o_down``/``disconnected``, ``master-link-status`` ok,
+        reporting the replica role, and not the current primary. Pools of replicas that left
+        the list are closed.
+        """
+        with self._replica_lock:
+            reply = list_replicas(
+                [self.sentinel_settings_for(a) for a in self.sentinels], self.service_name
+            )
+            addresses = usable_replicas(parse_replicas(reply), self._primary)
+            if self._replicas.install(addresses):
+                self.report("replicas", tuple(format_address(a) for a in addresses))
+        return self.replica_addresses
+
+    # -- called by the watcher -------------------------------------------------------------
+    def handle_event(self, event: SentinelEvent) -> None:
+        """Feed one sentinel event to the failover state; follow a switch at once."""
+        if event.service != self.service_name:
+            return
+        if event.channel == "+sentinel" and event.address is not None:
+            self._learn_sentinels([event.address])
+        with self._lock:
+            before = self._failover
+            after = before.apply(event)
+            if after is not before:
+                self._set_failover(after)
+        if after is not before:
+            self.report("failover", after)
+        if after.pending is not None and after.pending != before.pending:
+            self._follow_switch(after.pending)
+        elif event.about_replica:
+            self._replicas.dirty = True
+
+    def _follow_switch(self, address: Address) -> None:
+        refusal = self._refusal(address)
+        if refusal is None:
+            self._install_primary(address)
+            return
+        self._discover_once()  # the announced primary does not confirm: ask the sentinels
+
+    def _discover_once(self) -> None:
+        """One discovery round for the watcher: skipped if a discovery already runs (it
+        will find the truth; the watcher must not block behind its retries)."""
+        if self._discover_lock.acquire(blocking=False):
+            try:
+                self._discover_rounds(retry=False)
+                self._discoveries += 1
+            except (rx.RedisError, OSError) as exc:
+                self.report("error", exc)
+            finally:
+                self._discover_lock.release()
+
+    def forget_source(self, source: str) -> None:
+        """A sentinel's subscription was lost: whatever failover it reported may never end."""
+        with self._lock:
+            before = self._failover
+            after = before.forget(source)
+            if after is not before:
+                self._set_failover(after)
+        if after is not before:
+            self.report("failover", after)
+
+    def after_events(self) -> None:
+        """After a batch of events: refresh the replicas if an event concerned them."""
+        if self._replicas.dirty and not self._closed:
+            self._replicas.dirty = False
+            try:
+                self.refresh_replicas()
+            except (rx.RedisError, OSError) as exc:
+                self.report("error", exc)
+
+    def periodic_check(self) -> None:
+        """Re-confirm the primary and refresh the replicas (one round, never blocking long)."""
+        if self._closed:
+            return
+        self._discover_once()
+        self._replicas.dirty = True
+        self.after_events()
+
+    # -- watcher, fork, close -------------------------------------------------------------------
+    def start_watcher(self) -> None:
+        """Start following the sentinels' events in a daemon thread (idempotent).
+
+        In a forked child the parent's thread does not exist; the child's first use of
+        :meth:`primary_pool` or :meth:`replica_pools` starts its own.
+        """
+        self._check_open()
+        with self._lock:
+            self._watch_wanted = True
+            current = self._watcher
+            if current is not None and current.alive and current.pid == os.getpid():
+                return
+            watcher = self._watcher = SentinelWatcher(self)
+        if current is not None and current.pid != os.getpid():
+            current.abandon()  # inherited across a fork the at-fork hook did not see
+        watcher.start()
+
+    def _after_fork(self) -> None:
+        """In the child, right after fork: fresh locks, and the parent's watcher let go."""
+        self._init_locks()
+        self._replicas.reset_lock()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.abandon()
+
+    def close(self) -> None:
+        """Stop the watcher and close every pool. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._watch_wanted = False
+            watcher, self._watcher = self._watcher, None
+            pool, self._primary_pool = self._primary_pool, None
+            self._changed.notify_all()
+        if watcher is not None:
+            watcher.stop()
+        if pool is not None:
+            pool.close()
+        self._replicas.close()
+        _LIVE.discard(self)
+
+    def __enter__(self) -> SentinelState:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,222 @@
+"""SmartClient on a Sentinel-managed primary: discovery, failover, durability."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from smartcache import ConfigurationError, DurabilityError, NoReachableNodeError
+from smartcache.client import SmartClient
+from smartcache.testing import SentinelGroup, Standalone
+from smartcache.testing.pytest_plugin import TopologyFactory
+
+
+def test_discovers_primary_and_speaks_redis(redis_sentinel: SentinelGroup) -> None:
+    with SmartClient(sentinels=redis_sentinel.sentinel_addresses[:1], service_name="mymaster") as c:
+        assert c.connection_pool.settings.address == redis_sentinel.primary().address
+        c.set("sn:key", "v")
+        assert c.get("sn:key") == b"v"
+        pipe = c.pipeline()
+        pipe.incr("sn:n").incr("sn:n")
+        assert pipe.execute() == [1, 2]
+        assert c.mget(["sn:key", "sn:none"]) == [b"v", None]
+        c.delete("sn:key", "sn:n")
+        assert not c.is_cluster
+        assert [n.name for n in c.get_primaries()] == [redis_sentinel.primary().address]
+
+
+def test_from_url(redis_sentinel: SentinelGroup) -> None:
+    with SmartClient.from_url(redis_sentinel.url, decode_responses=True) as c:
+        c.set("sn:url", "é")
+        assert c.get("sn:url") == "é"
+        c.delete("sn:url")
+
+
+def test_bad_sentinel_input(redis_sentinel: SentinelGroup) -> None:
+    with pytest.raises(ConfigurationError, match="service_name"):
+        SmartClient(sentinels=redis_sentinel.sentinel_addresses)
+    with pytest.raises(ConfigurationError, match="need sentinels"):
+        SmartClient(service_name="mymaster")
+    with pytest.raises(NoReachableNodeError):
+        SmartClient(
+            sentinels=[("127.0.0.1", 1)],
+            service_name="mymaster",
+            sentinel_kwargs={"socket_connect_timeout": 0.2},
+        )
+    with pytest.raises(NoReachableNodeError):
+        SmartClient(sentinels=redis_sentinel.sentinel_addresses, service_name="nosuch")
+
+
+def test_reads_from_replicas(redis_sentinel: SentinelGroup) -> None:
+    with SmartClient(
+        sentinels=redis_sentinel.sentinel_addresses,
+        service_name="mymaster",
+        read_from="replica",
+        wait_replicas=2,
+    ) as c:
+        c.set("sn:rr", "v")  # acknowledged by both replicas (WAIT 2)
+        for proc in redis_sentinel.data_nodes:
+            with proc.client() as admin:
+                admin.config_resetstat()
+        replicas = {p.address for p in redis_sentinel.replicas()}
+        hits = set()
+        for _ in range(20):
+            assert c.get("sn:rr") == b"v"
+        for proc in redis_sentinel.data_nodes:
+            with proc.client() as admin:
+                stats = admin.info("commandstats").get("cmdstat_get", {})
+                if stats.get("calls", 0):
+                    hits.add(proc.address)
+        assert hits and hits <= replicas
+        c.delete("sn:rr")
+
+
+def test_wait_replicas_raises_when_too_few_acknowledge(redis_sentinel: SentinelGroup) -> None:
+    with SmartClient(
+        sentinels=redis_sentinel.sentinel_addresses,
+        service_name="mymaster",
+        wait_replicas=3,
+        wait_timeout_ms=100,
+    ) as c:
+        with pytest.raises(DurabilityError) as err:
+            c.set("sn:dur", "v")
+        assert err.value.replicas == 2 and err.value.wanted == 3
+        assert c.get("sn:dur") == b"v"  # applied, just not as durable as asked
+    with redis_sentinel.primary().client() as admin:
+        admin.delete("sn:dur")
+
+
+def test_wait_replicas_on_a_plain_server(redis_standalone: Standalone) -> None:
+    with SmartClient(port=redis_standalone.port, wait_replicas=1, wait_timeout_ms=50) as c:
+        with pytest.raises(DurabilityError, match="reached only 0 of 1"):
+            c.set("plain:dur", "v")
+        assert c.get("plain:dur") == b"v"
+    with redis.Redis(port=redis_standalone.port) as admin:
+        admin.delete("plain:dur")
+
+
+def _writer(
+    client: SmartClient,
+    stop: threading.Event,
+    acked: list[int],
+    errors: list[BaseException],
+    times: list[float],
+) -> None:
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            client.set(f"fo:{i}", i)
+            acked.append(i)
+            times.append(time.monotonic())
+        except BaseException as exc:
+            errors.append(exc)
+            return
+
+
+def test_primary_sigkill_zero_errors_nothing_lost(redis_topologies: TopologyFactory) -> None:
+    group = redis_topologies.sentinel()
+    client = SmartClient(
+        sentinels=group.sentinel_addresses,
+        service_name="mymaster",
+        wait_replicas=1,
+        wait_timeout_ms=500,
+    )
+    switched = threading.Event()
+    watcher = group.sentinels[0].client(decode_responses=True, socket_timeout=30)
+    pubsub = watcher.pubsub()
+    pubsub.subscribe("+switch-master")
+    stop = threading.Event()
+    acked: list[int] = []
+    errors: list[BaseException] = []
+    times: list[float] = []
+    thread = threading.Thread(target=_writer, args=(client, stop, acked, errors, times))
+    thread.start()
+    time.sleep(0.3)  # load running
+    old = group.primary()
+    killed_at = time.monotonic()
+    group.kill(old)
+    deadline = time.monotonic() + 30
+    while not switched.is_set() and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1.0)
+        if message and message["type"] == "message":
+            switched.set()
+    switch_at = time.monotonic()
+    count_at_switch = len(acked)
+    while len(acked) < count_at_switch + 50 and time.monotonic() < deadline and not errors:
+        time.sleep(0.01)  # writes resume: wait for 50 more acknowledged writes
+    resumed_at = time.monotonic()
+    stop.set()
+    thread.join(timeout=30)
+    pubsub.close()
+    watcher.close()
+    assert switched.is_set()
+    assert errors == [], [f"{type(e).__name__}: {e}" for e in errors[:1]]
+    first_after = next(t for t in times if t >= switch_at)
+    stall = first_after - switch_at
+    print(
+        f"sentinel failover {switch_at - killed_at:.2f}s after the kill; first write "
+        f"{stall * 1000:.0f} ms after +switch-master; {len(acked)} writes, 0 errors"
+    )
+    assert stall < 0.5, stall
+    assert resumed_at > first_after
+    values = client.mget([f"fo:{i}" for i in acked])
+    lost = [i for i, v in zip(acked, values, strict=True) if v != str(i).encode()]
+    assert lost == []  # wait_replicas=1: every acknowledged write reached a replica
+    client.close()
+
+
+def _incr_through_failover(group: SentinelGroup, incr: Callable[[], int]) -> tuple[int, int]:
+    """INCR in a loop while SENTINEL FAILOVER runs; return (acknowledged, lost)."""
+    stop = threading.Event()
+    acked: list[int] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                acked.append(incr())
+            except redis.RedisError:
+                time.sleep(0.01)  # an application would retry later; keep going
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    time.sleep(0.2)  # the load is running
+    new = group.failover()  # the old primary keeps running, and answering, for a while
+    time.sleep(1.0)  # keep writing through and after the switch
+    stop.set()
+    thread.join(timeout=30)
+    with new.client() as admin:
+        final = int(admin.get("ff:counter") or 0)
+    return len(acked), max(acked[-1] - final, 0) if acked else 0
+
+
+def test_forced_failover_loses_nothing_redis_py_loses_most(
+    redis_topologies: TopologyFactory,
+) -> None:
+    ours_group = redis_topologies.sentinel()
+    client = SmartClient(sentinels=ours_group.sentinel_addresses, service_name="mymaster")
+    client.set("ff:counter", 0)
+    ours_acked, ours_lost = _incr_through_failover(
+        ours_group, lambda: int(client.incr("ff:counter"))
+    )
+    client.close()
+
+    theirs_group = redis_topologies.sentinel()
+    sentinel = redis.Sentinel(theirs_group.sentinel_addresses, socket_timeout=1)
+    primary = sentinel.master_for("mymaster", socket_timeout=1)
+    primary.set("ff:counter", 0)
+    theirs_acked, theirs_lost = _incr_through_failover(
+        theirs_group, lambda: int(primary.incr("ff:counter"))
+    )
+    primary.close()
+    print(
+        f"forced failover, INCR load: smartcache {ours_acked} acknowledged, {ours_lost} "
+        f"lost; redis-py Sentinel.master_for {theirs_acked} acknowledged, {theirs_lost} lost"
+    )
+    assert ours_acked > 100
+    assert ours_lost == 0
+    assert ours_lost <= 0.01 * theirs_lost
