@@ -52,10 +52,15 @@ def ask_sentinel(settings: ConnectionSettings, service: str) -> SentinelAnswer:
 
 
 def role_refusal(settings: ConnectionSettings) -> str | None:
-    """None if the node says it is a primary (``ROLE``), else why it is refused."""
+    """None if the node says it is a primary (``ROLE``), else why it is refused.
+
+    Wrong credentials are not a reason to try another node: they raise at once.
+    """
     conn = Connection(settings)
     try:
         role = parse_role(conn.execute("ROLE"))
+    except (rx.AuthenticationError, rx.AuthenticationWrongNumberOfArgsError):
+        raise
     except (rx.RedisError, OSError) as exc:
         return describe(exc)
     except ValueError as exc:

@@ -220,3 +220,23 @@ def test_forced_failover_loses_nothing_redis_py_loses_most(
     assert ours_acked > 100
     assert ours_lost == 0
     assert ours_lost <= 0.01 * theirs_lost
+
+
+def test_data_node_credentials_are_separate_from_sentinels(
+    redis_topologies: TopologyFactory,
+) -> None:
+    group = redis_topologies.sentinel(password="s3cret")  # data nodes only; sentinels open
+    with SmartClient(
+        sentinels=group.sentinel_addresses, service_name="mymaster", password="s3cret"
+    ) as c:
+        c.set("cred:key", "v")
+        assert c.get("cred:key") == b"v"
+        assert "s3cret" not in repr(c)
+    with pytest.raises(redis.AuthenticationError) as err:
+        SmartClient(
+            sentinels=group.sentinel_addresses, service_name="mymaster", password="wrong"
+        ).get("cred:key")
+    assert "wrong" not in str(err.value)
+    url = group.url.replace("redis+sentinel://", "redis+sentinel://:s3cret@")
+    with SmartClient.from_url(url) as c:
+        assert c.get("cred:key") == b"v"
