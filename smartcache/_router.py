@@ -19,10 +19,8 @@ from smartcache._cluster_state import ClusterState
 from smartcache.core.commands import (
     CommandSpec,
     CommandTable,
-    RequestPolicy,
     ResponsePolicy,
     merge_replies,
-    split_multi_key,
 )
 from smartcache.core.flow import (
     ApplyMoved,
@@ -37,10 +35,9 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.retry import RetryPolicy
+from smartcache.core.routing import Split, ToNodes, ToSlot, fast_key_index, route
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
-    ConfigurationError,
-    CrossSlotError,
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool
@@ -48,7 +45,12 @@ from smartcache.wire import Connection, ConnectionPool
 __all__ = ["ClusterRouter", "blocking_round_trip"]
 
 _ERROR = rx.RedisError
-_TARGETS = {"primaries", "replicas", "all", "random", "default-node"}
+
+
+def _random_slot() -> int:
+    return random.randrange(16384)
+
+
 _REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -84,43 +86,23 @@ class ClusterRouter:
             pool.release(conn)
 
     def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
-        """Route one command: by its keys, by its keyless policy, or to ``target_nodes``."""
+        """Route one command (the core decides where) and carry it out."""
         if self.state.refresh_pending:
             self.try_refresh()
         self.ensure_table()
-        spec = self.table.lookup(args)
-        if target_nodes is not None:
-            return self.fan_out(args, spec, self.resolve_targets(target_nodes))
-        keys = spec.keys(args) if spec is not None else ()
-        if (
-            spec is not None
-            and spec.single_key_index
-            and spec.request_policy is RequestPolicy.KEYED
-            and type(args[0]) is str
-        ):
-            self.single_key[args[0]] = spec.single_key_index
-        if not keys:
-            policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
-            if policy is RequestPolicy.ALL_SHARDS:
-                return self.fan_out(args, spec, self.primaries())
-            if policy is RequestPolicy.ALL_NODES:
-                return self.fan_out(args, spec, self.all_nodes())
-            return self.keyed(args, spec, random.randrange(16384))
-        slot = key_slot(keys[0])
-        if len(keys) > 1:
-            slots = {key_slot(k) for k in keys}
-            if len(slots) > 1:
-                if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-                    return self.multi_shard(args, spec)
-                name = command_name(args)
-                raise CrossSlotError(
-                    f"{name}: its keys hash to {len(slots)} different slots, and {name} "
-                    "cannot be split without losing atomicity; use a hash tag such as "
-                    "'{user:1}:a' and '{user:1}:b' to keep keys on one slot",
-                    command=name,
-                    slots=sorted(slots),
-                )
-        return self.keyed(args, spec, slot)
+        where = route(self.table, args, key_slot, _random_slot, target_nodes)
+        index = fast_key_index(where.spec, args[0])
+        if index:
+            self.single_key[args[0]] = index
+        match where:
+            case ToSlot(spec=spec, slot=slot):
+                return self.keyed(args, spec, slot)
+            case Split(plan=plan):
+                results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
+                return plan.merge(results)
+            case ToNodes(spec=spec, group=group, addresses=addresses):
+                return self.fan_out(args, spec, self.resolve_targets(group, addresses))
+        raise AssertionError(where)  # pragma: no cover - route() returns one of the above
 
     def keyed(
         self,
@@ -231,30 +213,20 @@ class ClusterRouter:
         assert state.slot_map is not None
         return list(state.slot_map.nodes)
 
-    def resolve_targets(self, target: Any) -> list[str]:
-        """Addresses for redis-py's ``target_nodes=`` (a name or node objects)."""
-        if isinstance(target, str):
-            lowered = target.lower()
-            if lowered not in _TARGETS:
-                raise ConfigurationError(
-                    f"target_nodes={target!r}: use one of {sorted(_TARGETS)} or node objects"
-                )
-            if lowered == "default-node":
-                return [self.primaries()[0]]
-            if lowered == "primaries":
-                return self.primaries()
-            if lowered == "all":
-                return self.all_nodes()
-            if lowered == "replicas":
-                primaries = set(self.primaries())
-                return [n for n in self.all_nodes() if n not in primaries]
-            return [random.choice(self.primaries())]
-        items = target if isinstance(target, list | tuple) else [target]
-        out = []
-        for item in items:
-            name = getattr(item, "name", item)
-            out.append(str(name))
-        return out
+    def resolve_targets(self, group: str | None, addresses: Sequence[str] = ()) -> list[str]:
+        """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
+        if group is None:
+            return list(addresses)
+        primaries = self.primaries()
+        if group == "primaries":
+            return primaries
+        if group == "all":
+            return self.all_nodes()
+        if group == "replicas":
+            return [n for n in self.all_nodes() if n not in set(primaries)]
+        if group == "default-node":
+            return primaries[:1]
+        return [random.choice(primaries)]
 
     def fan_out(
         self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
@@ -279,12 +251,6 @@ class ClusterRouter:
             return replies[0]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
         return _merge_special(command_name(args), policy, replies)
-
-    def multi_shard(self, args: tuple[Any, ...], spec: CommandSpec) -> Any:
-        """Split a multi-key command by slot, run the parts, merge in caller order."""
-        plan = split_multi_key(args, spec, key_slot)
-        results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
-        return plan.merge(results)
 
     def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Send every part to its node (all writes first), then read; retry failed parts."""

@@ -1,0 +1,126 @@
+"""Where one command goes in a cluster: the routing decision, shared by both clients.
+
+``route()`` looks at a command's keys and the server's request policy and answers with one
+of four small values; the shells only carry it out:
+
+- :class:`ToSlot` — the node serving one slot (a keyed command, or a keyless one that any
+  primary can serve: a random slot spreads those);
+- :class:`ToNodes` — several nodes (``"primaries"`` or ``"all"``, or named addresses from
+  redis-py's ``target_nodes=``), replies merged by the command's response policy;
+- :class:`Split` — a multi-key command cut by slot (MGET, MSET, DEL...), parts merged back;
+- otherwise :class:`~smartcache.exceptions.CrossSlotError`, before anything is sent.
+
+Pure: randomness is a parameter, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smartcache.core.commands import (
+    CommandSpec,
+    CommandTable,
+    RequestPolicy,
+    SplitPlan,
+    split_multi_key,
+)
+from smartcache.core.flow import command_name
+from smartcache.exceptions import ConfigurationError, CrossSlotError
+
+__all__ = ["TARGET_NAMES", "Route", "Split", "ToNodes", "ToSlot", "route", "target_names"]
+
+#: redis-py RedisCluster's names for ``target_nodes=``
+TARGET_NAMES = frozenset({"primaries", "replicas", "all", "random", "default-node"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToSlot:
+    """Send to the node serving ``slot``."""
+
+    spec: CommandSpec | None
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToNodes:
+    """Send to several nodes: ``group`` (``"primaries"``, ``"all"``, ``"replicas"``,
+    ``"random"``, ``"default-node"``) or the explicit ``addresses``."""
+
+    spec: CommandSpec | None
+    group: str | None = None
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Send each part of ``plan`` to its slot's node and merge with ``plan.merge``."""
+
+    spec: CommandSpec
+    plan: SplitPlan
+
+
+Route = ToSlot | ToNodes | Split
+
+
+def target_names(target: Any) -> ToNodes:
+    """Interpret redis-py's ``target_nodes=`` (a group name, a node, or a list of nodes)."""
+    if isinstance(target, str):
+        lowered = target.lower()
+        if lowered not in TARGET_NAMES:
+            raise ConfigurationError(
+                f"target_nodes={target!r}: use one of {sorted(TARGET_NAMES)} or node objects"
+            )
+        return ToNodes(None, group=lowered)
+    items: Sequence[Any] = target if isinstance(target, list | tuple) else [target]
+    return ToNodes(None, addresses=tuple(str(getattr(item, "name", item)) for item in items))
+
+
+def route(
+    table: CommandTable,
+    args: tuple[Any, ...],
+    slot_of: Callable[[Any], int],
+    random_slot: Callable[[], int],
+    target_nodes: Any = None,
+) -> Route:
+    """Decide where ``args`` goes; raises :class:`CrossSlotError` for unsplittable keys."""
+    spec = table.lookup(args)
+    if target_nodes is not None:
+        chosen = target_names(target_nodes)
+        return ToNodes(spec, chosen.group, chosen.addresses)
+    keys = spec.keys(args) if spec is not None else ()
+    if not keys:
+        policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
+        if policy is RequestPolicy.ALL_SHARDS:
+            return ToNodes(spec, group="primaries")
+        if policy is RequestPolicy.ALL_NODES:
+            return ToNodes(spec, group="all")
+        return ToSlot(spec, random_slot())
+    slot = slot_of(keys[0])
+    if len(keys) > 1:
+        slots = {slot_of(k) for k in keys}
+        if len(slots) > 1:
+            if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
+                return Split(spec, split_multi_key(args, spec, slot_of))
+            name = command_name(args)
+            raise CrossSlotError(
+                f"{name}: its keys hash to {len(slots)} different slots, and {name} "
+                "cannot be split without losing atomicity; use a hash tag such as "
+                "'{user:1}:a' and '{user:1}:b' to keep keys on one slot",
+                command=name,
+                slots=sorted(slots),
+            )
+    return ToSlot(spec, slot)
+
+
+def fast_key_index(spec: CommandSpec | None, name: object) -> int:
+    """Position of the only key when ``name`` may take the single-key fast path, else 0."""
+    if (
+        spec is not None
+        and spec.single_key_index
+        and spec.request_policy is RequestPolicy.KEYED
+        and type(name) is str
+    ):
+        return spec.single_key_index
+    return 0
