@@ -12,17 +12,17 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache.core.slotmap import SlotMap, choose_view, parse_address
+from smartcache.core.refresh import AskTopology, refresh_flow
+from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
-from smartcache.exceptions import NoReachableNodeError
 from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
 
 __all__ = ["ClusterState"]
 
-_VIEWS_WANTED = 3
 _PROBE_TIMEOUT = 1.0
 
 
@@ -116,9 +116,10 @@ class ClusterState:
             wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
             if wait > 0 and not force and self.slot_map is not None:
                 time.sleep(wait)  # rate limit: at most one refresh per interval
-            new_map = self._fetch()
+            new_map, cleared = self._run_refresh_flow()
             self._install(new_map)
-            self._recheck_suspects(new_map)
+            for address in cleared:
+                self.suspects.pop(address, None)
             self._generation += 1
             self._last_refresh = time.monotonic()
             self.refresh_pending = False
@@ -129,12 +130,23 @@ class ClusterState:
         self.suspects[address] = time.monotonic()
         self.refresh_pending = True
 
-    def _recheck_suspects(self, new_map: SlotMap) -> None:
-        for address in list(self.suspects):
-            if address not in new_map.primaries:
-                self.suspects.pop(address, None)  # failed over: its slots live elsewhere now
-            elif self._probe(address):
-                self.suspects.pop(address, None)  # it answers again
+    def _run_refresh_flow(self) -> tuple[SlotMap, set[str]]:
+        """The sync driver of :func:`~smartcache.core.refresh.refresh_flow`."""
+        flow = refresh_flow(self.slot_map, self._startup, dict(self.suspects), random.shuffle)
+        answer: Any = None
+        try:
+            while True:
+                step = flow.send(answer)
+                if isinstance(step, AskTopology):
+                    try:
+                        answer = self._ask(step.address)
+                    except (rx.RedisError, OSError) as exc:
+                        answer = exc
+                else:
+                    answer = self._probe(step.address)
+        except StopIteration as done:
+            result: tuple[SlotMap, set[str]] = done.value
+            return result
 
     def _probe(self, address: str) -> bool:
         conn = self._short_connection(address)
@@ -151,38 +163,6 @@ class ClusterState:
             socket_timeout=self._probe_timeout, socket_connect_timeout=self._probe_timeout
         )
         return Connection(settings)
-
-    def _candidates(self) -> list[str]:
-        known = list(self.slot_map.primaries) if self.slot_map else []
-        replicas = [a for a in (self.slot_map.nodes if self.slot_map else ()) if a not in known]
-        random.shuffle(known)
-        random.shuffle(replicas)
-        ordered = list(dict.fromkeys([*known, *replicas, *self._startup]))
-        # Ask nodes that answered lately first; a hung node is asked last, if at all.
-        return sorted(ordered, key=lambda a: a in self.suspects)
-
-    def _fetch(self) -> SlotMap:
-        views: list[SlotMap] = []
-        tried: list[str] = []
-        errors: list[str] = []
-        for address in self._candidates():
-            if len(views) >= _VIEWS_WANTED:
-                break
-            tried.append(address)
-            try:
-                view = self._ask(address)
-            except (rx.RedisError, OSError) as exc:
-                errors.append(f"{address}: {type(exc).__name__}: {exc}")
-                continue
-            if view.covered:
-                views.append(view)
-        if not views:
-            detail = "; ".join(errors) or "no node reported any slot"
-            raise NoReachableNodeError(
-                f"could not load the cluster topology from any of {len(tried)} node(s): {detail}",
-                addresses=tried,
-            )
-        return choose_view(views)
 
     def _ask(self, address: str) -> SlotMap:
         host, _ = parse_address(address)

@@ -1,0 +1,92 @@
+"""The slot-map refresh as a flow: whom to ask, which view to trust, which suspects to clear.
+
+Shared by the sync and async cluster states. The flow yields :class:`AskTopology` (the
+driver answers with the node's :class:`~smartcache.core.slotmap.SlotMap`, or the exception
+it met) and :class:`Probe` (answer: did the node reply to PING), and returns the new map
+with the set of suspects to clear. Collapsing concurrent refreshes and rate limiting are the
+drivers' business (their locks differ); the rules are here, once.
+
+Pure: randomness is a parameter, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from smartcache.core.slotmap import SlotMap, choose_view
+from smartcache.exceptions import NoReachableNodeError
+
+__all__ = ["VIEWS_WANTED", "AskTopology", "Probe", "candidates", "refresh_flow"]
+
+#: how many nodes' views a refresh compares
+VIEWS_WANTED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AskTopology:
+    """Ask ``address`` for its view (CLUSTER SHARDS, else CLUSTER SLOTS)."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """PING ``address`` with a short timeout."""
+
+    address: str
+
+
+def candidates(
+    current: SlotMap | None,
+    startup: Sequence[str],
+    suspects: Collection[str],
+    shuffle: Callable[[list[str]], None],
+) -> list[str]:
+    """Whom to ask, in order: known primaries, then replicas, then the startup nodes
+    (each group shuffled), with suspected nodes last."""
+    primaries = list(current.primaries) if current is not None else []
+    replicas = [a for a in (current.nodes if current is not None else ()) if a not in primaries]
+    shuffle(primaries)
+    shuffle(replicas)
+    ordered = list(dict.fromkeys([*primaries, *replicas, *startup]))
+    return sorted(ordered, key=lambda a: a in suspects)  # stable: keeps the shuffled order
+
+
+def refresh_flow(
+    current: SlotMap | None,
+    startup: Sequence[str],
+    suspects: Collection[str],
+    shuffle: Callable[[list[str]], None],
+) -> Generator[AskTopology | Probe, Any, tuple[SlotMap, set[str]]]:
+    """Ask up to :data:`VIEWS_WANTED` nodes, keep the majority view, re-check suspects.
+
+    Returns ``(new_map, suspects_to_clear)``: a suspect is cleared when it no longer serves
+    slots (it was failed over) or answers a probe. Raises :class:`NoReachableNodeError`
+    listing every node tried when none gave a usable view.
+    """
+    views: list[SlotMap] = []
+    tried: list[str] = []
+    errors: list[str] = []
+    for address in candidates(current, startup, suspects, shuffle):
+        if len(views) >= VIEWS_WANTED:
+            break
+        tried.append(address)
+        answer = yield AskTopology(address)
+        if isinstance(answer, BaseException):
+            errors.append(f"{address}: {type(answer).__name__}: {answer}")
+        elif answer.covered:
+            views.append(answer)
+    if not views:
+        detail = "; ".join(errors) or "no node reported any slot"
+        raise NoReachableNodeError(
+            f"could not load the cluster topology from any of {len(tried)} node(s): {detail}",
+            addresses=tried,
+        )
+    new_map = choose_view(views)
+    cleared: set[str] = set()
+    for address in suspects:
+        if address not in new_map.primaries or (yield Probe(address)):
+            cleared.add(address)
+    return new_map, cleared

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from smartcache import NoReachableNodeError
+from smartcache.core.refresh import AskTopology, Probe, candidates, refresh_flow
+from smartcache.core.slotmap import Shard, SlotMap
+
+A, B, C, R = "a:1", "b:1", "c:1", "r:1"
+FRESH = SlotMap.from_ranges([(0, 8191, Shard(A, (R,))), (8192, 16383, Shard(B))])
+STALE = SlotMap.from_ranges([(0, 16383, Shard(C))])
+
+
+def no_shuffle(items: list[str]) -> None:
+    pass
+
+
+def drive(flow: Any, answers: dict[str, Any], probes: dict[str, bool]) -> tuple[Any, list[Any]]:
+    asked: list[Any] = []
+    reply: Any = None
+    try:
+        while True:
+            step = flow.send(reply)
+            asked.append(step)
+            reply = answers[step.address] if isinstance(step, AskTopology) else probes[step.address]
+    except StopIteration as done:
+        return done.value, asked
+
+
+def test_candidates_order_suspects_last() -> None:
+    assert candidates(FRESH, ["s:1", A], set(), no_shuffle) == [A, B, R, "s:1"]
+    assert candidates(FRESH, [], {A}, no_shuffle) == [B, R, A]
+    assert candidates(None, ["s:1"], set(), no_shuffle) == ["s:1"]
+
+
+def test_majority_view_wins_and_errors_are_skipped() -> None:
+    flow = refresh_flow(FRESH, [C], set(), no_shuffle)
+    (new_map, cleared), asked = drive(
+        flow, {A: STALE, B: FRESH, R: OSError("refused"), C: FRESH}, {}
+    )
+    assert new_map is FRESH and cleared == set()
+    assert [s.address for s in asked] == [A, B, R, C]  # stops after three views
+
+
+def test_suspects_cleared_when_failed_over_or_answering() -> None:
+    flow = refresh_flow(FRESH, [], {C, B, A}, no_shuffle)
+    (_, cleared), asked = drive(flow, {R: FRESH, A: FRESH, B: FRESH, C: FRESH}, {A: True, B: False})
+    assert cleared == {C, A}  # C serves no slots any more; A answers; B still silent
+    assert Probe(C) not in asked
+
+
+def test_nobody_answers() -> None:
+    flow = refresh_flow(None, ["x:1", "y:1"], set(), no_shuffle)
+    with pytest.raises(NoReachableNodeError) as err:
+        drive(flow, {"x:1": OSError("refused"), "y:1": TimeoutError("slow")}, {})
+    assert err.value.addresses == ("x:1", "y:1")
+    assert "refused" in str(err.value) and "slow" in str(err.value)
