@@ -76,10 +76,19 @@ class TopologyNotReadyError(TopologyError):
 
 
 class SmartConnectionError(SmartCacheError, _rx.ConnectionError):
-    """A node could not be reached or the connection broke."""
+    """A node could not be reached or the connection broke.
 
-    def __init__(self, message: str, *, node: str | None = None) -> None:
+    ``request_sent``: whether the command had been written when it happened (``False``:
+    it cannot have run, safe to send again; ``True``: it may have run; ``None``: unknown).
+    """
+
+    request_sent: bool | None = None
+
+    def __init__(
+        self, message: str, *, node: str | None = None, request_sent: bool | None = None
+    ) -> None:
         self.node = node
+        self.request_sent = request_sent
         super().__init__(message)
 
 

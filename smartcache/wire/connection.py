@@ -30,6 +30,7 @@ import redis.exceptions as rx
 
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
 from smartcache.wire.errors import parse_error
+from smartcache.wire.handshake import handshake_commands
 from smartcache.wire.packing import data_error, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import open_socket, set_timeout
@@ -172,29 +173,7 @@ class Connection:
         self.last_used = time.monotonic()
 
     def _handshake_commands(self) -> list[tuple[Any, ...]]:
-        settings = self.settings
-        username, password = settings.username, settings.password
-        if settings.credential_provider is not None:
-            credentials = tuple(settings.credential_provider.get_credentials())
-            username, password = (None, credentials[0]) if len(credentials) == 1 else credentials
-        commands: list[tuple[Any, ...]] = []
-        if settings.resp_version == 3:
-            hello: tuple[Any, ...] = ("HELLO", 3)
-            if password is not None:
-                hello += ("AUTH", username or "default", password)
-            if settings.client_name:
-                hello += ("SETNAME", settings.client_name)
-            commands.append(hello)
-        else:
-            if password is not None:
-                commands.append(("AUTH", username, password) if username else ("AUTH", password))
-            if settings.client_name:
-                commands.append(("CLIENT", "SETNAME", settings.client_name))
-        if settings.db:
-            commands.append(("SELECT", settings.db))
-        if settings.readonly:
-            commands.append(("READONLY",))
-        return commands
+        return handshake_commands(self.settings)
 
     def _handshake(self) -> None:
         commands = self._handshake_commands()

@@ -1,0 +1,218 @@
+"""Connections to one node for asyncio: one shared, auto-pipelined; a few exclusive ones.
+
+Ordinary commands from every task go through :meth:`AsyncConnectionPool.shared`, one
+multiplexed :class:`~smartcache.asyncio._connection.AsyncConnection` per node: sharing it
+is what lets concurrent commands coalesce into one write. Commands that hold a connection
+in a state (blocking pops, ``MULTI``/``EXEC`` with ``WATCH``, pub/sub) would stall or
+corrupt everyone else's traffic on it, so they take an exclusive connection from a
+bounded LIFO set with :meth:`AsyncConnectionPool.acquire_dedicated` and give it back with
+:meth:`AsyncConnectionPool.release`. Not fork-safe: asyncio state never crosses a fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
+from smartcache.exceptions import ConfigurationError, SmartConnectionError
+from smartcache.wire.pool import PoolExhaustedError
+from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
+
+__all__ = ["AsyncConnectionPool"]
+
+
+class AsyncConnectionPool:
+    """The connections of one node for one event loop.
+
+    ``max_connections`` bounds the *dedicated* connections (``None``: unbounded); the
+    shared connection is always there besides them. ``timeout`` is how long
+    :meth:`acquire_dedicated` waits when the bound is reached (``None``: forever, ``0``:
+    not at all). ``max_in_flight`` is passed to the shared connection.
+    """
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        max_connections: int | None = None,
+        timeout: float | None = None,
+        *,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
+        if timeout is not None and timeout < 0:
+            raise ConfigurationError(f"pool timeout must be >= 0 or None, got {timeout!r}")
+        self.settings = settings
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self._shared: AsyncConnection | None = None
+        self._idle: deque[AsyncConnection] = deque()
+        self._in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    @classmethod
+    def from_redis_kwargs(cls, **kwargs: Any) -> AsyncConnectionPool:
+        """Build a pool from redis-py ``Redis(...)`` / ``ConnectionPool(...)`` kwargs.
+
+        ``max_connections`` and ``timeout`` go to the pool; everything else to
+        :meth:`ConnectionSettings.from_redis_kwargs`.
+        """
+        pool_kwargs = {k: kwargs.pop(k) for k in POOL_KWARGS if k in kwargs}
+        return cls(ConnectionSettings.from_redis_kwargs(**kwargs), **pool_kwargs)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`aclose`."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (
+            f"<AsyncConnectionPool {self.settings.address} db={self.settings.db} "
+            f"idle={len(self._idle)} in_use={self._in_use} max={self.max_connections}>"
+        )
+
+    async def __aenter__(self) -> AsyncConnectionPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SmartConnectionError(
+                f"connection pool for {self.settings.address} is closed",
+                node=self.settings.address,
+            )
+
+    # -- the shared connection ----------------------------------------------------------------
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The shared connection, possibly not connected yet: its commands connect it.
+
+        The cheapest way to reach it on a hot path (no coroutine); see :meth:`shared`.
+        """
+        conn = self._shared
+        if conn is None:
+            self._check_open()
+            conn = self._shared = AsyncConnection(self.settings, max_in_flight=self.max_in_flight)
+        return conn
+
+    async def shared(self) -> AsyncConnection:
+        """The shared, auto-pipelined connection, connected (reconnected if it broke).
+
+        Concurrent callers during a reconnect share one connect attempt.
+        """
+        conn = self.connection
+        if not conn.is_connected:
+            await conn.connect()
+        return conn
+
+    # -- dedicated connections ----------------------------------------------------------------
+
+    async def acquire_dedicated(self) -> AsyncConnection:
+        """An exclusive, connected connection: an idle one (LIFO) or a new one.
+
+        Waits up to ``timeout`` when ``max_connections`` are in use, then raises
+        :class:`~smartcache.wire.PoolExhaustedError`. Give it back with :meth:`release`.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        while True:
+            self._check_open()
+            if self._idle:
+                conn = self._idle.pop()
+                break
+            limit = self.max_connections
+            if limit is None or self._in_use < limit:
+                conn = AsyncConnection(self.settings)
+                break
+            if deadline is not None and loop.time() >= deadline:
+                raise PoolExhaustedError(
+                    f"all {limit} dedicated connections to {self.settings.address} stayed in "
+                    f"use for {self.timeout} s; raise max_connections or release connections",
+                    node=self.settings.address,
+                )
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                continue  # reported above, with the pool's words
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass on the slot this task will not take
+                raise
+        self._in_use += 1
+        try:
+            await conn.connect()
+        except BaseException:
+            self._in_use -= 1
+            conn.close()
+            self._wake_one()
+            raise
+        return conn
+
+    def release(self, conn: AsyncConnection) -> None:
+        """Give back a dedicated connection (releasing the shared one does nothing).
+
+        It is kept for reuse only if it is connected with no reply outstanding (a
+        cancelled ``BLPOP`` may still be waiting on it), its timeout and push handler
+        are reset, and the pool is open; otherwise it is closed. A connection left in
+        ``MULTI``, ``WATCH`` or subscribed state must be closed by the caller instead.
+        """
+        if conn is self._shared:
+            return
+        self._in_use -= 1
+        if conn.is_connected and not conn.in_flight and not self._closed:
+            conn.settimeout(self.settings.socket_timeout)
+            conn.push_handler = None
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._wake_one()
+
+    @asynccontextmanager
+    async def dedicated(self) -> AsyncIterator[AsyncConnection]:
+        """``async with pool.dedicated() as conn:`` acquire, then always release."""
+        conn = await self.acquire_dedicated()
+        try:
+            yield conn
+        finally:
+            self.release(conn)
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the shared and idle connections and refuse new ones.
+
+        Dedicated connections in use are closed when released; waiters get an error.
+        """
+        self._closed = True
+        conns = list(self._idle)
+        self._idle.clear()
+        if self._shared is not None:
+            conns.append(self._shared)
+            self._shared = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # they wake, see the pool closed, and raise
+        for conn in conns:
+            await conn.aclose()
