@@ -138,7 +138,7 @@ class ClusterRouter:
                         if state.refresh_pending:
                             self.try_refresh()
                     case IsSuspect(slot=suspect_slot):
-                        result = self._suspect(suspect_slot)
+                        result = state.is_suspect(suspect_slot)
                     case MarkSuspect(address=address):
                         state.mark_suspect(address)
                     case ApplyMoved(slot=moved_slot, address=address):
@@ -149,13 +149,6 @@ class ClusterRouter:
                         time.sleep(seconds)
         except StopIteration as done:
             return done.value
-
-    def _suspect(self, slot: int) -> bool:
-        suspects = self.state.suspects
-        if not suspects:
-            return False
-        current = self.state.slot_map
-        return current is not None and current.primary_for_slot(slot) in suspects
 
     def attempt(self, state: ClusterState, args: tuple[Any, ...], step: Attempt) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""

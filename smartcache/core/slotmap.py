@@ -128,6 +128,10 @@ class SlotMap:
         i = self._index[slot]
         return None if i < 0 else self._primaries[i]
 
+    def shard_indices(self) -> array[int]:
+        """A copy of the slot -> shard index array (-1 for an uncovered slot)."""
+        return array("h", self._index)
+
     @property
     def primaries(self) -> tuple[str, ...]:
         """Addresses of every primary that serves at least one slot."""

@@ -1,0 +1,167 @@
+"""What the sync and async cluster states share: pools per node, the slot -> pool table,
+MOVED, suspects, and installing a refreshed map.
+
+Generic over the pool type (:class:`~smartcache.wire.ConnectionPool` or
+:class:`~smartcache.asyncio._pool.AsyncConnectionPool`); the refresh itself, which does
+I/O, is the subclasses' (both drive :func:`smartcache.core.refresh.refresh_flow`). The
+slot map is immutable and swapped whole; ``slot_pools`` is rebuilt with it, so routing a
+keyed command is one list index.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, Generic, TypeVar
+
+from smartcache.core.refresh import AskTopology, Probe, refresh_flow
+from smartcache.core.slotmap import SlotMap, parse_address
+from smartcache.core.slots import SLOT_COUNT
+from smartcache.wire import ConnectionSettings
+
+__all__ = ["PROBE_TIMEOUT", "SlotRouting"]
+
+#: topology queries and probes must not stall on a hung node for a whole socket_timeout
+PROBE_TIMEOUT = 1.0
+
+P = TypeVar("P")
+
+
+class SlotRouting(Generic[P]):
+    """Slot map, node pools and suspects of one cluster client (sync or async)."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        startup: Iterable[tuple[str, int]],
+        *,
+        pool_factory: Callable[[ConnectionSettings], P],
+        discard: Callable[[P], None],
+        min_refresh_interval: float = 0.1,
+    ) -> None:
+        self._settings = settings
+        self._startup = [f"{h}:{p}" for h, p in startup]
+        self._pool_factory = pool_factory
+        self._discard = discard
+        self._pools: dict[str, P] = {}
+        self._replica_pools: dict[str, P] = {}
+        self._lock = threading.Lock()  # uncontended in asyncio code; guards creation in threads
+        self._generation = 0
+        self._last_refresh = 0.0
+        self.min_refresh_interval = min_refresh_interval
+        self.slot_map: SlotMap | None = None
+        self.slot_pools: list[P | None] = [None] * SLOT_COUNT
+        self.refresh_pending = False
+        #: primaries that timed out or refused a connection, by address (-> when); commands
+        #: for their slots wait for the topology to change instead of stalling on them again
+        self.suspects: dict[str, float] = {}
+        self._probe_timeout = min(settings.socket_timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+
+    # -- pools --------------------------------------------------------------------------
+    def pool(self, address: str) -> P:
+        """The pool of the node at ``address`` (created on first use)."""
+        pool = self._pools.get(address)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(address)
+                if pool is None:
+                    host, port = parse_address(address)
+                    pool = self._pool_factory(self._settings.with_address(host, port))
+                    self._pools[address] = pool
+        return pool
+
+    def replica_pool(self, address: str) -> P:
+        """A pool to ``address`` whose connections send READONLY (reads on a replica)."""
+        pool = self._replica_pools.get(address)
+        if pool is None:
+            with self._lock:
+                pool = self._replica_pools.get(address)
+                if pool is None:
+                    host, port = parse_address(address)
+                    settings = self._settings.with_address(host, port).replace(readonly=True)
+                    pool = self._pool_factory(settings)
+                    self._replica_pools[address] = pool
+        return pool
+
+    def replica_pools_for_slot(self, slot: int) -> list[P]:
+        """READONLY pools to the replicas of the shard serving ``slot`` (maybe none)."""
+        current = self.slot_map
+        shard = current.shard_for_slot(slot) if current is not None else None
+        if shard is None:
+            return []
+        return [self.replica_pool(a) for a in shard.replicas]
+
+    @property
+    def pools(self) -> dict[str, P]:
+        """Every primary/replica pool, by address."""
+        return dict(self._pools)
+
+    def take_all_pools(self) -> list[P]:
+        """Forget every pool and return them, for the owner to close."""
+        with self._lock:
+            pools = [*self._pools.values(), *self._replica_pools.values()]
+            self._pools, self._replica_pools = {}, {}
+        return pools
+
+    def short_settings(self, address: str) -> ConnectionSettings:
+        """Settings for a topology query or probe: short timeouts."""
+        host, port = parse_address(address)
+        return self._settings.with_address(host, port).replace(
+            socket_timeout=self._probe_timeout, socket_connect_timeout=self._probe_timeout
+        )
+
+    # -- refresh bookkeeping -----------------------------------------------------------
+    def refresh_steps(self) -> Generator[AskTopology | Probe, Any, tuple[SlotMap, set[str]]]:
+        """The refresh flow for the current state (driven by the subclass)."""
+        return refresh_flow(self.slot_map, self._startup, dict(self.suspects), random.shuffle)
+
+    def install(self, new_map: SlotMap, cleared: Iterable[str]) -> None:
+        """Swap ``new_map`` in, clear suspects, close the pools of nodes that left."""
+        old_nodes = set(self.slot_map.nodes) if self.slot_map else set()
+        by_shard = [self.pool(s.primary) for s in new_map.shards]
+        slot_pools: list[P | None] = [
+            by_shard[i] if i >= 0 else None for i in new_map.shard_indices()
+        ]
+        for node in new_map.nodes:
+            self.pool(node)
+        self.slot_map = new_map
+        self.slot_pools = slot_pools
+        for address in cleared:
+            self.suspects.pop(address, None)
+        gone = old_nodes - set(new_map.nodes) - set(self._startup)
+        for address in gone:
+            with self._lock:
+                closing = [self._pools.pop(address, None), self._replica_pools.pop(address, None)]
+            for pool in closing:
+                if pool is not None:
+                    self._discard(pool)
+        self._generation += 1
+        self._last_refresh = time.monotonic()
+        self.refresh_pending = False
+
+    def mark_suspect(self, address: str) -> None:
+        """Note that ``address`` timed out or refused; ask for a refresh."""
+        self.suspects[address] = time.monotonic()
+        self.refresh_pending = True
+
+    def is_suspect(self, slot: int) -> bool:
+        """Is the primary serving ``slot`` suspected hung?"""
+        suspects = self.suspects
+        if not suspects:
+            return False
+        current = self.slot_map
+        return current is not None and current.primary_for_slot(slot) in suspects
+
+    def apply_moved(self, slot: int, address: str) -> None:
+        """Point ``slot`` at ``address`` at once (MOVED) and ask for a refresh soon."""
+        current = self.slot_map
+        if current is None:
+            return
+        new_map = current.with_moved(slot, address)
+        pools = list(self.slot_pools)
+        pools[slot] = self.pool(address)
+        self.slot_map = new_map
+        self.slot_pools = pools
+        self.refresh_pending = True
