@@ -18,8 +18,17 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
-from smartcache.core.commands import ResponsePolicy, merge_replies, normalize_command
-from smartcache.core.pipeline import ALL_PRIMARIES, ANY_SLOT, plan_command, transaction_slot
+from smartcache.core.commands import normalize_command
+from smartcache.core.pipeline import (
+    ALL_PRIMARIES,
+    ANY_SLOT,
+    apply_callback,
+    assemble,
+    finish_transaction,
+    plan_command,
+    raise_first_error,
+    transaction_slot,
+)
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import AmbiguousCommandError
 from smartcache.wire import Connection, ConnectionPool
@@ -152,7 +161,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             self.watching = False
         elif name == "WATCH":
             self.watching = True
-        return _callback(self.response_callbacks, args[0], reply, options)
+        return apply_callback(self.response_callbacks, args[0], reply, options)
 
     def _pin(self, args: tuple[Any, ...]) -> tuple[ConnectionPool, Connection]:
         client = self._client
@@ -209,35 +218,13 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 if pinned is None and conn is not None:
                     pool.release(conn)
             self.watching = False
-            queued, exec_reply = replies[1:-1], replies[-1]
-            moved = [r for r in queued if isinstance(r, rx.MovedError)]
+            moved = [r for r in replies[1:-1] if isinstance(r, rx.MovedError)]
             if moved and pinned is None and client._cluster is not None and attempts < 5:
                 first = moved[0]
                 client._cluster.apply_moved(first.slot_id, f"{first.host}:{first.port}")
                 continue
             break
-        errors = [(i, r) for i, r in enumerate(queued) if isinstance(r, rx.ResponseError)]
-        if isinstance(replies[0], rx.ResponseError):
-            raise replies[0]
-        if isinstance(exec_reply, rx.ExecAbortError | rx.ResponseError):
-            if errors:
-                i, err = errors[0]
-                _annotate(err, i + 1, stack[i][0])
-                raise err
-            raise exec_reply
-        if exec_reply is None:
-            raise rx.WatchError("Watched variable changed.")
-        results = list(exec_reply)
-        if len(results) != len(stack):
-            raise rx.ResponseError("Wrong number of response items from pipeline execution")
-        if raise_on_error:
-            _raise_first(stack, results)
-        return [
-            r
-            if isinstance(r, Exception)
-            else _callback(self.response_callbacks, args[0], r, options)
-            for r, (args, options) in zip(results, stack, strict=True)
-        ]
+        return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
 
     def _transaction_pool(self, commands: Sequence[tuple[Any, ...]]) -> ConnectionPool:
         client = self._client
@@ -267,9 +254,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 empty = _EMPTY_RESPONSE in options and isinstance(reply, rx.ResponseError)
                 results.append(options[_EMPTY_RESPONSE] if empty else reply)
             else:
-                results.append(_callback(self.response_callbacks, args[0], reply, options))
+                results.append(apply_callback(self.response_callbacks, args[0], reply, options))
         if raise_on_error:
-            _raise_first(stack, results)
+            raise_first_error(stack, results)
         return results
 
     def _run_on_pool(self, pool: ConnectionPool, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -350,7 +337,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 replies[i] = self._rerun(args, slot)
             elif isinstance(reply, _RETRYABLE) or reply is _RERUN:
                 replies[i] = self._rerun(args, slot)
-        return self._assemble(plans, ops, replies)
+        owners = [op[0] for op in ops]
+        return assemble(plans, owners, replies, table)
 
     def _send_grouped(
         self,
@@ -389,34 +377,6 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             finally:
                 pool.release(conn)
 
-    def _assemble(
-        self,
-        plans: Sequence[Any],
-        ops: list[tuple[int, int, int, tuple[Any, ...], ConnectionPool | None]],
-        replies: list[Any],
-    ) -> list[Any]:
-        per_command: list[list[Any]] = [[] for _ in plans]
-        for (ci, _, _, _, _), reply in zip(ops, replies, strict=True):
-            per_command[ci].append(reply)
-        out: list[Any] = []
-        for plan, parts in zip(plans, per_command, strict=True):
-            if plan.split is not None:
-                try:
-                    out.append(plan.split.merge(parts))
-                except rx.RedisError as exc:
-                    out.append(exc)
-            elif len(parts) == 1:
-                out.append(parts[0])
-            else:
-                client = self._client
-                spec = client._command_table.lookup(plan.ops[0][1])
-                policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-                try:
-                    out.append(merge_replies(policy, parts, str(plan.ops[0][1][0])))
-                except rx.RedisError as exc:
-                    out.append(exc)
-        return out
-
 
 class _Rerun:
     def __repr__(self) -> str:
@@ -424,34 +384,3 @@ class _Rerun:
 
 
 _RERUN = _Rerun()
-
-
-def _callback(callbacks: dict[str, Any], name: Any, reply: Any, options: dict[str, Any]) -> Any:
-    cb = callbacks.get(name)
-    if cb is None:
-        return reply
-    opts = {
-        k: v
-        for k, v in options.items()
-        if k not in (_EMPTY_RESPONSE, _NEVER_DECODE, "keys", "target_nodes")
-    }
-    return cb(reply, **opts)
-
-
-def _annotate(exc: BaseException, number: int, command: Sequence[Any]) -> None:
-    text = " ".join(str(a) for a in command)
-    if len(text) > 100:
-        text = text[:97] + "..."
-    msg = (
-        f"Command # {number} ({text}) of pipeline caused error: {exc.args[0] if exc.args else exc}"
-    )
-    exc.args = (msg, *exc.args[1:])
-
-
-def _raise_first(
-    stack: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], results: Sequence[Any]
-) -> None:
-    for i, r in enumerate(results):
-        if isinstance(r, rx.ResponseError | AmbiguousCommandError):
-            _annotate(r, i + 1, stack[i][0])
-            raise r

@@ -11,19 +11,35 @@ Pure: no sockets, no clocks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import redis.exceptions as rx
 
 from smartcache.core.commands import (
     CommandTable,
     RequestPolicy,
+    ResponsePolicy,
     SplitPlan,
+    merge_replies,
     split_multi_key,
 )
-from smartcache.exceptions import CrossSlotError
+from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
-__all__ = ["PlannedCommand", "plan_command", "transaction_slot"]
+__all__ = [
+    "PlannedCommand",
+    "annotate",
+    "apply_callback",
+    "assemble",
+    "finish_transaction",
+    "plan_command",
+    "raise_first_error",
+    "transaction_slot",
+]
+
+Stack = Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+_CALLBACK_SKIP = ("EMPTY_RESPONSE", "NEVER_DECODE", "keys", "target_nodes")
 
 ANY_SLOT = -1  # keyless: any primary will do
 ALL_PRIMARIES = -2  # keyless, sent to every primary and merged
@@ -93,3 +109,90 @@ def transaction_slot(
             slots=sorted(slots),
         )
     return slots.pop() if slots else None
+
+
+def apply_callback(
+    callbacks: Mapping[str, Any], name: Any, reply: Any, options: Mapping[str, Any]
+) -> Any:
+    """Run redis-py's response callback for ``name`` on ``reply`` (if it has one)."""
+    cb = callbacks.get(name)
+    if cb is None:
+        return reply
+    return cb(reply, **{k: v for k, v in options.items() if k not in _CALLBACK_SKIP})
+
+
+def annotate(exc: BaseException, number: int, command: Sequence[Any]) -> None:
+    """Prefix ``exc``'s message as redis-py does: ``Command # N (CMD args) of pipeline``."""
+    text = " ".join(str(a) for a in command)
+    if len(text) > 100:
+        text = text[:97] + "..."
+    first = exc.args[0] if exc.args else exc
+    exc.args = (f"Command # {number} ({text}) of pipeline caused error: {first}", *exc.args[1:])
+
+
+def raise_first_error(stack: Stack, results: Sequence[Any]) -> None:
+    """Raise the first error reply (annotated), as ``execute(raise_on_error=True)`` does."""
+    for i, r in enumerate(results):
+        if isinstance(r, rx.ResponseError | AmbiguousCommandError):
+            annotate(r, i + 1, stack[i][0])
+            raise r
+
+
+def finish_transaction(
+    stack: Stack, replies: Sequence[Any], callbacks: Mapping[str, Any], raise_on_error: bool
+) -> list[Any]:
+    """Turn the replies of ``MULTI, *commands, EXEC`` into the caller's results.
+
+    Raises the first queued error (EXECABORT), ``WatchError`` when EXEC returned nil, and
+    the first error reply inside EXEC's results when ``raise_on_error``.
+    """
+    queued, exec_reply = replies[1:-1], replies[-1]
+    if isinstance(replies[0], rx.ResponseError):
+        raise replies[0]
+    if isinstance(exec_reply, rx.ResponseError):
+        errors = [(i, r) for i, r in enumerate(queued) if isinstance(r, rx.ResponseError)]
+        if errors:
+            i, err = errors[0]
+            annotate(err, i + 1, stack[i][0])
+            raise err
+        raise exec_reply
+    if exec_reply is None:
+        raise rx.WatchError("Watched variable changed.")
+    results = list(exec_reply)
+    if len(results) != len(stack):
+        raise rx.ResponseError("Wrong number of response items from pipeline execution")
+    if raise_on_error:
+        raise_first_error(stack, results)
+    return [
+        r if isinstance(r, Exception) else apply_callback(callbacks, args[0], r, options)
+        for r, (args, options) in zip(results, stack, strict=True)
+    ]
+
+
+def assemble(
+    plans: Sequence[PlannedCommand],
+    owners: Sequence[int],
+    replies: Sequence[Any],
+    table: CommandTable,
+) -> list[Any]:
+    """Merge the replies of wire operations back into one result per queued command.
+
+    ``owners[i]`` is the index of the command that wire operation ``i`` belongs to.
+    """
+    per_command: list[list[Any]] = [[] for _ in plans]
+    for owner, reply in zip(owners, replies, strict=True):
+        per_command[owner].append(reply)
+    out: list[Any] = []
+    for plan, parts in zip(plans, per_command, strict=True):
+        try:
+            if plan.split is not None:
+                out.append(plan.split.merge(parts))
+            elif len(parts) == 1:
+                out.append(parts[0])
+            else:
+                spec = table.lookup(plan.ops[0][1])
+                policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
+                out.append(merge_replies(policy, parts, str(plan.ops[0][1][0])))
+        except rx.RedisError as exc:
+            out.append(exc)
+    return out
