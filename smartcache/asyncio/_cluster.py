@@ -1,0 +1,323 @@
+"""The asyncio cluster state and router: the async drivers of the shared core flows.
+
+Routing (:func:`smartcache.core.routing.route`), the per-command redirect/retry flow
+(:func:`smartcache.core.flow.keyed_flow`) and the refresh rules
+(:func:`smartcache.core.refresh.refresh_flow`) are the same objects the sync client drives;
+this module only awaits where the sync one blocks. Commands go over each node's shared,
+auto-pipelined connection; blocking commands take a dedicated one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.exceptions as rx
+
+from smartcache._slot_routing import SlotRouting
+from smartcache.asyncio._connection import AsyncConnection
+from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy, merge_replies
+from smartcache.core.flow import (
+    ApplyMoved,
+    Attempt,
+    IsSuspect,
+    MarkSuspect,
+    Outcome,
+    RefreshIfPending,
+    RequestRefresh,
+    Sleep,
+    command_name,
+    keyed_flow,
+)
+from smartcache.core.refresh import AskTopology
+from smartcache.core.retry import RetryPolicy
+from smartcache.core.routing import Split, ToNodes, ToSlot, fast_key_index, route
+from smartcache.core.slotmap import SlotMap, parse_address
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import NoReachableNodeError, SmartConnectionError
+from smartcache.wire import ConnectionSettings
+
+__all__ = ["AsyncClusterRouter", "AsyncClusterState"]
+
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
+    """Slot map, node pools and refresh of one asyncio cluster client."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        startup: Iterable[tuple[str, int]],
+        *,
+        pool_factory: Any,
+        min_refresh_interval: float = 0.1,
+    ) -> None:
+        self._closing: set[asyncio.Task[None]] = set()
+        super().__init__(
+            settings,
+            startup,
+            pool_factory=pool_factory,
+            discard=self._close_later,
+            min_refresh_interval=min_refresh_interval,
+        )
+        self._refresh_lock = asyncio.Lock()
+
+    def _close_later(self, pool: AsyncConnectionPool) -> None:
+        task = asyncio.get_running_loop().create_task(pool.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for pool in self.take_all_pools():
+            await pool.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def refresh(self, *, force: bool = False) -> SlotMap:
+        """Fetch the topology from several nodes and swap the majority view in.
+
+        Tasks that arrive while a refresh runs wait for it and reuse its result.
+        """
+        seen = self._generation
+        async with self._refresh_lock:
+            if self._generation != seen and self.slot_map is not None:
+                return self.slot_map
+            wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
+            if wait > 0 and not force and self.slot_map is not None:
+                await asyncio.sleep(wait)
+            flow = self.refresh_steps()
+            answer: Any = None
+            try:
+                while True:
+                    step = flow.send(answer)
+                    if isinstance(step, AskTopology):
+                        try:
+                            answer = await self._ask(step.address)
+                        except (rx.RedisError, OSError) as exc:
+                            answer = exc
+                    else:
+                        answer = await self._probe(step.address)
+            except StopIteration as done:
+                outcome: tuple[SlotMap, set[str]] = done.value
+            new_map, cleared = outcome
+            self.install(new_map, cleared)
+            return new_map
+
+    async def _probe(self, address: str) -> bool:
+        conn = AsyncConnection(self.short_settings(address))
+        try:
+            return bool(await conn.execute("PING"))
+        except (rx.RedisError, OSError):
+            return False
+        finally:
+            await conn.aclose()
+
+    async def _ask(self, address: str) -> SlotMap:
+        host, _ = parse_address(address)
+        conn = AsyncConnection(self.short_settings(address))
+        try:
+            try:
+                return SlotMap.from_cluster_shards(await conn.execute("CLUSTER", "SHARDS"), host)
+            except rx.ResponseError:
+                return SlotMap.from_cluster_slots(await conn.execute("CLUSTER", "SLOTS"), host)
+        finally:
+            await conn.aclose()
+
+
+class AsyncClusterRouter:
+    """Routes commands over an :class:`AsyncClusterState` under one retry policy."""
+
+    def __init__(
+        self, state: AsyncClusterState, policy: RetryPolicy, read_from: str = "primary"
+    ) -> None:
+        self.state = state
+        self.policy = policy
+        self.read_from = read_from
+        self.table = CommandTable.fallback()
+        self.table_loaded = False
+        self._table_lock = asyncio.Lock()
+        #: command name (as the caller spelled it) -> position of its only key
+        self.single_key: dict[str, int] = {}
+
+    async def ensure_table(self) -> None:
+        """Load the server's COMMAND table once (fallback: the built-in table)."""
+        if self.table_loaded:
+            return
+        async with self._table_lock:
+            if self._loaded():  # another task loaded it while we waited
+                return
+            current = self.state.slot_map
+            assert current is not None
+            conn = self.state.pool(current.primaries[0]).connection
+            try:
+                self.table = CommandTable.from_command_reply(await conn.execute("COMMAND"))
+            except (rx.RedisError, ValueError):
+                self.table = CommandTable.fallback()
+            self.table_loaded = True
+
+    def _loaded(self) -> bool:
+        return self.table_loaded
+
+    async def try_refresh(self) -> None:
+        """Refresh the slot map, keeping the old one if no node answers."""
+        with contextlib.suppress(NoReachableNodeError):
+            await self.state.refresh()
+
+    async def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+        """Route one command (the core decides where) and carry it out."""
+        if self.state.refresh_pending:
+            await self.try_refresh()
+        await self.ensure_table()
+        where = route(self.table, args, key_slot, _random_slot, target_nodes)
+        index = fast_key_index(where.spec, args[0])
+        if index:
+            self.single_key[args[0]] = index
+        match where:
+            case ToSlot(spec=spec, slot=slot):
+                return await self.keyed(args, spec, slot)
+            case Split(plan=plan):
+                parts = [
+                    self.keyed(part, self.table.lookup(part), slot) for slot, part, _ in plan.parts
+                ]
+                results = await asyncio.gather(*parts, return_exceptions=True)
+                return plan.merge(results)
+            case ToNodes(spec=spec, group=group, addresses=addresses):
+                return await self.fan_out(args, spec, self.resolve_targets(group, addresses))
+        raise AssertionError(where)  # pragma: no cover
+
+    async def keyed(
+        self,
+        args: tuple[Any, ...],
+        spec: CommandSpec | None,
+        slot: int,
+        *,
+        first: Outcome | None = None,
+    ) -> Any:
+        """Run a command on the node serving ``slot``: the async driver of ``keyed_flow``."""
+        flow = keyed_flow(
+            args,
+            spec,
+            slot,
+            policy=self.policy,
+            read_from=self.read_from,
+            clock=time.monotonic,
+            first=first,
+        )
+        state = self.state
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case Attempt():
+                        result = await self.attempt(args, effect)
+                    case RefreshIfPending():
+                        if state.refresh_pending:
+                            await self.try_refresh()
+                    case IsSuspect(slot=suspect_slot):
+                        result = state.is_suspect(suspect_slot)
+                    case MarkSuspect(address=address):
+                        state.mark_suspect(address)
+                    case ApplyMoved(slot=moved_slot, address=address):
+                        state.apply_moved(moved_slot, address)
+                    case RequestRefresh():
+                        state.refresh_pending = True
+                    case Sleep(seconds=seconds):
+                        await asyncio.sleep(seconds)
+        except StopIteration as done:
+            return done.value
+
+    async def attempt(self, args: tuple[Any, ...], step: Attempt) -> Outcome:
+        """Send the command once, as ``step`` says, and tell what happened."""
+        state = self.state
+        slot, asking = step.slot, step.asking
+        replicas = state.replica_pools_for_slot(slot) if step.replica and asking is None else []
+        if asking is not None:
+            pool = state.pool(asking)
+        elif replicas:
+            pool = random.choice(replicas)
+        else:
+            maybe = state.slot_pools[slot]
+            if maybe is None:
+                return Outcome(error=rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot}"))
+            pool = maybe
+        address = pool.settings.address
+        try:
+            if asking is not None:
+                replies = await pool.connection.execute_many([("ASKING",), args])
+                reply = replies[1]
+                if isinstance(reply, rx.RedisError):
+                    return Outcome(error=reply, sent=True, address=address)
+            elif step.blocking:
+                async with pool.dedicated() as conn:
+                    conn.settimeout(None)
+                    reply = await conn.execute(*args)
+            else:
+                reply = await pool.connection.execute(*args)
+        except rx.ResponseError as exc:
+            return Outcome(error=exc, sent=True, address=address)
+        except _NET as exc:
+            sent = getattr(exc, "request_sent", None)
+            return Outcome(error=exc, sent=sent is not False, address=address)
+        return Outcome(reply=reply)
+
+    def primaries(self) -> list[str]:
+        """Addresses of the primaries in the current slot map."""
+        current = self.state.slot_map
+        assert current is not None
+        return list(current.primaries)
+
+    def all_nodes(self) -> list[str]:
+        """Addresses of every node in the current slot map."""
+        current = self.state.slot_map
+        assert current is not None
+        return list(current.nodes)
+
+    def resolve_targets(self, group: str | None, addresses: Sequence[str] = ()) -> list[str]:
+        """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
+        if group is None:
+            return list(addresses)
+        primaries = self.primaries()
+        if group == "primaries":
+            return primaries
+        if group == "all":
+            return self.all_nodes()
+        if group == "replicas":
+            return [n for n in self.all_nodes() if n not in set(primaries)]
+        if group == "default-node":
+            return primaries[:1]
+        return [random.choice(primaries)]
+
+    async def fan_out(
+        self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
+    ) -> Any:
+        """Send one command to several nodes at once and merge the replies."""
+        calls = [self.state.pool(a).connection.execute(*args) for a in addresses]
+        replies = list(await asyncio.gather(*calls, return_exceptions=True))
+        for reply in replies:
+            if isinstance(reply, BaseException) and not isinstance(reply, rx.RedisError):
+                raise reply
+        if len(replies) == 1:
+            if isinstance(replies[0], BaseException):
+                raise replies[0]
+            return replies[0]
+        policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
+        merged = merge_replies(policy, replies, command_name(args))
+        return replies[0] if policy is ResponsePolicy.SPECIAL else merged
+
+
+def _random_slot() -> int:
+    return random.randrange(16384)
+
+
+def connection_error_sent(exc: BaseException) -> bool:
+    """Whether a transport error happened after the request was written (unknown: True)."""
+    return not (isinstance(exc, SmartConnectionError) and exc.request_sent is False)

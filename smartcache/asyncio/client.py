@@ -1,0 +1,445 @@
+"""AsyncSmartClient: ``redis.asyncio.Redis``'s command API, auto-pipelined, routed by itself.
+
+Every command of every task goes over its node's one shared connection: commands issued in
+the same event-loop tick are written together and their replies dispatched in order, so
+many concurrent tasks get pipelined throughput without writing pipelines. Blocking commands
+and transactions take dedicated connections. Routing, redirects, retries and the refresh
+rules are the core's (:mod:`smartcache.core`), driven here with ``await``; nothing of it is
+written a second time for asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import redis.exceptions as rx
+from redis._parsers.encoders import Encoder
+from redis._parsers.response_callbacks import get_response_callbacks
+from redis.asyncio.lock import Lock
+from redis.client import CaseInsensitiveDict
+from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
+
+from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
+from smartcache.asyncio._pipeline import AsyncPipeline
+from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.core.commands import CommandTable, normalize_command
+from smartcache.core.flow import (
+    Attempt,
+    IsSuspect,
+    Outcome,
+    Sleep,
+    keyed_flow,
+)
+from smartcache.core.retry import RetryPolicy
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import ConfigurationError, NoReachableNodeError
+from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.wire.settings import POOL_KWARGS
+
+__all__ = ["AsyncSmartClient"]
+
+_EMPTY_RESPONSE = "EMPTY_RESPONSE"
+_NEVER_DECODE = "NEVER_DECODE"
+_READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
+_BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BLMOVE",
+        "BRPOPLPUSH",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+    }
+)
+
+
+class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins disagree on command_info
+    ClusterNodesMixin, AsyncRedisModuleCommands, AsyncCoreCommands, AsyncSentinelCommands
+):
+    """A drop-in ``redis.asyncio.Redis`` that also speaks Redis Cluster, auto-pipelined.
+
+    Construct it like :class:`smartcache.SmartClient` (``host=``/``port=``, ``from_url()``,
+    ``startup_nodes=``, redis-py keyword arguments, ``read_from=``, ``retry_policy=``).
+    The topology is detected on first use (or ``await client.initialize()``). Many tasks may
+    share one client. ``autopipeline=False`` gives each command a connection of its own.
+    """
+
+    _is_async_client: Literal[True] = True
+    _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        *,
+        startup_nodes: Sequence[tuple[str, int]] | None = None,
+        cluster: bool | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retry_non_idempotent: bool = False,
+        max_connections: int | None = None,
+        pool_timeout: float | None = None,
+        read_from: str = "primary",
+        max_in_flight: int = 10_000,
+        autopipeline: bool = True,
+        sentinels: Sequence[tuple[str, int]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if sentinels is not None:
+            raise ConfigurationError(
+                "AsyncSmartClient does not follow Sentinel yet; use SmartClient(sentinels=...) "
+                "or a cluster/standalone URL"
+            )
+        if read_from not in _READ_FROM:
+            raise ConfigurationError(
+                f"read_from={read_from!r}: use one of {', '.join(sorted(_READ_FROM))}"
+            )
+        if startup_nodes is not None and not list(startup_nodes):
+            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
+        for name in POOL_KWARGS:
+            kwargs.pop(name, None)
+        self._settings = ConnectionSettings.from_redis_kwargs(host=host, port=port, **kwargs)
+        policy = retry_policy or RetryPolicy()
+        if retry_non_idempotent:
+            policy = dataclasses.replace(policy, retry_non_idempotent=True)
+        self.retry_policy = policy
+        self.read_from = read_from
+        self.autopipeline = autopipeline
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self._max_in_flight = max_in_flight
+        self.response_callbacks: dict[str, Any] = CaseInsensitiveDict(
+            get_response_callbacks(  # type: ignore[arg-type]
+                user_protocol=self._settings.protocol,
+                legacy_responses=self._settings.legacy_responses,
+            )
+        )
+        self._encoder = Encoder(  # type: ignore[no-untyped-call]
+            self._settings.encoding,
+            self._settings.encoding_errors,
+            self._settings.decode_responses,
+        )
+        self._table = CommandTable.fallback()
+        nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
+        self._startup = [(str(h), int(p)) for h, p in nodes]
+        self._cluster_hint = cluster
+        self._pool: AsyncConnectionPool | None = None
+        self._cluster: AsyncClusterState | None = None  # type: ignore[assignment]
+        self._router: AsyncClusterRouter | None = None
+        self._init_lock: asyncio.Lock | None = None
+        self._initialized = False
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AsyncSmartClient:
+        """Build from ``redis://...`` or ``rediss://...`` (a server or a cluster)."""
+        values = ConnectionSettings.from_url(url).to_redis_kwargs()
+        values.update(kwargs)
+        return cls(**values)
+
+    def _new_pool(self, settings: ConnectionSettings) -> AsyncConnectionPool:
+        return AsyncConnectionPool(
+            settings,
+            self._max_connections,
+            self._pool_timeout,
+            max_in_flight=self._max_in_flight,
+        )
+
+    async def initialize(self) -> Self:
+        """Detect the topology (``INFO cluster`` on the first node that answers)."""
+        if self._initialized:
+            return self
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if not self._initialized:
+                await self._detect()
+                self._initialized = True
+        return self
+
+    async def _detect(self) -> None:
+        errors: list[str] = []
+        tried: list[str] = []
+        for host, port in self._startup:
+            settings = self._settings.with_address(host, port)
+            pool = self._new_pool(settings)
+            tried.append(settings.address)
+            try:
+                if self._cluster_hint is None:
+                    info = await pool.connection.execute("INFO", "cluster")
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    is_cluster = "cluster_enabled:1" in text
+                else:
+                    is_cluster = self._cluster_hint
+            except _NET as exc:
+                errors.append(f"{settings.address}: {exc}")
+                await pool.aclose()
+                continue
+            if is_cluster:
+                await pool.aclose()
+                state = AsyncClusterState(settings, self._startup, pool_factory=self._new_pool)
+                await state.refresh(force=True)
+                self._cluster = state
+                self._router = AsyncClusterRouter(state, self.retry_policy, self.read_from)
+            else:
+                self._pool = pool
+            return
+        raise NoReachableNodeError(
+            f"none of the startup nodes answered: {'; '.join(errors)}", addresses=tried
+        )
+
+    # -- redis-py surface -------------------------------------------------------------------
+    @property
+    def is_cluster(self) -> bool:
+        """True when talking to a Redis Cluster (after initialisation)."""
+        return self._cluster is not None
+
+    def get_encoder(self) -> Encoder:
+        """The encoder used for arguments (as ``redis.asyncio.Redis.get_encoder``)."""
+        return self._encoder
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        """Connection settings as redis-py keyword arguments."""
+        return self._settings.to_redis_kwargs()
+
+    def set_response_callback(self, command: str, callback: Any) -> None:
+        """Set a custom response callback."""
+        self.response_callbacks[command] = callback
+
+    def _single_node_pool(self) -> ConnectionPool | None:
+        return self._pool  # type: ignore[return-value]  # ClusterNodesMixin reads .settings only
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AsyncPipeline:
+        """An async pipeline (``transaction=True``: MULTI/EXEC, one slot on a cluster)."""
+        return AsyncPipeline(self, transaction)
+
+    def lock(  # noqa: PLR0917 - redis.asyncio.Redis.lock's signature
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: Any = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Any:
+        """A ``redis.asyncio.lock.Lock`` on this client."""
+        cls: Any = lock_class or Lock
+        return cls(
+            self,
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
+
+    def keyslot(self, key: Any) -> int:
+        """The hash slot of ``key``."""
+        return key_slot(self._encoder.encode(key))  # type: ignore[no-untyped-call]
+
+    async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET across slots (as ``RedisCluster.mget_nonatomic``)."""
+        return await self.mget(keys, *args)
+
+    async def mset_nonatomic(self, mapping: dict[Any, Any]) -> bool:
+        """MSET across slots (as ``RedisCluster.mset_nonatomic``)."""
+        return bool(await self.mset(mapping))
+
+    async def scan_iter(  # type: ignore[override]
+        self,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Iterate over every key (on a cluster: of every primary)."""
+        await self.initialize()
+        targets: list[Any] = [None]
+        if self._router is not None:
+            targets = [[address] for address in self._router.primaries()]
+        for target in targets:
+            cursor = 0
+            first = True
+            extra = {"target_nodes": target} if target is not None else {}
+            while first or cursor != 0:
+                first = False
+                cursor, data = await self.scan(
+                    cursor=cursor, match=match, count=count, _type=_type, **extra, **kwargs
+                )
+                for item in data:
+                    yield item
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self._cluster else "standalone"
+        return f"<AsyncSmartClient {kind} {self._settings!r}>"
+
+    async def __aenter__(self) -> Self:
+        return await self.initialize()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()
+
+    async def close(self) -> None:
+        """Alias of :meth:`aclose`."""
+        await self.aclose()
+
+    # -- execution --------------------------------------------------------------------------
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Send one command, routed by its keys, and return its parsed reply."""
+        if options:
+            options.pop("keys", None)
+            if options:
+                return await self._execute_slow(args, options)
+        if not self._initialized:
+            await self.initialize()
+        name = args[0]
+        pool = self._pool
+        if pool is not None:
+            if (
+                self.autopipeline
+                and type(name) is str
+                and " " not in name
+                and name not in _BLOCKING
+            ):
+                try:
+                    reply = await pool.connection.execute(*args)
+                except rx.ResponseError:
+                    raise
+                except _NET as exc:
+                    reply = await self._single_node_retry(args, exc)
+                callback = self.response_callbacks.get(name)
+                return callback(reply) if callback is not None else reply
+            return await self._execute_slow(args, options)
+        router = self._router
+        assert router is not None
+        index = router.single_key.get(name)
+        state = self._cluster
+        assert state is not None
+        if index is None or len(args) <= index or not self.autopipeline:
+            return await self._execute_slow(args, options)
+        slot = key_slot(args[index])
+        node = state.slot_pools[slot]
+        if node is None or state.refresh_pending or state.suspects:
+            reply = await router.keyed(args, router.table.lookup(args), slot)
+        else:
+            try:
+                reply = await node.connection.execute(*args)
+            except rx.ResponseError as exc:
+                first = Outcome(error=exc, sent=True, address=node.settings.address)
+                reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
+            except _NET as exc:
+                sent = getattr(exc, "request_sent", None) is not False
+                first = Outcome(error=exc, sent=sent, address=node.settings.address)
+                reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
+        callback = self.response_callbacks.get(name)
+        return callback(reply) if callback is not None else reply
+
+    async def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        if not self._initialized:
+            await self.initialize()
+        command_name = args[0]
+        args = normalize_command(args)
+        empty = options.pop(_EMPTY_RESPONSE, _MISSING)
+        options.pop(_NEVER_DECODE, None)
+        options.pop("keys", None)
+        target_nodes = options.pop("target_nodes", None)
+        try:
+            reply = await self._execute_routed(args, target_nodes)
+        except rx.ResponseError:
+            if empty is not _MISSING:
+                return empty
+            raise
+        callback = self.response_callbacks.get(command_name)
+        return callback(reply, **options) if callback is not None else reply
+
+    async def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
+        if self._pool is not None:
+            return await self._single_node_retry(args, None)
+        assert self._router is not None
+        return await self._router.execute(args, target_nodes)
+
+    async def _single_node_retry(self, args: tuple[Any, ...], first: BaseException | None) -> Any:
+        """A command on the one server, through the same flow the cluster uses."""
+        pool = self._pool
+        assert pool is not None
+        spec = self._table.lookup(args)
+        blocking = spec is not None and spec.blocking and spec.is_blocking(args)
+        start = None
+        if first is not None:
+            sent = getattr(first, "request_sent", None) is not False
+            start = Outcome(error=first, sent=sent, address=pool.settings.address)
+        flow = keyed_flow(
+            args,
+            spec,
+            0,
+            policy=self.retry_policy,
+            read_from="primary",
+            clock=time.monotonic,
+            first=start,
+        )
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                if isinstance(effect, Attempt):
+                    result = await _attempt_on(pool, args, blocking or not self.autopipeline)
+                elif isinstance(effect, IsSuspect):
+                    result = False
+                elif isinstance(effect, Sleep):
+                    await asyncio.sleep(effect.seconds)
+        except StopIteration as done:
+            return done.value
+
+
+async def _attempt_on(pool: AsyncConnectionPool, args: tuple[Any, ...], dedicated: bool) -> Outcome:
+    address = pool.settings.address
+    try:
+        if dedicated:
+            async with pool.dedicated() as conn:
+                if args and str(args[0]).upper() in _BLOCKING:
+                    conn.settimeout(None)
+                reply = await conn.execute(*args)
+        else:
+            reply = await pool.connection.execute(*args)
+    except rx.ResponseError as exc:
+        return Outcome(error=exc, sent=True, address=address)
+    except _NET as exc:
+        sent = getattr(exc, "request_sent", None) is not False
+        return Outcome(error=exc, sent=sent, address=address)
+    return Outcome(reply=reply)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
