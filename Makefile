@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.smartcache-installed
 
-.PHONY: demo test test-unit test-integration lint typecheck bench venv clean
+.PHONY: demo test test-unit test-integration lint typecheck bench bench-deps venv clean
 
 venv: $(STAMP)
 
@@ -33,7 +33,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-bench: $(STAMP)
+bench-deps: $(STAMP)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,server,bench]'
+
+bench: bench-deps
 	$(PY) -m benchmarks
 
 clean:

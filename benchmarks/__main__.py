@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from benchmarks import bench_client, bench_key_slot
+import asyncio
+
+from benchmarks import bench_async, bench_client, bench_key_slot
 
 print("== key_slot ==")
 bench_key_slot.main()
 print("\n== SmartClient vs redis-py ==")
 print(bench_client.table(bench_client.run(20000, 7)))
+print("\n== AsyncSmartClient vs redis.asyncio, coredis, valkey-glide ==")
+print(bench_async.table(asyncio.run(bench_async.run(5000, 5))))

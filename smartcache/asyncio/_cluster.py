@@ -183,11 +183,7 @@ class AsyncClusterRouter:
             case ToSlot(spec=spec, slot=slot):
                 return await self.keyed(args, spec, slot)
             case Split(plan=plan):
-                parts = [
-                    self.keyed(part, self.table.lookup(part), slot) for slot, part, _ in plan.parts
-                ]
-                results = await asyncio.gather(*parts, return_exceptions=True)
-                return plan.merge(results)
+                return plan.merge(await self.run_parts([(s, p) for s, p, _ in plan.parts]))
             case ToNodes(spec=spec, group=group, addresses=addresses):
                 return await self.fan_out(args, spec, self.resolve_targets(group, addresses))
         raise AssertionError(where)  # pragma: no cover
@@ -269,6 +265,38 @@ class AsyncClusterRouter:
             return Outcome(error=exc, sent=sent is not False, address=address)
         return Outcome(reply=reply)
 
+    async def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        """Send each node's parts as one contiguous batch, all nodes at once; parts that
+        fail (MOVED, ASK, a lost connection...) go through the retry flow one by one."""
+        state = self.state
+        groups: dict[int, tuple[AsyncConnectionPool, list[int]]] = {}
+        results: list[Any] = [_UNSENT] * len(parts)
+        for i, (slot, _) in enumerate(parts):
+            pool = state.slot_pools[slot]
+            if pool is not None:
+                groups.setdefault(id(pool), (pool, []))[1].append(i)
+
+        async def send(pool: AsyncConnectionPool, indices: list[int]) -> None:
+            try:
+                replies = await pool.connection.execute_many([parts[i][1] for i in indices])
+            except (rx.RedisError, OSError) as exc:
+                replies = [exc] * len(indices)
+            for i, reply in zip(indices, replies, strict=True):
+                results[i] = reply
+
+        await asyncio.gather(*(send(pool, idx) for pool, idx in groups.values()))
+        for i, result in enumerate(results):
+            if result is _UNSENT or isinstance(result, rx.RedisError | OSError):
+                slot, part = parts[i]
+                pool = state.slot_pools[slot]
+                first = None
+                if result is not _UNSENT:
+                    sent = getattr(result, "request_sent", None) is not False
+                    address = pool.settings.address if pool is not None else None
+                    first = Outcome(error=result, sent=sent, address=address)
+                results[i] = await self.keyed(part, self.table.lookup(part), slot, first=first)
+        return results
+
     def primaries(self) -> list[str]:
         """Addresses of the primaries in the current slot map."""
         current = self.state.slot_map
@@ -312,6 +340,9 @@ class AsyncClusterRouter:
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
         merged = merge_replies(policy, replies, command_name(args))
         return replies[0] if policy is ResponsePolicy.SPECIAL else merged
+
+
+_UNSENT: Any = object()
 
 
 def _random_slot() -> int:

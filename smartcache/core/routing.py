@@ -99,10 +99,11 @@ def route(
         return ToSlot(spec, random_slot())
     slot = slot_of(keys[0])
     if len(keys) > 1:
-        slots = {slot_of(k) for k in keys}
+        per_key = [slot_of(k) for k in keys]
+        slots = set(per_key)
         if len(slots) > 1:
             if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-                return Split(spec, split_multi_key(args, spec, slot_of))
+                return Split(spec, split_multi_key(args, spec, _memo(keys, per_key, slot_of)))
             name = command_name(args)
             raise CrossSlotError(
                 f"{name}: its keys hash to {len(slots)} different slots, and {name} "
@@ -124,3 +125,21 @@ def fast_key_index(spec: CommandSpec | None, name: object) -> int:
     ):
         return spec.single_key_index
     return 0
+
+
+def _memo(
+    keys: Sequence[Any], slots: Sequence[int], slot_of: Callable[[Any], int]
+) -> Callable[[Any], int]:
+    """``slot_of`` that reuses the slots already computed for ``keys`` (CRC once per key)."""
+    try:
+        known: dict[Any, int] = dict(zip(keys, slots, strict=True))
+    except TypeError:  # an unhashable key (memoryview): compute again
+        return slot_of
+
+    def lookup(key: Any) -> int:
+        try:
+            return known[key]
+        except (KeyError, TypeError):
+            return slot_of(key)
+
+    return lookup
