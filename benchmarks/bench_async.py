@@ -45,15 +45,15 @@ async def _clients(cluster: Cluster) -> dict[str, Any]:
         "redis.asyncio": RedisCluster(startup_nodes=[ClusterNode(host, port)]),
     }
     try:
-        import coredis  # noqa: PLC0415 - optional
+        import coredis
 
         coredis_client = coredis.RedisCluster(host=host, port=port)
         await coredis_client.__aenter__()  # coredis 5+: the client is an async context
         clients["coredis"] = coredis_client
-    except Exception as exc:  # noqa: BLE001 - optional competitor
+    except Exception as exc:
         print(f"coredis skipped: {exc!r}")
     try:
-        from glide import (  # noqa: PLC0415 - optional
+        from glide import (
             GlideClusterClient,
             GlideClusterClientConfiguration,
             NodeAddress,
@@ -61,7 +61,7 @@ async def _clients(cluster: Cluster) -> dict[str, Any]:
 
         config = GlideClusterClientConfiguration([NodeAddress(host, port)])
         clients["valkey-glide"] = await GlideClusterClient.create(config)
-    except Exception as exc:  # noqa: BLE001 - optional competitor
+    except Exception as exc:
         print(f"valkey-glide skipped: {exc!r}")
     return clients
 
@@ -86,8 +86,11 @@ async def run(n: int, rounds: int) -> list[tuple[str, str, float, float]]:
     with Cluster(primaries=3, replicas=1) as cluster:
         clients = await _clients(cluster)
         await clients["smartcache"].mset(dict.fromkeys([*KEYS, "bench:key"], "x" * 64))
-        counts = {"sequential GET": n, "100 concurrent GETs": max(20, n // 50),
-                  "MGET 100 keys": max(20, n // 50)}
+        counts = {
+            "sequential GET": n,
+            "100 concurrent GETs": max(20, n // 50),
+            "MGET 100 keys": max(20, n // 50),
+        }
         rows: list[tuple[str, str, float, float]] = []
         for case, count in counts.items():
             ops = {name: _ops(name, c)[case] for name, c in clients.items()}
