@@ -7,3 +7,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_factory(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """``client_factory(url=... | startup_nodes=..., **kwargs)``: a SmartClient, or an
+    AsyncSmartClient driven through a SyncProxy; closed (and its loop stopped) at teardown."""
+    from tests.integration._dual import close_client, make_client
+
+    runner_box: list = []
+    made: list = []
+
+    def factory(**kwargs):  # type: ignore[no-untyped-def]
+        client = make_client(request.param, runner_box, **kwargs)
+        made.append(client)
+        return client
+
+    factory.kind = request.param  # type: ignore[attr-defined]
+    yield factory
+    for client in made:
+        try:
+            close_client(client)
+        except Exception:
+            pass
+    for runner in runner_box:
+        runner.stop()

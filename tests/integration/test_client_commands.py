@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -15,14 +16,17 @@ from smartcache.testing import Cluster, Standalone
 
 @pytest.fixture(params=["standalone", "cluster"])
 def client(
-    request: pytest.FixtureRequest, redis_standalone: Standalone, redis_cluster: Cluster
+    request: pytest.FixtureRequest,
+    redis_standalone: Standalone,
+    redis_cluster: Cluster,
+    client_factory: Any,
 ) -> Iterator[SmartClient]:
+    """A SmartClient, or an AsyncSmartClient behind a SyncProxy: every scenario runs for both."""
     url = redis_standalone.url if request.param == "standalone" else redis_cluster.url
-    c = SmartClient.from_url(url)
+    c = client_factory(url=url)
     c.flushall()
     yield c
     c.flushall()
-    c.close()
 
 
 def test_detects_topology(redis_standalone: Standalone, redis_cluster: Cluster) -> None:
@@ -101,9 +105,9 @@ def test_scripts_and_lock(client: SmartClient) -> None:
     assert script(keys=["{s}n"], args=[5]) == 5
     assert script(keys=["{s}n"], args=[5]) == 10
     assert client.eval("return #KEYS", 2, "{t}a", "{t}b") == 2
-    lock = redis.lock.Lock(client, "lock:res", timeout=5)  # type: ignore[arg-type]
+    lock = client.lock("lock:res", timeout=5)
     assert lock.acquire(blocking=False)
-    assert not redis.lock.Lock(client, "lock:res").acquire(blocking=False)  # type: ignore[arg-type]
+    assert not client.lock("lock:res").acquire(blocking=False)
     lock.release()
 
 
