@@ -1,9 +1,10 @@
-"""SmartClient rides through live resharding and a primary kill on a real cluster."""
+"""SmartClient and AsyncSmartClient ride through live resharding, a primary kill and a hang."""
 
 from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from smartcache import key_slot
 from smartcache.client import SmartClient
@@ -38,14 +39,14 @@ def _load(
     ops.append(count)
 
 
-def test_live_resharding_under_load(redis_topologies: TopologyFactory) -> None:
+def test_live_resharding_under_load(redis_topologies: TopologyFactory, client_factory: Any) -> None:
     cluster = redis_topologies.cluster(primaries=3, replicas=0)
     source, target, _ = cluster.primaries()
     moving = cluster.slots_of(source)[:1000]
     moving_set = set(moving)
     candidates = (f"rs:{i}" for i in range(10**6))
     keys = [k for k in candidates if key_slot(k) in moving_set][:2000]
-    client = SmartClient(startup_nodes=cluster.startup_nodes)
+    client = client_factory(startup_nodes=cluster.startup_nodes)
     for k in keys:
         client.set(k, 0)
     stop = threading.Event()
@@ -64,16 +65,15 @@ def test_live_resharding_under_load(redis_topologies: TopologyFactory) -> None:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    client.close()
     assert errors == []
     assert wrong == []
     assert sum(ops) > 1000  # the load really ran during the migration
     assert moving_set <= set(cluster.slots_of(target))
 
 
-def test_primary_sigkill_under_load(redis_topologies: TopologyFactory) -> None:
+def test_primary_sigkill_under_load(redis_topologies: TopologyFactory, client_factory: Any) -> None:
     cluster = redis_topologies.cluster(primaries=3, replicas=1, node_timeout_ms=1000)
-    client = SmartClient(startup_nodes=cluster.startup_nodes)
+    client = client_factory(startup_nodes=cluster.startup_nodes)
     victim = cluster.primaries()[0]
     victim_slots = set(cluster.slots_of(victim))
     keys = [k for k in (f"pk:{i}" for i in range(20000)) if key_slot(k) in victim_slots][:200]
@@ -111,12 +111,11 @@ def test_primary_sigkill_under_load(redis_topologies: TopologyFactory) -> None:
     print(f"acknowledged writes lost with the dead primary: {lost_at_failover}")
     assert lost_at_failover <= 2 * 2, wrong  # at most the in-flight writes of each thread
     assert promoted.address in {p.address for p in cluster.primaries()}
-    client.close()
 
 
-def test_primary_hung_sigstop(redis_topologies: TopologyFactory) -> None:
+def test_primary_hung_sigstop(redis_topologies: TopologyFactory, client_factory: Any) -> None:
     cluster = redis_topologies.cluster(primaries=3, replicas=1, node_timeout_ms=1000)
-    client = SmartClient(startup_nodes=cluster.startup_nodes, socket_timeout=1.0)
+    client = client_factory(startup_nodes=cluster.startup_nodes, socket_timeout=1.0)
     victim = cluster.primaries()[0]
     victim_slots = set(cluster.slots_of(victim))
     keys = [k for k in (f"hung:{i}" for i in range(20000)) if key_slot(k) in victim_slots][:50]
@@ -170,4 +169,3 @@ def test_primary_hung_sigstop(redis_topologies: TopologyFactory) -> None:
     # to a replica in a cluster is refused with MOVED and counted as rejected).
     assert stats.get("calls", 0) == len(keys)
     assert stats.get("rejected_calls", 0) == 0
-    client.close()
