@@ -206,8 +206,6 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             try:
                 replies = conn.execute_many([("MULTI",), *commands, ("EXEC",)])
             except _NET:
-                if pinned is None:
-                    pool.release(conn)
                 self._pinned = None
                 if self.watching:
                     raise rx.WatchError(
@@ -363,6 +361,13 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                     pool.release(conn)
                 for i in indices:
                     replies[i] = _RERUN  # not sent: safe to re-run
+            except BaseException:
+                if conn is not None:
+                    pool.release(conn)  # bad arguments: nothing of this batch was written
+                for other_pool, other, _ in sent:
+                    other.close()  # replies owed on it: never hand it out again
+                    other_pool.release(other)
+                raise
         for pool, conn, indices in sent:
             done = 0
             try:

@@ -25,7 +25,7 @@ from redis.client import PubSubWorkerThread
 from redis.commands.helpers import list_or_args, parse_pubsub_subscriptions
 from redis.utils import str_if_bytes
 
-from smartcache.core.slots import key_slot
+from smartcache._pubsub_messages import Handler, Subscriptions, group_by_slot
 from smartcache.wire.errors import redirect_from_error
 
 if TYPE_CHECKING:
@@ -38,11 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["PubSub"]
 
-_Handler = Callable[[dict[str, Any]], Any]
 _LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
-class PubSub:
+class PubSub(Subscriptions):
     """Publish/subscribe on a SmartClient, with redis-py's ``PubSub`` API and messages.
 
     Messages are dicts ``{'type', 'pattern', 'channel', 'data'}``; a channel or pattern
@@ -50,9 +49,6 @@ class PubSub:
     ``get_message`` reads every connection (classic and sharded);
     ``get_sharded_message`` only the shard-channel connections of a cluster.
     """
-
-    PUBLISH_MESSAGE_TYPES = ("message", "pmessage", "smessage")
-    UNSUBSCRIBE_MESSAGE_TYPES = ("unsubscribe", "punsubscribe", "sunsubscribe")
 
     def __init__(
         self,
@@ -106,12 +102,7 @@ class PubSub:
             for conn in conns:
                 if conn is not None:
                     conn.close()
-            self.channels: dict[Any, _Handler | None] = {}
-            self.patterns: dict[Any, _Handler | None] = {}
-            self.shard_channels: dict[Any, _Handler | None] = {}
-            self.pending_unsubscribe_channels: set[Any] = set()
-            self.pending_unsubscribe_patterns: set[Any] = set()
-            self.pending_unsubscribe_shard_channels: set[Any] = set()
+            self._forget_subscriptions()
             self.subscribed_event.clear()
 
     def close(self) -> None:
@@ -124,33 +115,29 @@ class PubSub:
         return self.subscribed_event.is_set()
 
     # -- subscribing ------------------------------------------------------------------
-    def subscribe(self, *args: Any, **kwargs: _Handler) -> None:
+    def subscribe(self, *args: Any, **kwargs: Handler) -> None:
         """Subscribe to channels; ``name=handler`` keyword arguments register handlers."""
-        self._add(self.channels, self.pending_unsubscribe_channels, "SUBSCRIBE", args, kwargs)
+        self._add("SUBSCRIBE", args, kwargs)
 
-    def psubscribe(self, *args: Any, **kwargs: _Handler) -> None:
+    def psubscribe(self, *args: Any, **kwargs: Handler) -> None:
         """Subscribe to channel patterns; ``pattern=handler`` registers a handler."""
-        self._add(self.patterns, self.pending_unsubscribe_patterns, "PSUBSCRIBE", args, kwargs)
+        self._add("PSUBSCRIBE", args, kwargs)
 
-    def ssubscribe(self, *args: Any, target_node: Any = None, **kwargs: _Handler) -> None:
+    def ssubscribe(self, *args: Any, target_node: Any = None, **kwargs: Handler) -> None:
         """Subscribe to shard channels (on a cluster: at the primary owning each slot)."""
-        self._add(
-            self.shard_channels, self.pending_unsubscribe_shard_channels, "SSUBSCRIBE", args, kwargs
-        )
+        self._add("SSUBSCRIBE", args, kwargs)
 
     def unsubscribe(self, *args: Any) -> None:
         """Unsubscribe from the given channels, or from all channels when none is given."""
-        self._remove(self.channels, self.pending_unsubscribe_channels, "UNSUBSCRIBE", args)
+        self._remove("UNSUBSCRIBE", args)
 
     def punsubscribe(self, *args: Any) -> None:
         """Unsubscribe from the given patterns, or from all patterns when none is given."""
-        self._remove(self.patterns, self.pending_unsubscribe_patterns, "PUNSUBSCRIBE", args)
+        self._remove("PUNSUBSCRIBE", args)
 
     def sunsubscribe(self, *args: Any, target_node: Any = None) -> None:
         """Unsubscribe from the given shard channels, or from all of them."""
-        self._remove(
-            self.shard_channels, self.pending_unsubscribe_shard_channels, "SUNSUBSCRIBE", args
-        )
+        self._remove("SUNSUBSCRIBE", args)
 
     def ping(self, message: Any = None) -> None:
         """Send PING on the pub/sub connection; the reply arrives as a ``pong`` message."""
@@ -162,39 +149,26 @@ class PubSub:
         with self._lock:
             self._send_classic(args)
 
-    def _add(
-        self,
-        registry: dict[Any, _Handler | None],
-        pending: set[Any],
-        command: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, _Handler],
-    ) -> None:
+    def _add(self, command: str, args: tuple[Any, ...], kwargs: dict[str, Handler]) -> None:
         new = parse_pubsub_subscriptions(args, kwargs)
         with self._lock:
             if command == "SSUBSCRIBE" and self._cluster:
                 self._ssubscribe_at(list(new), None)
             else:
                 self._send_classic((command, *new))
-            # Registered after sending, so a reconnect during the send does not replay them.
-            normalized = self._normalize_keys(new)
-            registry.update(normalized)
-            pending.difference_update(normalized)
+            self._registered(command, new)
             self.subscribed_event.set()
 
-    def _remove(
-        self, registry: dict[Any, Any], pending: set[Any], command: str, args: tuple[Any, ...]
-    ) -> None:
+    def _remove(self, command: str, args: tuple[Any, ...]) -> None:
         names = list_or_args(args[0], args[1:]) if args else []
         with self._lock:
-            pending.update(self._normalize_keys(dict.fromkeys(names)) if names else registry)
+            targets = self._leaving(command, names)
             if command != "SUNSUBSCRIBE" or not self._cluster:
                 self._send_classic((command, *names))
                 return
-            targets = self._normalize_keys(dict.fromkeys(names)) if names else dict(registry)
             home = self._shard_home
-            for address, group in self._group(
-                targets, lambda c: home[c].address if c in home else None
+            for address, group in group_by_slot(
+                targets, lambda c: home[c].address if c in home else None, self._slot
             ):
                 conn = self._shard_conns.get(address)
                 if conn is not None and conn is home[group[0]] and conn.is_connected:
@@ -217,21 +191,12 @@ class PubSub:
         conn = self._client._new_dedicated_connection()
         conn.connect()
         self.connection = conn
-        replay = [
-            ("SUBSCRIBE", self.channels, self.pending_unsubscribe_channels),
-            ("PSUBSCRIBE", self.patterns, self.pending_unsubscribe_patterns),
-        ]
-        if not self._cluster:
-            replay.append(
-                ("SSUBSCRIBE", self.shard_channels, self.pending_unsubscribe_shard_channels)
-            )
-        commands = []
-        for command, registry, pending in replay:
-            for name in pending:  # the user left these while we were disconnected
-                registry.pop(name, None)
-            pending.clear()
-            if registry:
-                commands.append((command, *registry))
+        kinds = (
+            ("SUBSCRIBE", "PSUBSCRIBE")
+            if self._cluster
+            else ("SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE")
+        )
+        commands = self._replay(kinds)
         if commands:
             conn.send_many(commands)
         self._update_subscribed()
@@ -253,23 +218,11 @@ class PubSub:
         def where(channel: Any) -> str:
             return address or self._client._address_for_slot(self._slot(channel))
 
-        for target, group in self._group(channels, where):
+        for target, group in group_by_slot(channels, where, self._slot):
             conn = self._shard_conn(target)
             conn.send_command("SSUBSCRIBE", *group)
             for channel in self._normalize_keys(dict.fromkeys(group)):
                 self._shard_home[channel] = conn
-
-    def _group(
-        self, channels: Iterable[Any], where: Callable[[Any], str | None]
-    ) -> Iterator[tuple[str, list[Any]]]:
-        """Group channels by node and slot: a shard command must not span slots."""
-        groups: dict[tuple[str, int], list[Any]] = {}
-        for channel in channels:
-            address = where(channel)
-            if address is not None:
-                groups.setdefault((address, self._slot(channel)), []).append(channel)
-        for (address, _slot), group in groups.items():
-            yield address, group
 
     def _heal(self) -> None:
         """Reopen lost connections and re-subscribe what they carried, at the owner now."""
@@ -411,42 +364,11 @@ class PubSub:
         """Turn a raw pub/sub reply into a message dict, or call its handler (redis-py's)."""
         if response is None:
             return None
-        if isinstance(response, bytes):
-            response = [b"pong", response] if response != b"PONG" else [b"pong", b""]
-        elif isinstance(response, str):  # RESP3 with decode_responses (redis-py mangles this)
-            response = ["pong", response] if response != "PONG" else ["pong", ""]
-        message_type = str_if_bytes(response[0])
-        if message_type == "pmessage":
-            pattern, channel, data = response[1], response[2], response[3]
-        elif message_type == "pong":
-            pattern, channel, data = None, None, response[1]
-        else:
-            pattern, channel, data = None, response[1], response[2]
-        message = {"type": message_type, "pattern": pattern, "channel": channel, "data": data}
-        if message_type in self.UNSUBSCRIBE_MESSAGE_TYPES:
-            registry, pending = {
-                "unsubscribe": (self.channels, self.pending_unsubscribe_channels),
-                "punsubscribe": (self.patterns, self.pending_unsubscribe_patterns),
-                "sunsubscribe": (self.shard_channels, self.pending_unsubscribe_shard_channels),
-            }[message_type]
-            with self._lock:
-                if response[1] in pending:
-                    pending.discard(response[1])
-                    registry.pop(response[1], None)
-                self._update_subscribed()
-        if message_type in self.PUBLISH_MESSAGE_TYPES:
-            if message_type == "pmessage":
-                handler = self.patterns.get(message["pattern"])
-            elif message_type == "smessage":
-                handler = self.shard_channels.get(message["channel"])
-            else:
-                handler = self.channels.get(message["channel"])
-            if handler:
-                handler(message)
-                return None
-        elif message_type != "pong" and (
-            ignore_subscribe_messages or self.ignore_subscribe_messages
-        ):
+        with self._lock:
+            message, handler = self._read(response, ignore_subscribe_messages)
+            self._update_subscribed()
+        if handler and message is not None:
+            handler(message)
             return None
         return message
 
@@ -462,14 +384,7 @@ class PubSub:
 
         Every channel, pattern and shard channel must have a handler.
         """
-        for kind, registry in (
-            ("Channel", self.channels),
-            ("Pattern", self.patterns),
-            ("Shard Channel", self.shard_channels),
-        ):
-            for name, handler in registry.items():
-                if handler is None:
-                    raise rx.PubSubError(f"{kind}: '{name}' has no handler registered")
+        self._require_handlers()
         thread = PubSubWorkerThread(
             self if pubsub is None else pubsub,
             sleep_time,
@@ -481,14 +396,6 @@ class PubSub:
         return thread
 
     # -- helpers ----------------------------------------------------------------------
-    def _normalize_keys(self, data: dict[Any, Any]) -> dict[Any, Any]:
-        """Channel names as messages carry them: ``str`` if decoding responses, else bytes."""
-        encode, decode = self.encoder.encode, self.encoder.decode
-        return {decode(encode(k)): v for k, v in data.items()}  # type: ignore[no-untyped-call]
-
-    def _slot(self, channel: Any) -> int:
-        return key_slot(self.encoder.encode(channel))  # type: ignore[no-untyped-call]
-
     def _update_subscribed(self) -> None:
         if self.channels or self.patterns or self.shard_channels:
             self.subscribed_event.set()

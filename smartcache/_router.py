@@ -85,7 +85,7 @@ class ClusterRouter:
         finally:
             pool.release(conn)
 
-    def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+    def execute(self, args: tuple[Any, ...], target_nodes: Any, undecoded: bool = False) -> Any:
         """Route one command (the core decides where) and carry it out."""
         if self.state.refresh_pending:
             self.try_refresh()
@@ -96,7 +96,7 @@ class ClusterRouter:
             self.single_key[args[0]] = index
         match where:
             case ToSlot(spec=spec, slot=slot):
-                return self.keyed(args, spec, slot)
+                return self.keyed(args, spec, slot, undecoded=undecoded)
             case Split(plan=plan):
                 results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
                 return plan.merge(results)
@@ -111,10 +111,12 @@ class ClusterRouter:
         slot: int,
         *,
         first: Outcome | None = None,
+        undecoded: bool = False,
     ) -> Any:
         """Run a command on the node serving ``slot``: the sync driver of ``keyed_flow``.
 
-        ``first`` hands over a failure the fast path already met.
+        ``first`` hands over a failure the fast path already met; ``undecoded`` reads the
+        reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE).
         """
         flow = keyed_flow(
             args,
@@ -133,7 +135,7 @@ class ClusterRouter:
                 result = None
                 match effect:
                     case Attempt():
-                        result = self.attempt(state, args, effect)
+                        result = self.attempt(state, args, effect, undecoded=undecoded)
                     case RefreshIfPending():
                         if state.refresh_pending:
                             self.try_refresh()
@@ -150,7 +152,14 @@ class ClusterRouter:
         except StopIteration as done:
             return done.value
 
-    def attempt(self, state: ClusterState, args: tuple[Any, ...], step: Attempt) -> Outcome:
+    def attempt(
+        self,
+        state: ClusterState,
+        args: tuple[Any, ...],
+        step: Attempt,
+        *,
+        undecoded: bool = False,
+    ) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
         slot, asking = step.slot, step.asking
         replicas = state.replica_pools_for_slot(slot) if step.replica and asking is None else []
@@ -174,6 +183,9 @@ class ClusterRouter:
             elif step.blocking:
                 reply = blocking_round_trip(conn, args)
                 sent = True
+            elif undecoded:
+                sent = True
+                reply = conn.execute_undecoded(*args)
             else:
                 conn.send_command(*args)
                 sent = True
@@ -228,15 +240,19 @@ class ClusterRouter:
         state = self.state
         addresses = list(addresses)
         taken = []
+        replies: list[Any] = []
         try:
             for address in addresses:
                 pool = state.pool(address)
                 conn = pool.get()
                 taken.append((pool, conn))
                 conn.send_command(*args)
-            replies = [conn.read_raw() for _, conn in taken]
+            for _, conn in taken:
+                replies.append(conn.read_raw())
         finally:
-            for pool, conn in taken:
+            for i, (pool, conn) in enumerate(taken):
+                if i >= len(replies):
+                    conn.close()  # its reply was never read: never hand it out again
                 pool.release(conn)
         if len(replies) == 1:
             if isinstance(replies[0], BaseException):
@@ -268,6 +284,13 @@ class ClusterRouter:
                 if conn is not None:
                     pool.release(conn)
                 failed.extend(indices)
+            except BaseException:
+                if conn is not None:
+                    pool.release(conn)  # bad arguments: nothing of this batch was written
+                for other_pool, other, _ in sent:
+                    other.close()  # replies owed on it: never hand it out again
+                    other_pool.release(other)
+                raise
         for pool, conn, indices in sent:
             try:
                 for i in indices:
@@ -301,5 +324,7 @@ def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any
         for reply in replies:
             if isinstance(reply, BaseException):
                 raise reply
+        if name == "RANDOMKEY":
+            return merged
         return replies[0]
     return merged

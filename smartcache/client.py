@@ -369,14 +369,19 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         self.close()
 
     def close(self) -> None:
-        """Close every connection."""
+        """Close every connection (on a server or cluster the client stays usable; a
+        Sentinel client stops following the sentinels)."""
         self._closed = True
         if self._refresher is not None:
             self._refresher.stop()
         if self._pool is not None:
-            self._pool.close()
+            # As redis-py: close() drops the connections; the client reconnects if used again.
+            old, self._pool = self._pool, self._new_pool(self._pool.settings)
+            old.close()
         if self._cluster is not None:
             self._cluster.close()
+            if self._cluster.slot_map is not None:
+                self._cluster.install(self._cluster.slot_map, ())
         if self._sentinel is not None:
             self._sentinel.close()
 
@@ -426,6 +431,9 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                 pool.release(conn)
                 first = Outcome(error=exc, sent=connected, address=pool.settings.address)
                 reply = router.keyed(args, router.table.lookup(args), slot, first=first)
+            except BaseException:
+                pool.release(conn)  # bad arguments (DataError), interrupts
+                raise
             else:
                 pool.release(conn)
         callback = self.response_callbacks.get(name)
@@ -443,13 +451,13 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                     raise reply
             else:
                 reply = conn.execute(*args)
-        except rx.ResponseError:
-            pool.release(conn)
-            raise
         except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
             pool.release(conn)
             # A fresh connection failed while connecting: nothing was sent.
             return self._retry_standalone(pool, args, exc, sent=connected)
+        except BaseException:
+            pool.release(conn)  # error replies, bad arguments (DataError), interrupts
+            raise
         pool.release(conn)
         return reply
 
@@ -489,11 +497,15 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         command_name = args[0]
         args = normalize_command(args)
         empty = options.pop(_EMPTY_RESPONSE, _MISSING)
+        undecoded = _NEVER_DECODE in options and self._settings.decode_responses
         options.pop(_NEVER_DECODE, None)
         options.pop("keys", None)
         target_nodes = options.pop("target_nodes", None)
         try:
-            reply = self._execute_routed(args, target_nodes)
+            if undecoded:
+                reply = self._execute_undecoded(args, target_nodes)
+            else:
+                reply = self._execute_routed(args, target_nodes)
         except rx.ResponseError:
             if empty is not _MISSING:
                 return empty
@@ -514,6 +526,21 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
             return self._sentinel_exec.execute(args)
         assert self._router is not None
         return self._router.execute(args, target_nodes)
+
+    def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+        """A command whose reply must stay bytes (redis-py's NEVER_DECODE, e.g. DUMP)."""
+        if self._router is not None:
+            return self._router.execute(args, target_nodes, undecoded=True)
+        pool = self._single_node_pool()
+        assert pool is not None
+        conn = pool.get()
+        try:
+            reply = conn.execute_undecoded(*args)
+        finally:
+            pool.release(conn)
+        if isinstance(reply, rx.RedisError):
+            raise reply
+        return reply
 
     def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """A write followed by WAIT on the same connection, in one round trip."""

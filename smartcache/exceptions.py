@@ -7,6 +7,7 @@ so existing ``except`` clauses keep working::
 
     SmartCacheError
     ├── ConfigurationError            bad input: option, URL, argument (also ValueError)
+    │   ├── InvalidArgumentError      a key/argument redis-py would refuse (also DataError)
     │   └── ServerBinaryNotFoundError no redis-server / valkey-server to start
     ├── TopologyError                 a local topology (smartcache.testing) misbehaved
     │   └── TopologyNotReadyError     it did not become ready in time (carries log lines)
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigurationError",
     "CrossSlotError",
     "DurabilityError",
+    "InvalidArgumentError",
     "NoReachableNodeError",
     "ServerBinaryNotFoundError",
     "SmartCacheError",
@@ -50,6 +52,13 @@ class SmartCacheError(Exception):
 
 class ConfigurationError(SmartCacheError, ValueError):
     """An option, URL or argument is wrong; the message says how to fix it."""
+
+
+class InvalidArgumentError(ConfigurationError, _rx.DataError):
+    """A key or argument of a type Redis cannot take (``None``, ``bool``, a container).
+
+    Also a ``redis.exceptions.DataError``, as redis-py raises for the same input.
+    """
 
 
 class ServerBinaryNotFoundError(ConfigurationError):

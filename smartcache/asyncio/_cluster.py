@@ -339,7 +339,8 @@ class AsyncClusterRouter:
             return replies[0]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
         merged = merge_replies(policy, replies, command_name(args))
-        return replies[0] if policy is ResponsePolicy.SPECIAL else merged
+        special = policy is ResponsePolicy.SPECIAL and command_name(args) != "RANDOMKEY"
+        return replies[0] if special else merged
 
 
 _UNSENT: Any = object()

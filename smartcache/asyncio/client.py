@@ -28,6 +28,7 @@ from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
 from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.asyncio._pubsub import AsyncPubSub
 from smartcache.core.commands import CommandTable, normalize_command
 from smartcache.core.flow import (
     Attempt,
@@ -220,6 +221,10 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
 
     def _single_node_pool(self) -> ConnectionPool | None:
         return self._pool  # type: ignore[return-value]  # ClusterNodesMixin reads .settings only
+
+    def pubsub(self, **kwargs: Any) -> AsyncPubSub:
+        """A pub/sub object on this client (as ``redis.asyncio.Redis.pubsub``)."""
+        return AsyncPubSub(self, **kwargs)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AsyncPipeline:
         """An async pipeline (``transaction=True``: MULTI/EXEC, one slot on a cluster)."""

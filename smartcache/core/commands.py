@@ -455,6 +455,9 @@ def merge_replies(policy: ResponsePolicy, replies: Sequence[object], command_nam
     """
     if not replies:
         raise ValueError(f"{command_name}: no replies to merge")
+    if command_name.upper() == "RANDOMKEY":  # a key from a non-empty node, None if all empty
+        _raise_first_error(replies)
+        return next((reply for reply in replies if reply is not None), None)
     if policy is ResponsePolicy.ONE_SUCCEEDED:
         for reply in replies:
             if not isinstance(reply, BaseException):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions as rx
+from redis.utils import safe_str, truncate_text
 
 from smartcache.core.commands import (
     CommandTable,
@@ -123,9 +124,7 @@ def apply_callback(
 
 def annotate(exc: BaseException, number: int, command: Sequence[Any]) -> None:
     """Prefix ``exc``'s message as redis-py does: ``Command # N (CMD args) of pipeline``."""
-    text = " ".join(str(a) for a in command)
-    if len(text) > 100:
-        text = text[:97] + "..."
+    text = truncate_text(" ".join(map(safe_str, command)))  # type: ignore[no-untyped-call]
     first = exc.args[0] if exc.args else exc
     exc.args = (f"Command # {number} ({text}) of pipeline caused error: {first}", *exc.args[1:])
 

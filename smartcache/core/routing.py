@@ -103,7 +103,11 @@ def route(
         slots = set(per_key)
         if len(slots) > 1:
             if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-                return Split(spec, split_multi_key(args, spec, _memo(keys, per_key, slot_of)))
+                try:
+                    plan = split_multi_key(args, spec, _memo(keys, per_key, slot_of))
+                except ValueError:
+                    return ToSlot(spec, slot)  # malformed (MSET k v k): the server says why
+                return Split(spec, plan)
             name = command_name(args)
             raise CrossSlotError(
                 f"{name}: its keys hash to {len(slots)} different slots, and {name} "

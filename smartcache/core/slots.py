@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from binascii import crc_hqx
 
-from smartcache.exceptions import ConfigurationError
+from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["SLOT_COUNT", "encode_key", "key_slot"]
 
@@ -19,22 +19,22 @@ SLOT_COUNT = 16384
 def encode_key(key: object) -> bytes:
     """Return the bytes redis-py would send for ``key``.
 
-    Raises :class:`~smartcache.exceptions.ConfigurationError` for types redis-py refuses
-    (``bool``, ``None``, containers).
+    Raises :class:`~smartcache.exceptions.InvalidArgumentError` (a ``DataError``) for the
+    types redis-py refuses (``bool``, ``None``, containers).
     """
     if isinstance(key, bytes):
         return key
     if isinstance(key, str):
         return key.encode()
     if isinstance(key, bool):
-        raise ConfigurationError(
+        raise InvalidArgumentError(
             "a key of type bool is ambiguous; convert it to str, bytes, int or float first"
         )
     if isinstance(key, int | float):
         return repr(key).encode()
     if isinstance(key, bytearray | memoryview):
         return bytes(key)
-    raise ConfigurationError(
+    raise InvalidArgumentError(
         f"a key of type {type(key).__name__} cannot be sent to Redis; use str, bytes, int or float"
     )
 

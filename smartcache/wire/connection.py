@@ -323,6 +323,23 @@ class Connection:
             raise reply
         return reply
 
+    def execute_undecoded(self, *args: Any) -> Any:
+        """Send one command and return its reply as bytes even with ``decode_responses``
+        (redis-py's ``NEVER_DECODE``: DUMP and other binary replies); an error reply is
+        returned as an exception instance."""
+        self.send_command(*args)
+        reader = self._reader
+        decoding = self.settings.decode_responses and reader is not None
+        if decoding:
+            reader.set_encoding(None)  # type: ignore[union-attr]
+        try:
+            return self.read_raw()
+        finally:
+            if decoding and self._reader is reader:
+                reader.set_encoding(  # type: ignore[union-attr]
+                    self.settings.encoding, self.settings.encoding_errors
+                )
+
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all ``commands`` in one write, then return all replies in order.
 

@@ -1,0 +1,177 @@
+"""Running commands on a Sentinel-managed primary (and its replicas): the asyncio driver.
+
+The rules (hold writes during a failover, re-discover after READONLY or a lost primary,
+replica reads and their fallback, ``WAIT`` after writes, retries) are the core's
+:func:`~smartcache.core.sentinel_command.sentinel_command_flow`, the very flow the sync
+:class:`~smartcache._sentinel_exec.SentinelExecutor` drives; this module only awaits what
+it asks for. Ordinary commands go over the primary's shared, auto-pipelined connection;
+blocking commands and writes followed by ``WAIT`` take a dedicated one (``WAIT`` blocks
+the connection it runs on, and waits for that connection's writes only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis.exceptions as rx
+
+from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.core.commands import CommandTable
+from smartcache.core.flow import Outcome, Sleep
+from smartcache.core.retry import RetryPolicy
+from smartcache.core.sentinel_command import (
+    Rediscover,
+    SendCommand,
+    WaitWritable,
+    sentinel_command_flow,
+)
+
+if TYPE_CHECKING:
+    from smartcache.asyncio._sentinel import AsyncSentinelState
+
+__all__ = ["AsyncSentinelExecutor"]
+
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+def _sent(exc: BaseException) -> bool:
+    """Whether a failed request may have been written (unknown counts as written)."""
+    return getattr(exc, "request_sent", None) is not False
+
+
+class AsyncSentinelExecutor:
+    """Executes commands against the primary an :class:`AsyncSentinelState` follows."""
+
+    def __init__(
+        self,
+        state: AsyncSentinelState,
+        policy: RetryPolicy,
+        table: CommandTable,
+        *,
+        read_from: str = "primary",
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        hold_timeout: float = 10.0,
+    ) -> None:
+        self.state = state
+        self.policy = policy
+        self.table = table
+        self.read_from = read_from
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.hold_timeout = hold_timeout
+        # Every command goes to the primary's shared connection: try it before the flow.
+        self._fast = read_from == "primary" and not wait_replicas
+
+    async def execute(self, args: tuple[Any, ...]) -> Any:
+        """Run one command (multi-word names already split) and return its raw reply.
+
+        Raises what the flow raises: a plain error reply, ``DurabilityError``,
+        ``AmbiguousCommandError``, or the last error once the retry budget is spent.
+        """
+        state = self.state
+        pool = state.current_pool
+        if (
+            self._fast
+            and pool is not None
+            and state.writable
+            and not pool.closed
+            and pool.connection.is_connected
+            and not self.table.is_blocking(args)
+        ):
+            # The fast path: the flow's first attempt, made inline (nothing is awaited
+            # between the writable check and queuing the command, so no hold is missed).
+            try:
+                return await pool.connection.execute(*args)
+            except rx.ResponseError as exc:
+                first = Outcome(error=exc, sent=True, address="primary")
+            except _NET as exc:
+                first = Outcome(error=exc, sent=_sent(exc), address="primary")
+            return await self._run(args, first)
+        return await self._run(args, None)
+
+    async def _run(self, args: tuple[Any, ...], first: Outcome | None) -> Any:
+        """Drive :func:`~smartcache.core.sentinel_command.sentinel_command_flow`."""
+        flow = sentinel_command_flow(
+            args,
+            self.table.lookup(args),
+            policy=self.policy,
+            read_from=self.read_from,
+            clock=time.monotonic,
+            wait_replicas=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
+            hold_timeout=self.hold_timeout,
+            first=first,
+        )
+        state = self.state
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case SendCommand():
+                        result = await self._send(args, effect)
+                    case WaitWritable(timeout=timeout):
+                        result = await state.wait_until_writable(timeout)
+                    case Rediscover(error=error):
+                        await state.on_error(error)
+                    case Sleep(seconds=seconds):
+                        await asyncio.sleep(seconds)
+        except StopIteration as done:
+            return done.value
+        finally:
+            flow.close()
+
+    async def _send(self, args: tuple[Any, ...], step: SendCommand) -> Outcome:
+        """One try. ``Outcome.address`` is ``"primary"`` or ``"replica"``: who was asked."""
+        state = self.state
+        pools = await state.replica_pools() if step.replica else []
+        role = "replica" if pools else "primary"
+        try:
+            pool = random.choice(pools) if pools else await state.primary_pool()
+            if step.blocking or step.wait_replicas:
+                return await self._send_dedicated(pool, args, step, role)
+            conn = pool.connection
+            if not conn.is_connected:
+                await conn.connect()  # a failure here cannot have sent anything
+        except rx.ResponseError as exc:  # e.g. the handshake was refused
+            return Outcome(error=exc, address=role)
+        except _NET as exc:
+            return Outcome(error=exc, address=role)
+        try:
+            reply = await conn.execute(*args)
+        except rx.ResponseError as exc:
+            return Outcome(error=exc, sent=True, address=role)
+        except _NET as exc:
+            return Outcome(error=exc, sent=_sent(exc), address=role)
+        return Outcome(reply=reply)
+
+    async def _send_dedicated(
+        self, pool: AsyncConnectionPool, args: tuple[Any, ...], step: SendCommand, role: str
+    ) -> Outcome:
+        """A blocking command, or a write followed by ``WAIT``, on a connection of its own."""
+        conn = await pool.acquire_dedicated()  # its failures cannot have sent anything
+        try:
+            if step.blocking:
+                conn.settimeout(None)
+            if step.wait_replicas:
+                timeout = conn.timeout
+                if timeout is not None:
+                    conn.settimeout(timeout + step.wait_timeout_ms / 1000)
+                wait = ("WAIT", step.wait_replicas, step.wait_timeout_ms)
+                reply, acked = await conn.execute_many([args, wait])
+                if isinstance(reply, rx.RedisError):
+                    return Outcome(error=reply, sent=True, address=role)
+                return Outcome(reply=(reply, acked))
+            reply = await conn.execute(*args)
+        except rx.ResponseError as exc:
+            return Outcome(error=exc, sent=True, address=role)
+        except _NET as exc:
+            return Outcome(error=exc, sent=_sent(exc), address=role)
+        finally:
+            pool.release(conn)
+        return Outcome(reply=reply)
