@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smartcache.cache import BloomGuard, Cache, cached, configure, invalidate_tag
 from smartcache.client import SmartClient
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
@@ -25,6 +26,8 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AmbiguousCommandError",
+    "BloomGuard",
+    "Cache",
     "ClusterUnavailableError",
     "ConfigurationError",
     "CrossSlotError",
@@ -40,5 +43,8 @@ __all__ = [
     "TopologyError",
     "TopologyNotReadyError",
     "__version__",
+    "cached",
+    "configure",
+    "invalidate_tag",
     "key_slot",
 ]

@@ -7,6 +7,8 @@ import smartcache.testing
 def test_public_names_are_pinned() -> None:
     assert set(smartcache.__all__) == {
         "AmbiguousCommandError",
+        "BloomGuard",
+        "Cache",
         "ClusterUnavailableError",
         "ConfigurationError",
         "CrossSlotError",
@@ -22,6 +24,9 @@ def test_public_names_are_pinned() -> None:
         "TopologyError",
         "TopologyNotReadyError",
         "__version__",
+        "cached",
+        "configure",
+        "invalidate_tag",
         "key_slot",
     }
     for name in smartcache.__all__:

@@ -1,0 +1,50 @@
+"""Caching patterns over any redis-py-compatible client (sync or async).
+
+Imports no smartcache client module: ``@cached`` works on ``SmartClient``,
+``AsyncSmartClient`` and plain redis-py clients alike. See docs/caching.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smartcache.cache._base import CachePolicy, CacheStats
+from smartcache.cache._bloom import BloomGuard
+from smartcache.cache._cache import Cache
+from smartcache.cache._codec import Entry
+from smartcache.cache._decorator import (
+    AsyncCachedFunction,
+    CachedFunction,
+    cached,
+    configure,
+    get_default_client,
+)
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
+
+__all__ = [
+    "AsyncCachedFunction",
+    "AsyncRedisLike",
+    "BloomGuard",
+    "Cache",
+    "CachePolicy",
+    "CacheStats",
+    "CachedFunction",
+    "Entry",
+    "RedisLike",
+    "ainvalidate_tag",
+    "cached",
+    "configure",
+    "invalidate_tag",
+]
+
+
+def invalidate_tag(tag: str, *, client: Any = None, namespace: str = "sc") -> int:
+    """Delete every entry written with ``tag`` (e.g. ``"user:1000"``); the number deleted."""
+    client = client if client is not None else get_default_client()
+    return Cache(client).invalidate_tag(tag, namespace=namespace)
+
+
+async def ainvalidate_tag(tag: str, *, client: Any = None, namespace: str = "sc") -> int:
+    """Async :func:`invalidate_tag` (for an async client)."""
+    client = client if client is not None else get_default_client()
+    return await Cache(client).ainvalidate_tag(tag, namespace=namespace)
