@@ -1,11 +1,10 @@
-"""Running commands on a Sentinel-managed primary (and its replicas).
+"""Running commands on a Sentinel-managed primary (and its replicas): the sync driver.
 
-The retry rules are the core's (``decide``); what is Sentinel-specific lives here: writes
-wait while the sentinels report a failover of our primary under way (so nothing is written
-to a primary about to be demoted), errors that mean "this is no longer the primary"
-(READONLY, a lost or refused connection, a timeout) make the state re-discover the primary
-before the retry, reads may go to replicas, and with ``wait_replicas`` every write is
-followed by WAIT in the same round trip, raising when too few replicas acknowledged it.
+The rules (hold writes during a failover, re-discover after READONLY or a lost primary,
+replica reads and their fallback, ``WAIT`` after writes, retries) are the core's
+:func:`~smartcache.core.sentinel_command.sentinel_command_flow`, shared with the asyncio
+client; this module only does the I/O the flow asks for: wait, pick a pool, write, read,
+sleep the backoff.
 """
 
 from __future__ import annotations
@@ -19,9 +18,14 @@ import redis.exceptions as rx
 from smartcache._router import blocking_round_trip
 from smartcache._sentinel_state import SentinelState
 from smartcache.core.commands import CommandTable
-from smartcache.core.flow import Outcome, command_error, command_name
-from smartcache.core.retry import Action, RetryPolicy, decide
-from smartcache.exceptions import DurabilityError
+from smartcache.core.flow import Outcome, Sleep
+from smartcache.core.retry import RetryPolicy
+from smartcache.core.sentinel_command import (
+    Rediscover,
+    SendCommand,
+    WaitWritable,
+    sentinel_command_flow,
+)
 from smartcache.wire import ConnectionPool
 
 __all__ = ["SentinelExecutor"]
@@ -53,49 +57,40 @@ class SentinelExecutor:
 
     def execute(self, args: tuple[Any, ...]) -> Any:
         """Run one command (already normalised) and return its raw reply."""
-        spec = self.table.lookup(args)
-        readonly = spec is not None and spec.readonly and not spec.write
-        write = spec is None or spec.write
-        blocking = spec is not None and spec.blocking and spec.is_blocking(args)
-        idempotent = spec.is_idempotent(args) if spec is not None else False
-        start = time.monotonic()
-        attempts = 0
-        use_replica = readonly and self.read_from != "primary"
-        while True:
-            outcome = self._once(args, write, readonly, use_replica, blocking)
-            error = outcome.error
-            if error is None:
-                return outcome.reply
-            on_primary = outcome.address == "primary"
-            if on_primary and isinstance(error, (*_NET, rx.ReadOnlyError)):
-                self.state.on_error(error)  # find the new primary before the retry
-            if use_replica and isinstance(error, (*_NET, rx.BusyLoadingError)):
-                use_replica = self.read_from == "replica"  # "replica_preferred": primary now
-                if not use_replica:
-                    continue
-            attempts += 1
-            decision = decide(
-                self.policy,
-                error,
-                attempt=attempts,
-                redirects=0,
-                elapsed=time.monotonic() - start,
-                idempotent=idempotent,
-                sent=outcome.sent,
-            )
-            if decision.action is not Action.RETRY:
-                command_error(error, decision.ambiguous, args, attempts)
-            time.sleep(decision.delay)
+        flow = sentinel_command_flow(
+            args,
+            self.table.lookup(args),
+            policy=self.policy,
+            read_from=self.read_from,
+            clock=time.monotonic,
+            wait_replicas=self.wait_replicas,
+            wait_timeout_ms=self.wait_timeout_ms,
+            hold_timeout=self.hold_timeout,
+        )
+        state = self.state
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case SendCommand():
+                        result = self._send(args, effect)
+                    case WaitWritable(timeout=timeout):
+                        result = state.wait_until_writable(timeout)
+                    case Rediscover(error=error):
+                        state.on_error(error)
+                    case Sleep(seconds=seconds):
+                        time.sleep(seconds)
+        except StopIteration as done:
+            return done.value
+        finally:
+            flow.close()
 
-    def _once(
-        self, args: tuple[Any, ...], write: bool, readonly: bool, replica: bool, blocking: bool
-    ) -> Outcome:
+    def _send(self, args: tuple[Any, ...], step: SendCommand) -> Outcome:
         """One try. ``Outcome.address`` is ``"primary"`` or ``"replica"``: which one answered."""
         state = self.state
-        if write and not state.wait_until_writable(self.hold_timeout):
-            held = rx.MasterDownError("a failover of the primary is still under way")
-            return Outcome(error=held, address="replica")
-        pools: list[ConnectionPool] = state.replica_pools() if replica else []
+        pools: list[ConnectionPool] = state.replica_pools() if step.replica else []
         role = "replica" if pools else "primary"
         try:
             pool = random.choice(pools) if pools else state.primary_pool()
@@ -106,14 +101,14 @@ class SentinelExecutor:
         try:
             conn = pool.get()
             sent = conn.is_connected
-            if blocking:
+            if step.blocking:
                 reply = blocking_round_trip(conn, args)
-            elif write and self.wait_replicas and not readonly:
+            elif step.wait_replicas:
                 reply, acked = conn.execute_many(
-                    [args, ("WAIT", self.wait_replicas, self.wait_timeout_ms)]
+                    [args, ("WAIT", step.wait_replicas, step.wait_timeout_ms)]
                 )
                 if not isinstance(reply, rx.RedisError):
-                    self._check_wait(args, acked)
+                    reply = (reply, acked)
             else:
                 conn.send_command(*args)
                 sent = True
@@ -125,27 +120,5 @@ class SentinelExecutor:
             if conn is not None:
                 pool.release(conn)
         if isinstance(reply, rx.RedisError):
-            if isinstance(reply, rx.ResponseError) and not isinstance(
-                reply, rx.ReadOnlyError | rx.BusyLoadingError | rx.MasterDownError
-            ):
-                raise reply  # a plain error reply (WRONGTYPE...): the caller's to see
             return Outcome(error=reply, sent=True, address=role)
         return Outcome(reply=reply)
-
-    def _check_wait(self, args: tuple[Any, ...], acked: Any) -> None:
-        if isinstance(acked, BaseException):
-            raise DurabilityError(
-                f"{command_name(args)} was applied on the primary, but WAIT failed: {acked}",
-                command=command_name(args),
-                replicas=0,
-                wanted=self.wait_replicas,
-            )
-        if int(acked) < self.wait_replicas:
-            raise DurabilityError(
-                f"{command_name(args)} was applied on the primary but reached only {acked} of "
-                f"{self.wait_replicas} replica(s) within {self.wait_timeout_ms} ms; it may be "
-                "lost if the primary fails now",
-                command=command_name(args),
-                replicas=int(acked),
-                wanted=self.wait_replicas,
-            )

@@ -1,21 +1,21 @@
-"""One-shot questions to sentinels and data nodes, with short timeouts.
+"""One-shot questions to sentinels and data nodes, with short timeouts (sync).
 
 Each function opens a connection, asks, closes it, and hands the replies to the I/O-free
-:mod:`smartcache.core.sentinel` to interpret. No state, no retries: the caller decides.
+core (:mod:`smartcache.core.sentinel`, :mod:`smartcache.core.sentinel_flow`) to
+interpret. No state, no retries: the flows decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache.core.sentinel import SentinelAnswer, format_address, interpret_answer, parse_role
-from smartcache.exceptions import NoReachableNodeError
+from smartcache.core.sentinel import SentinelAnswer, interpret_answer
+from smartcache.core.sentinel_flow import judge_role, sentinel_queries
 from smartcache.wire import Connection, ConnectionSettings
 
-__all__ = ["ask_sentinel", "describe", "list_replicas", "role_refusal", "short_timeouts"]
+__all__ = ["ask_replicas", "ask_sentinel", "role_refusal", "short_timeouts"]
 
 
 def short_timeouts(settings: ConnectionSettings, connect: float, read: float) -> ConnectionSettings:
@@ -30,22 +30,11 @@ def _capped(value: float | None, limit: float) -> float:
     return limit if value is None else min(value, limit)
 
 
-def describe(exc: BaseException) -> str:
-    """An error as one line for a "tried: ..." message."""
-    return f"{type(exc).__name__}: {exc}"
-
-
 def ask_sentinel(settings: ConnectionSettings, service: str) -> SentinelAnswer:
     """Ask one sentinel for the primary (with its flags) and its peers, in one round trip."""
     conn = Connection(settings)
     try:
-        replies = conn.execute_many(
-            [
-                ("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service),
-                ("SENTINEL", "MASTER", service),
-                ("SENTINEL", "SENTINELS", service),
-            ]
-        )
+        replies = conn.execute_many(list(sentinel_queries(service)))
     finally:
         conn.close()
     return interpret_answer(service, *replies)
@@ -57,39 +46,20 @@ def role_refusal(settings: ConnectionSettings) -> str | None:
     Wrong credentials are not a reason to try another node: they raise at once.
     """
     conn = Connection(settings)
+    reply: Any
     try:
-        role = parse_role(conn.execute("ROLE"))
-    except (rx.AuthenticationError, rx.AuthenticationWrongNumberOfArgsError):
-        raise
+        reply = conn.execute("ROLE")
     except (rx.RedisError, OSError) as exc:
-        return describe(exc)
-    except ValueError as exc:
-        return str(exc)
+        reply = exc
     finally:
         conn.close()
-    if role.is_primary:
-        return None
-    if role.primary is not None:
-        return f"ROLE says it is a {role.kind} of {format_address(role.primary)}"
-    return f"ROLE says it is a {role.kind}"
+    return judge_role(reply)
 
 
-def list_replicas(sentinels: Sequence[ConnectionSettings], service: str) -> Any:
-    """``SENTINEL REPLICAS <service>`` from the first of ``sentinels`` that answers.
-
-    Raises :class:`~smartcache.exceptions.NoReachableNodeError` when none does.
-    """
-    errors: dict[str, str] = {}
-    for settings in sentinels:
-        conn = Connection(settings)
-        try:
-            return conn.execute("SENTINEL", "REPLICAS", service)
-        except (rx.RedisError, OSError) as exc:
-            errors[settings.address] = describe(exc)
-        finally:
-            conn.close()
-    raise NoReachableNodeError(
-        f"no sentinel listed the replicas of {service!r}: "
-        + "; ".join(f"{a}: {r}" for a, r in errors.items()),
-        addresses=list(errors),
-    )
+def ask_replicas(settings: ConnectionSettings, command: tuple[str, ...]) -> Any:
+    """Run ``command`` (``SENTINEL REPLICAS <service>``) on one sentinel; raw reply."""
+    conn = Connection(settings)
+    try:
+        return conn.execute(*command)
+    finally:
+        conn.close()

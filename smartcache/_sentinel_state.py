@@ -22,13 +22,7 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._sentinel_probe import (
-    ask_sentinel,
-    describe,
-    list_replicas,
-    role_refusal,
-    short_timeouts,
-)
+from smartcache._sentinel_probe import ask_replicas, ask_sentinel, role_refusal, short_timeouts
 from smartcache._sentinel_replicas import ReplicaSet
 from smartcache._sentinel_watch import SentinelWatcher
 from smartcache.core.sentinel import (
@@ -37,10 +31,20 @@ from smartcache.core.sentinel import (
     SentinelAnswer,
     SentinelEvent,
     format_address,
-    parse_replicas,
-    usable_replicas,
 )
-from smartcache.exceptions import ConfigurationError, NoReachableNodeError, SmartConnectionError
+from smartcache.core.sentinel_flow import (
+    AskSentinel,
+    ConfirmRole,
+    Discovery,
+    LearnSentinels,
+    ListReplicas,
+    Pause,
+    check_config,
+    discovery_flow,
+    react,
+    replicas_flow,
+)
+from smartcache.exceptions import SmartConnectionError
 from smartcache.wire import ConnectionPool, ConnectionSettings
 
 __all__ = ["Listener", "SentinelState"]
@@ -91,18 +95,13 @@ class SentinelState:
         query_timeout: float = 0.5,
         discover_timeout: float = 5.0,
     ) -> None:
-        if not service_name or any(c.isspace() for c in service_name):
-            raise ConfigurationError(f"service_name must be one word, got {service_name!r}")
-        addresses = _dedup((str(h), int(p)) for h, p in sentinels)
-        if not addresses:
-            raise ConfigurationError("sentinels is empty: give at least one (host, port)")
-        for name, value in (
-            ("check_interval", check_interval),
-            ("query_timeout", query_timeout),
-            ("discover_timeout", discover_timeout),
-        ):
-            if value <= 0:
-                raise ConfigurationError(f"{name} must be positive, got {value!r}")
+        addresses = check_config(
+            sentinels,
+            service_name,
+            check_interval=check_interval,
+            query_timeout=query_timeout,
+            discover_timeout=discover_timeout,
+        )
         self.service_name = service_name
         self.check_interval = check_interval
         self.query_timeout = query_timeout
@@ -250,57 +249,49 @@ class SentinelState:
             return address
 
     def _discover_rounds(self, retry: bool) -> Address:
-        deadline = time.monotonic() + (self.discover_timeout if retry else 0.0)
+        """Run :func:`~smartcache.core.sentinel_flow.discovery_flow`: the sync driver."""
         switches = self._switches
-        reasons: dict[str, str] = {}
-        delay = 0.05
-        while True:
-            found, answered = self._discovery_round(reasons)
-            if found is not None:
-                self._install_primary(found)
-                return found
-            if self._switches != switches and self._primary is not None:
-                return self._primary  # the watcher followed a switch meanwhile
-            remaining = deadline - time.monotonic()
-            if not answered or remaining <= 0:
-                detail = "; ".join(f"{a}: {r}" for a, r in reasons.items())
-                raise NoReachableNodeError(
-                    f"no primary of service {self.service_name!r} could be found and "
-                    f"confirmed: {detail}",
-                    addresses=list(reasons),
-                )
-            with self._changed:  # woken at once when the watcher installs a switch
-                self._changed.wait(min(delay, remaining))
-            delay = min(delay * 2, 0.5)
+        flow = discovery_flow(
+            self.sentinels,
+            self.service_name,
+            clock=time.monotonic,
+            timeout=self.discover_timeout if retry else 0.0,
+        )
+        answer: Any = None
+        try:
+            while True:
+                effect = flow.send(answer)
+                answer = None
+                match effect:
+                    case AskSentinel(address=sentinel):
+                        try:
+                            answer = self._ask_sentinel(sentinel)
+                        except (rx.RedisError, OSError) as exc:
+                            answer = exc
+                    case ConfirmRole(address=address):
+                        answer = self._refusal(address)
+                    case LearnSentinels(addresses=addresses):
+                        self._learn_sentinels(addresses)
+                    case Pause(seconds=seconds):
+                        answer = self._pause(seconds, switches)
+        except StopIteration as done:
+            found: Discovery = done.value
+        finally:
+            flow.close()
+        if found.sentinel is not None:
+            self._promote_sentinel(found.sentinel)
+            self._install_primary(found.primary)
+        return found.primary
 
-    def _discovery_round(self, reasons: dict[str, str]) -> tuple[Address | None, bool]:
-        answered = False
-        verdicts: dict[Address, str | None] = {}
-        queue = self.sentinels
-        index = 0
-        while index < len(queue):
-            sentinel = queue[index]
-            index += 1
-            try:
-                answer = self._ask_sentinel(sentinel)
-            except (rx.RedisError, OSError) as exc:
-                reasons[format_address(sentinel)] = describe(exc)
-                continue
-            answered = True
-            queue.extend(a for a in self._learn_sentinels(answer.sentinels) if a not in queue)
-            primary = answer.primary
-            if primary is None:
-                reasons[format_address(sentinel)] = answer.reason
-                continue
-            if primary not in verdicts:
-                verdicts[primary] = self._refusal(primary)
-            refusal = verdicts[primary]
-            if refusal is None:
-                self._promote_sentinel(sentinel)
-                return primary, True
-            reasons[format_address(sentinel)] = f"reported primary {format_address(primary)}"
-            reasons[format_address(primary)] = refusal
-        return None, answered
+    def _pause(self, seconds: float, switches: int) -> Address | None:
+        """Wait (woken at once when a switch is installed); the primary installed since
+        the discovery began, if any."""
+        with self._changed:
+            if self._switches == switches and seconds > 0 and not self._closed:
+                self._changed.wait(seconds)
+            if self._switches != switches:
+                return self._primary
+        return None
 
     def _ask_sentinel(self, sentinel: Address) -> SentinelAnswer:
         return ask_sentinel(self.sentinel_settings_for(sentinel), self.service_name)
@@ -391,10 +382,21 @@ class SentinelState:
         the list are closed.
         """
         with self._replica_lock:
-            reply = list_replicas(
-                [self.sentinel_settings_for(a) for a in self.sentinels], self.service_name
-            )
-            addresses = usable_replicas(parse_replicas(reply), self._primary)
+            flow = replicas_flow(self.sentinels, self.service_name, self._primary)
+            answer: Any = None
+            try:
+                while True:
+                    step: ListReplicas = flow.send(answer)
+                    try:
+                        answer = ask_replicas(
+                            self.sentinel_settings_for(step.address), step.command
+                        )
+                    except (rx.RedisError, OSError) as exc:
+                        answer = exc
+            except StopIteration as done:
+                addresses: tuple[Address, ...] = done.value
+            finally:
+                flow.close()
             if self._replicas.install(addresses):
                 self.report("replicas", tuple(format_address(a) for a in addresses))
         return self.replica_addresses
@@ -402,20 +404,19 @@ class SentinelState:
     # -- called by the watcher -------------------------------------------------------------
     def handle_event(self, event: SentinelEvent) -> None:
         """Feed one sentinel event to the failover state; follow a switch at once."""
-        if event.service != self.service_name:
-            return
-        if event.channel == "+sentinel" and event.address is not None:
-            self._learn_sentinels([event.address])
         with self._lock:
             before = self._failover
-            after = before.apply(event)
+            reaction = react(before, event)
+            after = reaction.failover
             if after is not before:
                 self._set_failover(after)
+        if reaction.learn is not None:
+            self._learn_sentinels([reaction.learn])
         if after is not before:
             self.report("failover", after)
-        if after.pending is not None and after.pending != before.pending:
-            self._follow_switch(after.pending)
-        elif event.about_replica:
+        if reaction.follow is not None:
+            self._follow_switch(reaction.follow)
+        elif reaction.replicas_stale:
             self._replicas.dirty = True
 
     def _follow_switch(self, address: Address) -> None:

@@ -35,6 +35,7 @@ from smartcache.core.sentinel import (
     parse_event,
     parse_pubsub_message,
 )
+from smartcache.core.sentinel_flow import subscribed_all
 from smartcache.exceptions import SmartConnectionError
 from smartcache.wire import Connection, ConnectionSettings
 
@@ -272,7 +273,7 @@ class SentinelWatcher:
                     event = parse_event(parsed[0], parsed[1], sub.source)
                     if event is not None:
                         state.handle_event(event)
-                elif _completes_subscription(message):
+                elif subscribed_all(message):
                     state.report("subscribed", sub.source)
                 if not sub.can_read(0.0):
                     return
@@ -284,13 +285,3 @@ class SentinelWatcher:
         self._subs.pop(sub.sentinel, None)
         self._retry[sub.sentinel] = (1, time.monotonic() + _BACKOFF_FIRST)
         state.forget_source(sub.source)
-
-
-def _completes_subscription(message: object) -> bool:
-    """True for the confirmation of the last channel of our SUBSCRIBE."""
-    return (
-        isinstance(message, list)
-        and len(message) == 3
-        and message[0] in (b"subscribe", "subscribe")
-        and message[2] == len(WATCHED_CHANNELS)
-    )

@@ -122,7 +122,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         client = await self._client.initialize()
         wire = normalize_command(args)
         if self._pinned is None:
-            pool = self._pool_for([wire])
+            pool = await self._pool_for([wire])
             self._pinned = (pool, await pool.acquire_dedicated())
         _, conn = self._pinned
         try:
@@ -141,10 +141,11 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         del client
         return apply_callback(self.response_callbacks, args[0], reply, options)
 
-    def _pool_for(self, commands: Sequence[tuple[Any, ...]]) -> AsyncConnectionPool:
+    async def _pool_for(self, commands: Sequence[tuple[Any, ...]]) -> AsyncConnectionPool:
         client = self._client
-        if client._pool is not None:
-            return client._pool
+        single = await client._one_node_pool()
+        if single is not None:
+            return single
         router = client._router
         assert router is not None
         slot = transaction_slot(router.table, commands, key_slot)
@@ -176,7 +177,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             _, conn = self._pinned
             replies = await conn.execute_many(batch)
         else:
-            async with self._pool_for(commands).dedicated() as conn:
+            async with (await self._pool_for(commands)).dedicated() as conn:
                 replies = await conn.execute_many(batch)
         self.watching = False
         return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
@@ -186,8 +187,9 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     ) -> list[Any]:
         commands = [normalize_command(args) for args, _ in stack]
         client = self._client
-        if client._pool is not None:
-            raw = await self._on_pool(client._pool, commands)
+        single = await client._one_node_pool()
+        if single is not None:
+            raw = await self._on_pool(single, commands)
         else:
             raw = await self._on_cluster(commands)
         results = []

@@ -30,7 +30,7 @@ from smartcache._sentinel_probe import short_timeouts
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._sentinel_exec import AsyncSentinelExecutor
 from smartcache.asyncio._sentinel_probe import ask_replicas, ask_sentinel, role_refusal
-from smartcache.asyncio._sentinel_replicas import AsyncReplicaSet, drain_and_close
+from smartcache.asyncio._sentinel_replicas import AsyncReplicaSet, PoolRetirer
 from smartcache.asyncio._sentinel_watch import AsyncSentinelWatcher
 from smartcache.core.sentinel import Address, FailoverState, SentinelEvent, format_address
 from smartcache.core.sentinel_flow import (
@@ -96,8 +96,10 @@ class AsyncSentinelState:
         self._watcher: AsyncSentinelWatcher | None = None
         self._primary: Address | None = None
         self._primary_pool: AsyncConnectionPool | None = None
+        self._retirer = PoolRetirer()
         self._replicas = AsyncReplicaSet(
-            lambda address: pool_factory(data_settings.with_address(*address)), self._retire
+            lambda address: pool_factory(data_settings.with_address(*address)),
+            self._retirer.retire,
         )
         self._failover = FailoverState(service_name)
         self._writable = asyncio.Event()
@@ -105,7 +107,6 @@ class AsyncSentinelState:
         self._switched = asyncio.Event()  # set (and replaced) on every switch
         self._discover_lock = asyncio.Lock()
         self._replica_lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
         self._discoveries = 0
         self._switches = 0
 
@@ -297,7 +298,7 @@ class AsyncSentinelState:
             self._switches += 1
             self._replicas.dirty = True
             if old is not None:
-                self._retire(old)
+                self._retirer.retire(old)  # closed once its in-flight commands are answered
             event, self._switched = self._switched, asyncio.Event()
             event.set()
         state = self._failover.with_primary(address)
@@ -316,12 +317,6 @@ class AsyncSentinelState:
             self._writable.set()
         else:
             self._writable.clear()
-
-    def _retire(self, pool: AsyncConnectionPool) -> None:
-        """Close ``pool`` once its shared connection's in-flight commands are answered."""
-        task = asyncio.get_running_loop().create_task(drain_and_close(pool))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
 
     # -- sentinels ---------------------------------------------------------------------------
     def sentinel_settings_for(self, sentinel: Address) -> ConnectionSettings:
@@ -463,14 +458,10 @@ class AsyncSentinelState:
         pool, self._primary_pool = self._primary_pool, None
         if watcher is not None:
             await watcher.stop()
-        retiring = list(self._retiring)
-        for task in retiring:
-            task.cancel()
         if pool is not None:
             await pool.aclose()
         await self._replicas.aclose()
-        if retiring:
-            await asyncio.gather(*retiring, return_exceptions=True)
+        await self._retirer.aclose()
 
     async def __aenter__(self) -> AsyncSentinelState:
         return self

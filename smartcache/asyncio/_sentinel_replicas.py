@@ -15,7 +15,7 @@ from typing import Final
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.sentinel import Address, format_address
 
-__all__ = ["AsyncReplicaSet", "drain_and_close"]
+__all__ = ["AsyncReplicaSet", "PoolRetirer", "drain_and_close"]
 
 #: How long a retired pool may finish its in-flight commands before it is closed.
 DRAIN_SECONDS: Final = 2.0
@@ -32,6 +32,31 @@ async def drain_and_close(pool: AsyncConnectionPool) -> None:
                 await asyncio.sleep(0.005)
     finally:
         await pool.aclose()
+
+
+class PoolRetirer:
+    """Closes pools that left the topology in the background, with :func:`drain_and_close`.
+
+    Holds no reference to the state that uses it (so the state stays free of cycles and
+    is collected, and its watcher cancelled, as soon as it is dropped).
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def retire(self, pool: AsyncConnectionPool) -> None:
+        """Close ``pool`` once its in-flight commands are answered (in the running loop)."""
+        task = asyncio.get_running_loop().create_task(drain_and_close(pool))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop draining: close every retiring pool now and wait until they are closed."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class AsyncReplicaSet:

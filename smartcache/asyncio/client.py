@@ -29,6 +29,7 @@ from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
 from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._pubsub import AsyncPubSub
+from smartcache.asyncio._sentinel import AsyncSentinelExecutor, AsyncSentinelState
 from smartcache.core.commands import CommandTable, normalize_command
 from smartcache.core.flow import (
     Attempt,
@@ -38,6 +39,7 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.retry import RetryPolicy
+from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionPool, ConnectionSettings
@@ -96,13 +98,12 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         max_in_flight: int = 10_000,
         autopipeline: bool = True,
         sentinels: Sequence[tuple[str, int]] | None = None,
+        service_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
         **kwargs: Any,
     ) -> None:
-        if sentinels is not None:
-            raise ConfigurationError(
-                "AsyncSmartClient does not follow Sentinel yet; use SmartClient(sentinels=...) "
-                "or a cluster/standalone URL"
-            )
         if read_from not in _READ_FROM:
             raise ConfigurationError(
                 f"read_from={read_from!r}: use one of {', '.join(sorted(_READ_FROM))}"
@@ -141,11 +142,52 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         self._router: AsyncClusterRouter | None = None
         self._init_lock: asyncio.Lock | None = None
         self._initialized = False
+        self._sentinel: AsyncSentinelState | None = None
+        self._sentinel_exec: AsyncSentinelExecutor | None = None
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
+        if sentinels is not None:
+            if not service_name:
+                raise ConfigurationError(
+                    "Sentinel needs service_name= (the name in `sentinel monitor <name> ...`)"
+                )
+            addresses = [(str(h), int(p)) for h, p in sentinels]
+            if not addresses:
+                raise ConfigurationError("sentinels is empty: give at least one (host, port)")
+            sentinel_settings = ConnectionSettings.from_redis_kwargs(**(sentinel_kwargs or {}))
+            self._sentinel = AsyncSentinelState(
+                addresses, service_name, self._settings, sentinel_settings, self._new_pool
+            )
+            self._sentinel_exec = AsyncSentinelExecutor(
+                self._sentinel,
+                self.retry_policy,
+                self._table,
+                read_from=read_from,
+                wait_replicas=wait_replicas,
+                wait_timeout_ms=wait_timeout_ms,
+            )
+        elif service_name is not None or sentinel_kwargs is not None:
+            raise ConfigurationError(
+                "service_name=/sentinel_kwargs= need sentinels=[(host, port), ...]"
+            )
+        elif wait_replicas:
+            raise ConfigurationError(
+                "wait_replicas= on AsyncSmartClient needs Sentinel (sentinels=...) for now"
+            )
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncSmartClient:
-        """Build from ``redis://...`` or ``rediss://...`` (a server or a cluster)."""
+        """Build from ``redis://...``, ``rediss://...`` (a server or a cluster) or
+        ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
+        if url.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
+            parsed = parse_sentinel_url(url)
+            return cls(
+                sentinels=list(parsed.sentinels),
+                service_name=parsed.service_name,
+                sentinel_kwargs={**parsed.sentinel_kwargs(), **kwargs.pop("sentinel_kwargs", {})},
+                **{**parsed.connection_kwargs(), **kwargs},
+            )
         values = ConnectionSettings.from_url(url).to_redis_kwargs()
         values.update(kwargs)
         return cls(**values)
@@ -171,6 +213,10 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         return self
 
     async def _detect(self) -> None:
+        if self._sentinel is not None:
+            await self._sentinel.discover()
+            self._sentinel.start_watcher()
+            return
         errors: list[str] = []
         tried: list[str] = []
         for host, port in self._startup:
@@ -220,11 +266,21 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         self.response_callbacks[command] = callback
 
     def _single_node_pool(self) -> ConnectionPool | None:
-        return self._pool  # type: ignore[return-value]  # ClusterNodesMixin reads .settings only
+        # ClusterNodesMixin and the pipeline read .settings/.connection only.
+        if self._sentinel is not None:
+            return self._sentinel.current_pool  # type: ignore[return-value]
+        return self._pool  # type: ignore[return-value]
 
     def pubsub(self, **kwargs: Any) -> AsyncPubSub:
         """A pub/sub object on this client (as ``redis.asyncio.Redis.pubsub``)."""
         return AsyncPubSub(self, **kwargs)
+
+    async def _one_node_pool(self) -> AsyncConnectionPool | None:
+        """The pool of the one node a non-cluster client talks to (None on a cluster)."""
+        await self.initialize()
+        if self._sentinel is not None:
+            return await self._sentinel.primary_pool()
+        return self._pool
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AsyncPipeline:
         """An async pipeline (``transaction=True``: MULTI/EXEC, one slot on a cluster)."""
@@ -311,6 +367,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             await self._pool.aclose()
         if self._cluster is not None:
             await self._cluster.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def close(self) -> None:
         """Alias of :meth:`aclose`."""
@@ -344,7 +402,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 return callback(reply) if callback is not None else reply
             return await self._execute_slow(args, options)
         router = self._router
-        assert router is not None
+        if router is None:  # Sentinel
+            return await self._execute_slow(args, options)
         index = router.single_key.get(name)
         state = self._cluster
         assert state is not None
@@ -386,6 +445,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         return callback(reply, **options) if callback is not None else reply
 
     async def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
+        if self._sentinel_exec is not None:
+            return await self._sentinel_exec.execute(args)
         if self._pool is not None:
             return await self._single_node_retry(args, None)
         assert self._router is not None

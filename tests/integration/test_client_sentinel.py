@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -15,18 +16,19 @@ from smartcache.testing import SentinelGroup, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 
 
-def test_discovers_primary_and_speaks_redis(redis_sentinel: SentinelGroup) -> None:
-    with SmartClient(sentinels=redis_sentinel.sentinel_addresses[:1], service_name="mymaster") as c:
-        assert c.connection_pool.settings.address == redis_sentinel.primary().address
-        c.set("sn:key", "v")
-        assert c.get("sn:key") == b"v"
-        pipe = c.pipeline()
-        pipe.incr("sn:n").incr("sn:n")
-        assert pipe.execute() == [1, 2]
-        assert c.mget(["sn:key", "sn:none"]) == [b"v", None]
-        c.delete("sn:key", "sn:n")
-        assert not c.is_cluster
-        assert [n.name for n in c.get_primaries()] == [redis_sentinel.primary().address]
+def test_discovers_primary_and_speaks_redis(
+    redis_sentinel: SentinelGroup, client_factory: Any
+) -> None:
+    c = client_factory(sentinels=redis_sentinel.sentinel_addresses[:1], service_name="mymaster")
+    c.set("sn:key", "v")
+    assert c.get("sn:key") == b"v"
+    pipe = c.pipeline()
+    pipe.incr("sn:n").incr("sn:n")
+    assert pipe.execute() == [1, 2]
+    assert c.mget(["sn:key", "sn:none"]) == [b"v", None]
+    c.delete("sn:key", "sn:n")
+    assert not c.is_cluster
+    assert [n.name for n in c.get_primaries()] == [redis_sentinel.primary().address]
 
 
 def test_from_url(redis_sentinel: SentinelGroup) -> None:
@@ -51,41 +53,43 @@ def test_bad_sentinel_input(redis_sentinel: SentinelGroup) -> None:
         SmartClient(sentinels=redis_sentinel.sentinel_addresses, service_name="nosuch")
 
 
-def test_reads_from_replicas(redis_sentinel: SentinelGroup) -> None:
-    with SmartClient(
+def test_reads_from_replicas(redis_sentinel: SentinelGroup, client_factory: Any) -> None:
+    c = client_factory(
         sentinels=redis_sentinel.sentinel_addresses,
         service_name="mymaster",
         read_from="replica",
         wait_replicas=2,
-    ) as c:
-        c.set("sn:rr", "v")  # acknowledged by both replicas (WAIT 2)
-        for proc in redis_sentinel.data_nodes:
-            with proc.client() as admin:
-                admin.config_resetstat()
-        replicas = {p.address for p in redis_sentinel.replicas()}
-        hits = set()
-        for _ in range(20):
-            assert c.get("sn:rr") == b"v"
-        for proc in redis_sentinel.data_nodes:
-            with proc.client() as admin:
-                stats = admin.info("commandstats").get("cmdstat_get", {})
-                if stats.get("calls", 0):
-                    hits.add(proc.address)
-        assert hits and hits <= replicas
-        c.delete("sn:rr")
+    )
+    c.set("sn:rr", "v")  # acknowledged by both replicas (WAIT 2)
+    for proc in redis_sentinel.data_nodes:
+        with proc.client() as admin:
+            admin.config_resetstat()
+    replicas = {p.address for p in redis_sentinel.replicas()}
+    hits = set()
+    for _ in range(20):
+        assert c.get("sn:rr") == b"v"
+    for proc in redis_sentinel.data_nodes:
+        with proc.client() as admin:
+            stats = admin.info("commandstats").get("cmdstat_get", {})
+            if stats.get("calls", 0):
+                hits.add(proc.address)
+    assert hits and hits <= replicas
+    c.delete("sn:rr")
 
 
-def test_wait_replicas_raises_when_too_few_acknowledge(redis_sentinel: SentinelGroup) -> None:
-    with SmartClient(
+def test_wait_replicas_raises_when_too_few_acknowledge(
+    redis_sentinel: SentinelGroup, client_factory: Any
+) -> None:
+    c = client_factory(
         sentinels=redis_sentinel.sentinel_addresses,
         service_name="mymaster",
         wait_replicas=3,
         wait_timeout_ms=100,
-    ) as c:
-        with pytest.raises(DurabilityError) as err:
-            c.set("sn:dur", "v")
-        assert err.value.replicas == 2 and err.value.wanted == 3
-        assert c.get("sn:dur") == b"v"  # applied, just not as durable as asked
+    )
+    with pytest.raises(DurabilityError) as err:
+        c.set("sn:dur", "v")
+    assert err.value.replicas == 2 and err.value.wanted == 3
+    assert c.get("sn:dur") == b"v"  # applied, just not as durable as asked
     with redis_sentinel.primary().client() as admin:
         admin.delete("sn:dur")
 
@@ -118,9 +122,11 @@ def _writer(
             return
 
 
-def test_primary_sigkill_zero_errors_nothing_lost(redis_topologies: TopologyFactory) -> None:
+def test_primary_sigkill_zero_errors_nothing_lost(
+    redis_topologies: TopologyFactory, client_factory: Any
+) -> None:
     group = redis_topologies.sentinel()
-    client = SmartClient(
+    client = client_factory(
         sentinels=group.sentinel_addresses,
         service_name="mymaster",
         wait_replicas=1,
@@ -167,7 +173,6 @@ def test_primary_sigkill_zero_errors_nothing_lost(redis_topologies: TopologyFact
     values = client.mget([f"fo:{i}" for i in acked])
     lost = [i for i, v in zip(acked, values, strict=True) if v != str(i).encode()]
     assert lost == []  # wait_replicas=1: every acknowledged write reached a replica
-    client.close()
 
 
 def _incr_through_failover(group: SentinelGroup, incr: Callable[[], int]) -> tuple[int, int]:
@@ -195,15 +200,14 @@ def _incr_through_failover(group: SentinelGroup, incr: Callable[[], int]) -> tup
 
 
 def test_forced_failover_loses_nothing_redis_py_loses_most(
-    redis_topologies: TopologyFactory,
+    redis_topologies: TopologyFactory, client_factory: Any
 ) -> None:
     ours_group = redis_topologies.sentinel()
-    client = SmartClient(sentinels=ours_group.sentinel_addresses, service_name="mymaster")
+    client = client_factory(sentinels=ours_group.sentinel_addresses, service_name="mymaster")
     client.set("ff:counter", 0)
     ours_acked, ours_lost = _incr_through_failover(
         ours_group, lambda: int(client.incr("ff:counter"))
     )
-    client.close()
 
     theirs_group = redis_topologies.sentinel()
     sentinel = redis.Sentinel(theirs_group.sentinel_addresses, socket_timeout=1)
