@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
+from smartcache._scripts import missing_scripts
 from smartcache.core.commands import normalize_command
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
@@ -73,6 +74,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         self.watching = False
         self.explicit_transaction = False
         self._pinned: tuple[ConnectionPool, Connection] | None = None
+        #: scripts called on this pipeline, loaded (if missing) before it executes
+        self.scripts: set[Any] = set()
 
     # -- redis-py surface -----------------------------------------------------------------
     def get_encoder(self) -> Any:
@@ -96,9 +99,16 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     def __bool__(self) -> bool:
         return True
 
+    def _load_scripts(self) -> None:
+        scripts = list(self.scripts)
+        exists = self._client.script_exists(*[s.sha for s in scripts])
+        for script in missing_scripts(scripts, list(exists)):
+            script.sha = self._client.script_load(script.script)
+
     def reset(self) -> None:  # type: ignore[override]  # redis-py's Pipeline.reset too
         """Forget queued commands and release a WATCH connection."""
         self.command_stack = []
+        self.scripts = set()
         if self._pinned is not None:
             pool, conn = self._pinned
             self._pinned = None
@@ -183,6 +193,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         if not stack and not self.watching:
             return []
         try:
+            if self.scripts:
+                self._load_scripts()
             if self.transaction or self.explicit_transaction:
                 return self._execute_transaction(stack, raise_on_error)
             return self._execute_pipeline(stack, raise_on_error)

@@ -29,6 +29,7 @@ from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
 from smartcache._pubsub import PubSub
 from smartcache._router import ClusterRouter, blocking_round_trip
+from smartcache._scripts import PipelineAwareScript
 from smartcache._sentinel_exec import SentinelExecutor
 from smartcache._sentinel_state import SentinelState
 from smartcache.core.commands import (
@@ -305,6 +306,10 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     def pubsub(self, **kwargs: Any) -> PubSub:
         """A PubSub object (as ``redis.Redis.pubsub``); SSUBSCRIBE is routed by slot."""
         return PubSub(self, **kwargs)
+
+    def register_script(self, script: Any) -> PipelineAwareScript:
+        """A callable Lua script (as redis-py's), which smartcache pipelines preload."""
+        return PipelineAwareScript(self, script)  # type: ignore[arg-type]  # drop-in client
 
     def transaction(self, func: Any, *watches: Any, **kwargs: Any) -> Any:
         """Run ``func(pipe)`` under WATCH ``watches`` until EXEC succeeds (as redis-py)."""

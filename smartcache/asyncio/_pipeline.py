@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import redis.exceptions as rx
 from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
 
+from smartcache._scripts import missing_scripts
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import normalize_command
@@ -65,6 +66,8 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         self.watching = False
         self.explicit_transaction = False
         self._pinned: tuple[AsyncConnectionPool, AsyncConnection] | None = None
+        #: scripts called on this pipeline, loaded (if missing) before it executes
+        self.scripts: set[Any] = set()
 
     def get_encoder(self) -> Any:
         """The client's encoder."""
@@ -85,6 +88,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     async def reset(self) -> None:  # type: ignore[override]  # redis-py's Pipeline.reset too
         """Forget queued commands and release a WATCH connection."""
         self.command_stack = []
+        self.scripts = set()
         if self._pinned is not None:
             pool, conn = self._pinned
             self._pinned = None
@@ -162,6 +166,11 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             return []
         await self._client.initialize()
         try:
+            if self.scripts:
+                scripts = list(self.scripts)
+                exists = await self._client.script_exists(*[s.sha for s in scripts])
+                for script in missing_scripts(scripts, list(exists)):
+                    script.sha = await self._client.script_load(script.script)
             if self.transaction or self.explicit_transaction:
                 return await self._execute_transaction(stack, raise_on_error)
             return await self._execute_pipeline(stack, raise_on_error)

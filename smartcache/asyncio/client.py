@@ -25,6 +25,7 @@ from redis.client import CaseInsensitiveDict
 from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
 
 from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache._scripts import PipelineAwareAsyncScript
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
 from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
@@ -274,6 +275,10 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     def pubsub(self, **kwargs: Any) -> AsyncPubSub:
         """A pub/sub object on this client (as ``redis.asyncio.Redis.pubsub``)."""
         return AsyncPubSub(self, **kwargs)
+
+    def register_script(self, script: Any) -> PipelineAwareAsyncScript:  # type: ignore[override]
+        """A callable Lua script (as redis.asyncio's), which smartcache pipelines preload."""
+        return PipelineAwareAsyncScript(self, script)  # type: ignore[arg-type]  # drop-in client
 
     async def _one_node_pool(self) -> AsyncConnectionPool | None:
         """The pool of the one node a non-cluster client talks to (None on a cluster)."""

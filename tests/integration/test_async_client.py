@@ -113,3 +113,15 @@ async def test_cross_slot_and_bad_input(redis_cluster: Cluster) -> None:
         AsyncSmartClient(read_from="nearest")
     with pytest.raises(ConfigurationError, match="Sentinel"):
         AsyncSmartClient(sentinels=[("127.0.0.1", 26379)])
+
+
+async def test_registered_script_in_a_pipeline(url: str) -> None:
+    async with AsyncSmartClient.from_url(url) as client:
+        await client.script_flush()
+        incr = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        pipe = client.pipeline()
+        await incr(keys=["{sc}n"], args=[5], client=pipe)
+        pipe.get("{sc}n")
+        assert await pipe.execute() == [5, b"5"]
+        assert await incr(keys=["{sc}n"], args=[1]) == 6
+        await client.delete("{sc}n")
