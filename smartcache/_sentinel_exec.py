@@ -46,6 +46,7 @@ class SentinelExecutor:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         hold_timeout: float = 10.0,
+        wait_aof: bool = False,
     ) -> None:
         self.state = state
         self.policy = policy
@@ -54,6 +55,7 @@ class SentinelExecutor:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.hold_timeout = hold_timeout
+        self.wait_aof = wait_aof
 
     def execute(self, args: tuple[Any, ...]) -> Any:
         """Run one command (already normalised) and return its raw reply."""
@@ -66,6 +68,7 @@ class SentinelExecutor:
             wait_replicas=self.wait_replicas,
             wait_timeout_ms=self.wait_timeout_ms,
             hold_timeout=self.hold_timeout,
+            wait_aof=self.wait_aof,
         )
         state = self.state
         result: Any = None
@@ -104,9 +107,7 @@ class SentinelExecutor:
             if step.blocking:
                 reply = blocking_round_trip(conn, args)
             elif step.wait_replicas:
-                reply, acked = conn.execute_many(
-                    [args, ("WAIT", step.wait_replicas, step.wait_timeout_ms)]
-                )
+                reply, acked = conn.execute_many([args, step.wait_command()])
                 if not isinstance(reply, rx.RedisError):
                     reply = (reply, acked)
             else:

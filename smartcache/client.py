@@ -39,6 +39,7 @@ from smartcache.core.commands import (
 from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.core.sentinel import parse_sentinel_url
+from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
@@ -66,6 +67,11 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     with ``startup_nodes=[(host, port), ...]`` for a cluster, or with a redis-py
     ``connection_pool=`` whose settings it takes over. Whether the server is a cluster is
     detected from the first node that answers (``INFO cluster``).
+
+    ``wait_replicas=N`` (with ``wait_timeout_ms=``) follows every write with ``WAIT`` and
+    raises :class:`~smartcache.exceptions.DurabilityError` when fewer replicas acknowledged;
+    ``wait_aof=True`` uses ``WAITAOF 0 N`` instead (replicas fsynced their AOF; needs
+    Redis >= 7.2 or Valkey >= 8 with ``appendonly yes`` on the replicas).
 
     ``retry``: a :class:`~smartcache.core.retry.RetryPolicy` (bounded attempts and deadline,
     backoff with jitter); ``retry_non_idempotent=True`` re-sends commands such as INCR after
@@ -96,6 +102,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         sentinel_kwargs: dict[str, Any] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        wait_aof: bool = False,
         **kwargs: Any,
     ) -> None:
         if read_from_replicas and read_from == "primary":
@@ -159,6 +166,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         self._sentinel_exec: SentinelExecutor | None = None
         self._closed = False
         self._wait = (wait_replicas, wait_timeout_ms)
+        self._wait_aof = wait_aof
         if wait_replicas < 0 or wait_timeout_ms < 0:
             raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
         if wait_replicas and startup_nodes:
@@ -233,6 +241,7 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
             read_from=self.read_from,
             wait_replicas=wait_replicas,
             wait_timeout_ms=wait_timeout_ms,
+            wait_aof=self._wait_aof,
         )
 
     def _detect(self, cluster: bool | None) -> None:
@@ -550,13 +559,16 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """A write followed by WAIT on the same connection, in one round trip."""
         wanted, timeout_ms = self._wait
+        wait = SendCommand(wait_replicas=wanted, wait_timeout_ms=timeout_ms, aof=self._wait_aof)
         conn = pool.get()
         try:
-            reply, acked = conn.execute_many([args, ("WAIT", wanted, timeout_ms)])
+            reply, acked = conn.execute_many([args, wait.wait_command()])
         finally:
             pool.release(conn)
         if isinstance(reply, rx.RedisError):
             raise reply
+        if self._wait_aof and isinstance(acked, list):
+            acked = acked[1]
         if isinstance(acked, rx.RedisError) or int(acked) < wanted:
             name = command_name(args)
             raise DurabilityError(

@@ -55,6 +55,7 @@ class AsyncSentinelExecutor:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         hold_timeout: float = 10.0,
+        wait_aof: bool = False,
     ) -> None:
         self.state = state
         self.policy = policy
@@ -63,6 +64,7 @@ class AsyncSentinelExecutor:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.hold_timeout = hold_timeout
+        self.wait_aof = wait_aof
         # Every command goes to the primary's shared connection: try it before the flow.
         self._fast = read_from == "primary" and not wait_replicas
 
@@ -104,6 +106,7 @@ class AsyncSentinelExecutor:
             wait_replicas=self.wait_replicas,
             wait_timeout_ms=self.wait_timeout_ms,
             hold_timeout=self.hold_timeout,
+            wait_aof=self.wait_aof,
             first=first,
         )
         state = self.state
@@ -162,7 +165,7 @@ class AsyncSentinelExecutor:
                 timeout = conn.timeout
                 if timeout is not None:
                     conn.settimeout(timeout + step.wait_timeout_ms / 1000)
-                wait = ("WAIT", step.wait_replicas, step.wait_timeout_ms)
+                wait = step.wait_command()
                 reply, acked = await conn.execute_many([args, wait])
                 if isinstance(reply, rx.RedisError):
                     return Outcome(error=reply, sent=True, address=role)

@@ -103,6 +103,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         sentinel_kwargs: dict[str, Any] | None = None,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        wait_aof: bool = False,
         **kwargs: Any,
     ) -> None:
         if read_from not in _READ_FROM:
@@ -166,6 +167,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 read_from=read_from,
                 wait_replicas=wait_replicas,
                 wait_timeout_ms=wait_timeout_ms,
+                wait_aof=wait_aof,
             )
         elif service_name is not None or sentinel_kwargs is not None:
             raise ConfigurationError(

@@ -73,6 +73,14 @@ class SendCommand:
     blocking: bool = False
     wait_replicas: int = 0
     wait_timeout_ms: int = 0
+    #: use ``WAITAOF 0 wait_replicas timeout`` (replicas fsynced their AOF) instead of WAIT
+    aof: bool = False
+
+    def wait_command(self) -> tuple[Any, ...]:
+        """The durability command that follows the write on its connection."""
+        if self.aof:
+            return ("WAITAOF", 0, self.wait_replicas, self.wait_timeout_ms)
+        return ("WAIT", self.wait_replicas, self.wait_timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,7 @@ def sentinel_command_flow(
     wait_timeout_ms: int = 1000,
     hold_timeout: float = 10.0,
     first: Outcome | None = None,
+    wait_aof: bool = False,
 ) -> Generator[CommandEffect, Any, Any]:
     """Carry one command to the primary (or a replica) through failovers and retries.
 
@@ -124,13 +133,13 @@ def sentinel_command_flow(
             else:
                 with_wait = bool(wait)
                 outcome = yield SendCommand(
-                    use_replica, blocking, wait, wait_timeout_ms if wait else 0
+                    use_replica, blocking, wait, wait_timeout_ms if wait else 0, wait_aof
                 )
         error = outcome.error
         if error is None:
             if with_wait:
                 reply, acked = outcome.reply
-                check_wait(args, acked, wait, wait_timeout_ms)
+                check_wait(args, acked, wait, wait_timeout_ms, aof=wait_aof)
                 return reply
             return outcome.reply
         if isinstance(error, rx.ResponseError) and not isinstance(error, _NOT_SERVING):
@@ -158,10 +167,15 @@ def sentinel_command_flow(
         yield Sleep(decision.delay)
 
 
-def check_wait(args: tuple[Any, ...], acked: Any, wanted: int, timeout_ms: int) -> None:
-    """Raise :class:`~smartcache.exceptions.DurabilityError` unless ``WAIT`` said that at
-    least ``wanted`` replicas acknowledged the write ``args``."""
+def check_wait(
+    args: tuple[Any, ...], acked: Any, wanted: int, timeout_ms: int, *, aof: bool = False
+) -> None:
+    """Raise :class:`~smartcache.exceptions.DurabilityError` unless ``WAIT`` (or
+    ``WAITAOF``, whose reply is ``[local, replicas]``) said that at least ``wanted``
+    replicas acknowledged the write ``args``."""
     name = command_name(args)
+    if aof and isinstance(acked, list | tuple):
+        acked = acked[1]
     if isinstance(acked, BaseException):
         raise DurabilityError(
             f"{name} was applied on the primary, but WAIT failed: {acked}",

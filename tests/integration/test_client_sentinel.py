@@ -244,3 +244,30 @@ def test_data_node_credentials_are_separate_from_sentinels(
     url = group.url.replace("redis+sentinel://", "redis+sentinel://:s3cret@")
     with SmartClient.from_url(url) as c:
         assert c.get("cred:key") == b"v"
+
+
+def test_wait_aof(redis_topologies: TopologyFactory, client_factory: Any) -> None:
+    group = redis_topologies.sentinel(extra_settings={"appendonly": "yes"})
+    with group.primary().client() as admin:
+        try:
+            admin.execute_command("WAITAOF", 0, 0, 0)
+        except redis.ResponseError as exc:
+            pytest.skip(f"this server has no WAITAOF: {exc}")
+    c = client_factory(
+        sentinels=group.sentinel_addresses,
+        service_name="mymaster",
+        wait_replicas=2,
+        wait_aof=True,
+        wait_timeout_ms=2000,
+    )
+    assert c.set("aof:key", "v") is True  # both replicas fsynced it to their AOF
+    strict = client_factory(
+        sentinels=group.sentinel_addresses,
+        service_name="mymaster",
+        wait_replicas=3,
+        wait_aof=True,
+        wait_timeout_ms=100,
+    )
+    with pytest.raises(DurabilityError) as err:
+        strict.set("aof:key", "w")  # only 2 replicas exist (and fsync once a second)
+    assert err.value.replicas < 3 and err.value.wanted == 3
