@@ -56,9 +56,11 @@ class ClusterState(SlotRouting[ConnectionPool]):
         with self._refresh_lock:
             if self._generation != seen and self.slot_map is not None:
                 return self.slot_map  # someone refreshed while we waited
-            wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
-            if wait > 0 and not force and self.slot_map is not None:
-                time.sleep(wait)  # rate limit: at most one refresh per interval
+            recent = time.monotonic() - self._last_refresh < self.min_refresh_interval
+            if recent and not force and self.slot_map is not None:
+                # Rate limit without making callers wait: the flag stays up, so the first
+                # command after the interval refreshes (MOVED has patched the map already).
+                return self.slot_map
             new_map, cleared = self._drive_refresh()
             self.install(new_map, cleared)
             return new_map

@@ -89,9 +89,9 @@ class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
         async with self._refresh_lock:
             if self._generation != seen and self.slot_map is not None:
                 return self.slot_map
-            wait = self._last_refresh + self.min_refresh_interval - time.monotonic()
-            if wait > 0 and not force and self.slot_map is not None:
-                await asyncio.sleep(wait)
+            recent = time.monotonic() - self._last_refresh < self.min_refresh_interval
+            if recent and not force and self.slot_map is not None:
+                return self.slot_map  # rate limited: the pending flag stays up
             flow = self.refresh_steps()
             answer: Any = None
             try:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from smartcache.exceptions import TopologyError, TopologyNotReadyError
 from smartcache.testing._binary import ServerBinary
@@ -230,6 +232,8 @@ class ServerProcess:
         """A plain redis-py client to this node (for the launcher's own admin commands)."""
         kwargs.setdefault("socket_timeout", 5.0)
         kwargs.setdefault("socket_connect_timeout", 2.0)
+        # Fault tests want the node's answer now, not redis-py's retries with backoff.
+        kwargs.setdefault("retry", Retry(NoBackoff(), 0))
         if self.password and not self.sentinel:
             kwargs.setdefault("password", self.password)
         return redis.Redis(host=self.host, port=self.port, **kwargs)

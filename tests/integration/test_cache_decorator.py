@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from smartcache import SmartClient
 from smartcache.asyncio.client import AsyncSmartClient
@@ -117,7 +119,7 @@ def test_corrupt_and_foreign_entries_are_misses_and_overwritten(client: SmartCli
 
 
 def test_unreachable_redis_loads_or_raises() -> None:
-    dead = redis.Redis(port=1, socket_connect_timeout=0.2)
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
 
     @cached(client=dead, namespace=ns())
     def f(x: int) -> int:

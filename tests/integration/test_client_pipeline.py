@@ -107,14 +107,13 @@ def test_cluster_pipeline_follows_moved(redis_topologies: TopologyFactory) -> No
     cluster = redis_topologies.cluster(primaries=2, replicas=0)
     client = SmartClient(startup_nodes=cluster.startup_nodes)
     source, target = cluster.primaries()
-    keys = [
-        k
-        for k in (f"mv:{i}" for i in range(5000))
-        if key_slot(k) in set(cluster.slots_of(source)[:20])
-    ]
+    moving = cluster.slots_of(source)[:100]
+    wanted = set(moving)
+    keys = [k for k in (f"mv:{i}" for i in range(20000)) if key_slot(k) in wanted]
+    assert len(keys) > 50
     for k in keys:
         client.set(k, k)
-    cluster.migrate_slots(source, target, slots=cluster.slots_of(source)[:20])
+    cluster.migrate_slots(source, target, slots=moving)
     pipe = client.pipeline(transaction=False)
     for k in keys:
         pipe.get(k)
