@@ -51,6 +51,23 @@ def run(label: str, binary: str, args: list[str], junit: Path) -> tuple[int, dic
     return code, counts
 
 
+def static_checks() -> list[str]:
+    """ruff (lint + format) and mypy --strict: part of the test run, so CI enforces them."""
+    failed = []
+    for label, cmd in (
+        ("ruff", ["-m", "ruff", "check", "smartcache", "tests", "benchmarks", "scripts"]),
+        (
+            "ruff format",
+            ["-m", "ruff", "format", "--check", "smartcache", "tests", "benchmarks", "scripts"],
+        ),
+        ("mypy", ["-m", "mypy"]),
+    ):
+        print(f"\n=== {label}", flush=True)
+        if subprocess.call([sys.executable, *cmd], cwd=ROOT) != 0:
+            failed.append(label)
+    return failed
+
+
 def main() -> int:
     start = time.monotonic()
     extra = sys.argv[1:]
@@ -61,7 +78,7 @@ def main() -> int:
     else:
         print("no redis-server on PATH: integration tests run against Valkey only")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    failed: list[str] = []
+    failed: list[str] = static_checks()
     with tempfile.TemporaryDirectory() as tmp:
         for label, binary, args in runs:
             code, counts = run(label, binary, args, Path(tmp) / f"{label}.xml")
