@@ -18,12 +18,11 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis.exceptions as rx
-from redis._parsers.encoders import Encoder
-from redis._parsers.response_callbacks import get_response_callbacks
-from redis.client import CaseInsensitiveDict
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 from redis.lock import Lock
 
+from smartcache._client_common import BLOCKING as _BLOCKING
+from smartcache._client_common import ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._cluster_state import ClusterState
 from smartcache._pipeline import Pipeline
@@ -38,7 +37,6 @@ from smartcache.core.commands import (
 )
 from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide
-from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
 from smartcache.core.slots import key_slot
@@ -49,7 +47,6 @@ from smartcache.exceptions import (
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
-from smartcache.wire.settings import POOL_KWARGS
 
 __all__ = ["SmartClient"]
 
@@ -59,7 +56,9 @@ _TARGETS = {"primaries", "replicas", "all", "random"}
 _ERROR = rx.RedisError
 
 
-class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, SentinelCommands):
+class SmartClient(
+    ClientCommon, ClusterNodesMixin, RedisModuleCommands, CoreCommands, SentinelCommands
+):
     """A drop-in ``redis.Redis`` that also speaks Redis Cluster, routing by itself.
 
     Construct it as you would ``redis.Redis`` (``host=``, ``port=``, ``db=``, ``password=``,
@@ -107,18 +106,11 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     ) -> None:
         if read_from_replicas and read_from == "primary":
             read_from = "replica_preferred"  # redis-py RedisCluster's spelling
-        if read_from not in _READ_FROM:
-            raise ConfigurationError(
-                f"read_from={read_from!r}: use one of {', '.join(sorted(_READ_FROM))}"
-            )
         if refresh_interval is not None and refresh_interval <= 0:
             raise ConfigurationError(
                 f"refresh_interval={refresh_interval!r}: give seconds > 0, or None for no "
                 "periodic refresh"
             )
-        if startup_nodes is not None and not list(startup_nodes):
-            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
-        self.read_from = read_from
         self._refresh_interval = refresh_interval
         self._refresher: _PeriodicRefresh | None = None
         if connection_pool is not None:
@@ -136,27 +128,22 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                     max_connections = None
             host = kwargs.pop("host", host)
             port = kwargs.pop("port", port)
-        for name in POOL_KWARGS:
-            kwargs.pop(name, None)
-        self._settings = ConnectionSettings.from_redis_kwargs(host=host, port=port, **kwargs)
+        self._init_common(
+            host,
+            port,
+            kwargs,
+            startup_nodes=startup_nodes,
+            retry_policy=retry_policy,
+            retry_non_idempotent=retry_non_idempotent,
+            read_from=read_from,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+            sentinels=sentinels,
+            service_name=service_name,
+            sentinel_kwargs=sentinel_kwargs,
+        )
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
-        policy = retry_policy or RetryPolicy()
-        if retry_non_idempotent and not policy.retry_non_idempotent:
-            policy = dataclasses.replace(policy, retry_non_idempotent=True)
-        self.retry_policy = policy
-        self.response_callbacks: dict[str, Any] = CaseInsensitiveDict(
-            get_response_callbacks(  # type: ignore[arg-type]
-                user_protocol=self._settings.protocol,
-                legacy_responses=self._settings.legacy_responses,
-            )
-        )
-        self._encoder = Encoder(  # type: ignore[no-untyped-call]
-            self._settings.encoding,
-            self._settings.encoding_errors,
-            self._settings.decode_responses,
-        )
-        self._table = CommandTable.fallback()
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster: ClusterState | None = None
@@ -167,8 +154,6 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         self._closed = False
         self._wait = (wait_replicas, wait_timeout_ms)
         self._wait_aof = wait_aof
-        if wait_replicas < 0 or wait_timeout_ms < 0:
-            raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
         if wait_replicas and startup_nodes:
             raise ConfigurationError(
                 "wait_replicas= is supported on a standalone server and with Sentinel, "
@@ -179,10 +164,6 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                 sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
             )
             return
-        if service_name is not None or sentinel_kwargs is not None:
-            raise ConfigurationError(
-                "service_name=/sentinel_kwargs= need sentinels=[(host, port), ...]"
-            )
         self._detect(cluster)
 
     # -- construction -----------------------------------------------------------------
@@ -190,14 +171,9 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
     def from_url(cls, url: str, **kwargs: Any) -> SmartClient:
         """Build from ``redis://[[user]:pass@]host[:port][/db]``, ``rediss://...`` or
         ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
-        if url.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
-            parsed = parse_sentinel_url(url)
-            return cls(
-                sentinels=list(parsed.sentinels),
-                service_name=parsed.service_name,
-                sentinel_kwargs={**parsed.sentinel_kwargs(), **kwargs.pop("sentinel_kwargs", {})},
-                **{**parsed.connection_kwargs(), **kwargs},
-            )
+        sentinel = sentinel_url_kwargs(url, kwargs)
+        if sentinel is not None:
+            return cls(**sentinel)
         settings = ConnectionSettings.from_url(url)
         values = settings.to_redis_kwargs()
         values.update(kwargs)
@@ -216,16 +192,14 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         wait_replicas: int,
         wait_timeout_ms: int,
     ) -> None:
-        if not service_name:
-            raise ConfigurationError(
-                "Sentinel needs service_name= (the name in `sentinel monitor <name> ...`)"
-            )
+        assert service_name is not None  # checked by _init_common
         addresses = [(str(h), int(p)) for h, p in sentinels]
-        if not addresses:
-            raise ConfigurationError("sentinels is empty: give at least one (host, port)")
-        sentinel_settings = ConnectionSettings.from_redis_kwargs(**(sentinel_kwargs or {}))
         state = SentinelState(
-            addresses, service_name, self._settings, sentinel_settings, self._new_pool
+            addresses,
+            service_name,
+            self._settings,
+            self._sentinel_settings(sentinel_kwargs),
+            self._new_pool,
         )
         try:
             state.discover()
@@ -282,19 +256,6 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
 
     # -- redis-py surface -------------------------------------------------------------
     @property
-    def is_cluster(self) -> bool:
-        """True when talking to a Redis Cluster."""
-        return self._cluster is not None
-
-    def get_encoder(self) -> Encoder:
-        """The encoder used for arguments (as ``redis.Redis.get_encoder``)."""
-        return self._encoder
-
-    def get_connection_kwargs(self) -> dict[str, Any]:
-        """Connection settings as redis-py keyword arguments (no secrets are logged)."""
-        return self._settings.to_redis_kwargs()
-
-    @property
     def connection_pool(self) -> ConnectionPool:
         """The pool of the standalone server (on a cluster: of the first primary)."""
         if self._pool is not None:
@@ -303,10 +264,6 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
             return self._sentinel.primary_pool()
         assert self._cluster is not None and self._cluster.slot_map is not None
         return self._cluster.pool(self._cluster.slot_map.primaries[0])
-
-    def set_response_callback(self, command: str, callback: Any) -> None:
-        """Set a custom response callback (as ``redis.Redis``)."""
-        self.response_callbacks[command] = callback
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         """A pipeline (``transaction=True``: MULTI/EXEC, keys on one slot on a cluster)."""
@@ -629,10 +586,6 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
         return Connection(self._settings.with_address(host, port))
 
     # -- RedisCluster compatibility -----------------------------------------------------
-    def keyslot(self, key: Any) -> int:
-        """The hash slot of ``key`` (as ``RedisCluster.keyslot``)."""
-        return key_slot(self._encoder.encode(key))  # type: ignore[no-untyped-call]
-
     def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
         """MGET across slots (as ``RedisCluster.mget_nonatomic``)."""
         return self.mget(keys, *args)
@@ -665,26 +618,8 @@ class SmartClient(ClusterNodesMixin, RedisModuleCommands, CoreCommands, Sentinel
                 yield from data
 
 
-_READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
 _SETTINGS_FIELDS = frozenset(
     {f.name for f in dataclasses.fields(ConnectionSettings)} | {"path", "connection_class"}
-)
-# Commands that may block; on a standalone server they run without a read timeout.
-_BLOCKING = frozenset(
-    {
-        "BLPOP",
-        "BRPOP",
-        "BLMOVE",
-        "BRPOPLPUSH",
-        "BLMPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BZMPOP",
-        "XREAD",
-        "XREADGROUP",
-        "WAIT",
-        "WAITAOF",
-    }
 )
 
 

@@ -11,19 +11,17 @@ written a second time for asyncio.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis.exceptions as rx
-from redis._parsers.encoders import Encoder
-from redis._parsers.response_callbacks import get_response_callbacks
 from redis.asyncio.lock import Lock
-from redis.client import CaseInsensitiveDict
 from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
 
+from smartcache._client_common import BLOCKING as _BLOCKING
+from smartcache._client_common import ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._scripts import PipelineAwareAsyncScript
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
@@ -31,7 +29,7 @@ from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._pubsub import AsyncPubSub
 from smartcache.asyncio._sentinel import AsyncSentinelExecutor, AsyncSentinelState
-from smartcache.core.commands import CommandTable, normalize_command
+from smartcache.core.commands import normalize_command
 from smartcache.core.flow import (
     Attempt,
     IsSuspect,
@@ -40,38 +38,23 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.retry import RetryPolicy
-from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionPool, ConnectionSettings
-from smartcache.wire.settings import POOL_KWARGS
 
 __all__ = ["AsyncSmartClient"]
 
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"
 _NEVER_DECODE = "NEVER_DECODE"
-_READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
-_BLOCKING = frozenset(
-    {
-        "BLPOP",
-        "BRPOP",
-        "BLMOVE",
-        "BRPOPLPUSH",
-        "BLMPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BZMPOP",
-        "XREAD",
-        "XREADGROUP",
-        "WAIT",
-        "WAITAOF",
-    }
-)
 
 
 class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins disagree on command_info
-    ClusterNodesMixin, AsyncRedisModuleCommands, AsyncCoreCommands, AsyncSentinelCommands
+    ClientCommon,
+    ClusterNodesMixin,
+    AsyncRedisModuleCommands,
+    AsyncCoreCommands,
+    AsyncSentinelCommands,
 ):
     """A drop-in ``redis.asyncio.Redis`` that also speaks Redis Cluster, auto-pipelined.
 
@@ -106,36 +89,24 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         wait_aof: bool = False,
         **kwargs: Any,
     ) -> None:
-        if read_from not in _READ_FROM:
-            raise ConfigurationError(
-                f"read_from={read_from!r}: use one of {', '.join(sorted(_READ_FROM))}"
-            )
-        if startup_nodes is not None and not list(startup_nodes):
-            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
-        for name in POOL_KWARGS:
-            kwargs.pop(name, None)
-        self._settings = ConnectionSettings.from_redis_kwargs(host=host, port=port, **kwargs)
-        policy = retry_policy or RetryPolicy()
-        if retry_non_idempotent:
-            policy = dataclasses.replace(policy, retry_non_idempotent=True)
-        self.retry_policy = policy
-        self.read_from = read_from
+        self._init_common(
+            host,
+            port,
+            kwargs,
+            startup_nodes=startup_nodes,
+            retry_policy=retry_policy,
+            retry_non_idempotent=retry_non_idempotent,
+            read_from=read_from,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+            sentinels=sentinels,
+            service_name=service_name,
+            sentinel_kwargs=sentinel_kwargs,
+        )
         self.autopipeline = autopipeline
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
         self._max_in_flight = max_in_flight
-        self.response_callbacks: dict[str, Any] = CaseInsensitiveDict(
-            get_response_callbacks(  # type: ignore[arg-type]
-                user_protocol=self._settings.protocol,
-                legacy_responses=self._settings.legacy_responses,
-            )
-        )
-        self._encoder = Encoder(  # type: ignore[no-untyped-call]
-            self._settings.encoding,
-            self._settings.encoding_errors,
-            self._settings.decode_responses,
-        )
-        self._table = CommandTable.fallback()
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster_hint = cluster
@@ -146,19 +117,14 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         self._initialized = False
         self._sentinel: AsyncSentinelState | None = None
         self._sentinel_exec: AsyncSentinelExecutor | None = None
-        if wait_replicas < 0 or wait_timeout_ms < 0:
-            raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
         if sentinels is not None:
-            if not service_name:
-                raise ConfigurationError(
-                    "Sentinel needs service_name= (the name in `sentinel monitor <name> ...`)"
-                )
-            addresses = [(str(h), int(p)) for h, p in sentinels]
-            if not addresses:
-                raise ConfigurationError("sentinels is empty: give at least one (host, port)")
-            sentinel_settings = ConnectionSettings.from_redis_kwargs(**(sentinel_kwargs or {}))
+            assert service_name is not None  # checked by _init_common
             self._sentinel = AsyncSentinelState(
-                addresses, service_name, self._settings, sentinel_settings, self._new_pool
+                [(str(h), int(p)) for h, p in sentinels],
+                service_name,
+                self._settings,
+                self._sentinel_settings(sentinel_kwargs),
+                self._new_pool,
             )
             self._sentinel_exec = AsyncSentinelExecutor(
                 self._sentinel,
@@ -168,10 +134,6 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 wait_replicas=wait_replicas,
                 wait_timeout_ms=wait_timeout_ms,
                 wait_aof=wait_aof,
-            )
-        elif service_name is not None or sentinel_kwargs is not None:
-            raise ConfigurationError(
-                "service_name=/sentinel_kwargs= need sentinels=[(host, port), ...]"
             )
         elif wait_replicas:
             raise ConfigurationError(
@@ -183,14 +145,9 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     def from_url(cls, url: str, **kwargs: Any) -> AsyncSmartClient:
         """Build from ``redis://...``, ``rediss://...`` (a server or a cluster) or
         ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
-        if url.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
-            parsed = parse_sentinel_url(url)
-            return cls(
-                sentinels=list(parsed.sentinels),
-                service_name=parsed.service_name,
-                sentinel_kwargs={**parsed.sentinel_kwargs(), **kwargs.pop("sentinel_kwargs", {})},
-                **{**parsed.connection_kwargs(), **kwargs},
-            )
+        sentinel = sentinel_url_kwargs(url, kwargs)
+        if sentinel is not None:
+            return cls(**sentinel)
         values = ConnectionSettings.from_url(url).to_redis_kwargs()
         values.update(kwargs)
         return cls(**values)
@@ -251,23 +208,6 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         )
 
     # -- redis-py surface -------------------------------------------------------------------
-    @property
-    def is_cluster(self) -> bool:
-        """True when talking to a Redis Cluster (after initialisation)."""
-        return self._cluster is not None
-
-    def get_encoder(self) -> Encoder:
-        """The encoder used for arguments (as ``redis.asyncio.Redis.get_encoder``)."""
-        return self._encoder
-
-    def get_connection_kwargs(self) -> dict[str, Any]:
-        """Connection settings as redis-py keyword arguments."""
-        return self._settings.to_redis_kwargs()
-
-    def set_response_callback(self, command: str, callback: Any) -> None:
-        """Set a custom response callback."""
-        self.response_callbacks[command] = callback
-
     def _single_node_pool(self) -> ConnectionPool | None:
         # ClusterNodesMixin and the pipeline read .settings/.connection only.
         if self._sentinel is not None:
@@ -316,10 +256,6 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             thread_local=thread_local,
             raise_on_release_error=raise_on_release_error,
         )
-
-    def keyslot(self, key: Any) -> int:
-        """The hash slot of ``key``."""
-        return key_slot(self._encoder.encode(key))  # type: ignore[no-untyped-call]
 
     async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
         """MGET across slots (as ``RedisCluster.mget_nonatomic``)."""

@@ -53,8 +53,8 @@ def _wrap_result(result: Any, runner: AsyncRunner) -> Any:
     if inspect.isawaitable(result):
         result = runner.run(result)
     module = type(result).__module__
-    if module.startswith(("smartcache.asyncio", "redis.asyncio")) or type(result).__name__ in (
-        "AsyncScript",
+    if module.startswith(("smartcache.asyncio", "redis.asyncio")) or (
+        "AsyncScript" in type(result).__name__
     ):
         return SyncProxy(result, runner)
     return result

@@ -1,0 +1,155 @@
+"""What SmartClient and AsyncSmartClient share before any I/O: options, settings, callbacks.
+
+Constructor arguments are validated here once (``read_from``, ``startup_nodes``, Sentinel
+and durability options), redis-py keyword arguments become one immutable
+:class:`~smartcache.wire.ConnectionSettings`, and redis-py's response callbacks and encoder
+are set up as ``redis.Redis`` does, so both clients return the same shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from redis._parsers.encoders import Encoder
+from redis._parsers.response_callbacks import get_response_callbacks
+from redis.client import CaseInsensitiveDict
+
+from smartcache.core.commands import CommandTable
+from smartcache.core.retry import RetryPolicy
+from smartcache.core.sentinel import parse_sentinel_url
+from smartcache.core.slots import key_slot
+from smartcache.exceptions import ConfigurationError
+from smartcache.wire import ConnectionSettings
+from smartcache.wire.settings import POOL_KWARGS
+
+__all__ = ["BLOCKING", "READ_FROM", "ClientCommon", "sentinel_url_kwargs"]
+
+READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
+# Commands that may block; on a single node they run without a read timeout.
+BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BLMOVE",
+        "BRPOPLPUSH",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+    }
+)
+
+
+def sentinel_url_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Constructor arguments for a ``redis+sentinel://`` URL (None for another scheme)."""
+    if not url.lower().startswith(("redis+sentinel://", "rediss+sentinel://")):
+        return None
+    parsed = parse_sentinel_url(url)
+    return {
+        "sentinels": list(parsed.sentinels),
+        "service_name": parsed.service_name,
+        "sentinel_kwargs": {**parsed.sentinel_kwargs(), **kwargs.pop("sentinel_kwargs", {})},
+        **parsed.connection_kwargs(),
+        **kwargs,
+    }
+
+
+class ClientCommon:
+    """Options, settings, callbacks and encoder of one client (sync or async)."""
+
+    _settings: ConnectionSettings
+    _encoder: Encoder
+    _table: CommandTable
+    _cluster: Any
+    retry_policy: RetryPolicy
+    read_from: str
+    response_callbacks: dict[str, Any]
+
+    def _init_common(
+        self,
+        host: str,
+        port: int,
+        kwargs: dict[str, Any],
+        *,
+        startup_nodes: Sequence[tuple[str, int]] | None,
+        retry_policy: RetryPolicy | None,
+        retry_non_idempotent: bool,
+        read_from: str,
+        wait_replicas: int,
+        wait_timeout_ms: int,
+        sentinels: Sequence[tuple[str, int]] | None,
+        service_name: str | None,
+        sentinel_kwargs: dict[str, Any] | None,
+    ) -> None:
+        if read_from not in READ_FROM:
+            raise ConfigurationError(
+                f"read_from={read_from!r}: use one of {', '.join(sorted(READ_FROM))}"
+            )
+        if startup_nodes is not None and not list(startup_nodes):
+            raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
+        if wait_replicas < 0 or wait_timeout_ms < 0:
+            raise ConfigurationError("wait_replicas and wait_timeout_ms must be >= 0")
+        if sentinels is not None:
+            if not service_name:
+                raise ConfigurationError(
+                    "Sentinel needs service_name= (the name in `sentinel monitor <name> ...`)"
+                )
+            if not list(sentinels):
+                raise ConfigurationError("sentinels is empty: give at least one (host, port)")
+        elif service_name is not None or sentinel_kwargs is not None:
+            raise ConfigurationError(
+                "service_name=/sentinel_kwargs= need sentinels=[(host, port), ...]"
+            )
+        for name in POOL_KWARGS:
+            kwargs.pop(name, None)
+        self._settings = ConnectionSettings.from_redis_kwargs(host=host, port=port, **kwargs)
+        policy = retry_policy or RetryPolicy()
+        if retry_non_idempotent and not policy.retry_non_idempotent:
+            policy = dataclasses.replace(policy, retry_non_idempotent=True)
+        self.retry_policy = policy
+        self.read_from = read_from
+        self.response_callbacks = CaseInsensitiveDict(
+            get_response_callbacks(  # type: ignore[arg-type]
+                user_protocol=self._settings.protocol,
+                legacy_responses=self._settings.legacy_responses,
+            )
+        )
+        self._encoder = Encoder(  # type: ignore[no-untyped-call]
+            self._settings.encoding,
+            self._settings.encoding_errors,
+            self._settings.decode_responses,
+        )
+        self._table = CommandTable.fallback()
+
+    @staticmethod
+    def _sentinel_settings(sentinel_kwargs: dict[str, Any] | None) -> ConnectionSettings:
+        return ConnectionSettings.from_redis_kwargs(**(sentinel_kwargs or {}))
+
+    # -- redis-py surface ----------------------------------------------------------------
+    @property
+    def is_cluster(self) -> bool:
+        """True when talking to a Redis Cluster (known once the client has connected)."""
+        return self._cluster is not None
+
+    def get_encoder(self) -> Encoder:
+        """The encoder used for arguments (as ``redis.Redis.get_encoder``)."""
+        return self._encoder
+
+    def get_connection_kwargs(self) -> dict[str, Any]:
+        """Connection settings as redis-py keyword arguments (secrets included, never
+        logged by smartcache)."""
+        return self._settings.to_redis_kwargs()
+
+    def set_response_callback(self, command: str, callback: Any) -> None:
+        """Set a custom response callback (as ``redis.Redis``)."""
+        self.response_callbacks[command] = callback
+
+    def keyslot(self, key: Any) -> int:
+        """The hash slot of ``key`` (as ``RedisCluster.keyslot``)."""
+        return key_slot(self._encoder.encode(key))  # type: ignore[no-untyped-call]
