@@ -82,7 +82,7 @@ class SentinelExecutor:
                     case WaitWritable(timeout=timeout):
                         result = state.wait_until_writable(timeout)
                     case Rediscover(error=error):
-                        state.on_error(error)
+                        result = state.on_error(error)
                     case Sleep(seconds=seconds):
                         time.sleep(seconds)
         except StopIteration as done:

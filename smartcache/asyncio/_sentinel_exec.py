@@ -121,7 +121,7 @@ class AsyncSentinelExecutor:
                     case WaitWritable(timeout=timeout):
                         result = await state.wait_until_writable(timeout)
                     case Rediscover(error=error):
-                        await state.on_error(error)
+                        result = await state.on_error(error)
                     case Sleep(seconds=seconds):
                         await asyncio.sleep(seconds)
         except StopIteration as done:

@@ -85,7 +85,8 @@ class SendCommand:
 
 @dataclass(frozen=True, slots=True)
 class Rediscover:
-    """The primary failed with ``error``: find (and install) the primary again."""
+    """The primary failed with ``error``: find (and install) the primary again. The driver
+    answers True when a different primary was installed (the retry then goes at once)."""
 
     error: BaseException
 
@@ -144,8 +145,9 @@ def sentinel_command_flow(
             return outcome.reply
         if isinstance(error, rx.ResponseError) and not isinstance(error, _NOT_SERVING):
             raise error  # a plain error reply (WRONGTYPE...): the caller's to see
+        switched = False
         if outcome.address == "primary" and isinstance(error, (*_NET, rx.ReadOnlyError)):
-            yield Rediscover(error)  # find the new primary before the retry
+            switched = bool((yield Rediscover(error)))  # find the new primary before the retry
         sent = outcome.sent
         outcome = None
         if use_replica and isinstance(error, (*_NET, rx.BusyLoadingError)):
@@ -164,7 +166,8 @@ def sentinel_command_flow(
         )
         if decision.action is not Action.RETRY:
             command_error(error, decision.ambiguous, args, attempts)
-        yield Sleep(decision.delay)
+        if not switched:  # a new primary was just confirmed: retry on it without backing off
+            yield Sleep(decision.delay)
 
 
 def check_wait(

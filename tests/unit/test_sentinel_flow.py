@@ -266,9 +266,12 @@ POLICY = RetryPolicy(stop=stop_after_attempt(4) | stop_after_delay(10), wait=wai
 class Shell:
     """A fake executor shell: scripted outcomes, a writable schedule and a clock."""
 
-    def __init__(self, outcomes: list[Outcome], writable: list[bool] | None = None) -> None:
+    def __init__(
+        self, outcomes: list[Outcome], writable: list[bool] | None = None, switched: bool = False
+    ) -> None:
         self.outcomes = outcomes
         self.writable = writable or []
+        self.switched = switched
         self.now = 0.0
 
     def __call__(self, effect: Any) -> Any:
@@ -279,6 +282,8 @@ class Shell:
                 return self.writable.pop(0) if self.writable else True
             case Sleep(seconds=seconds):
                 self.now += seconds
+            case Rediscover():
+                return self.switched
         return None
 
     def run(self, args: tuple[Any, ...], **kwargs: Any) -> tuple[Any, list[Any]]:
@@ -317,6 +322,14 @@ def test_readonly_rediscovers_then_retries() -> None:
     assert reply == 5
     kinds = [type(e) for e in log]
     assert kinds == [WaitWritable, SendCommand, Rediscover, Sleep, WaitWritable, SendCommand]
+
+
+def test_a_confirmed_new_primary_gets_the_retry_without_backoff() -> None:
+    shell = Shell([failed(rx.ReadOnlyError("READONLY")), ok(5)], switched=True)
+    reply, log = shell.run(("INCR", "n"))
+    assert reply == 5
+    kinds = [type(e) for e in log]
+    assert kinds == [WaitWritable, SendCommand, Rediscover, WaitWritable, SendCommand]
 
 
 def test_lost_connection_after_sending_a_non_idempotent_command_is_ambiguous() -> None:
