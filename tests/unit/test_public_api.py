@@ -66,3 +66,10 @@ def test_errors_are_drop_in_catchable() -> None:
         obj = getattr(smartcache, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, smartcache.SmartCacheError), name
+
+
+def test_asyncio_names() -> None:
+    import smartcache.asyncio
+
+    assert smartcache.asyncio.__all__ == ["AsyncPipeline", "AsyncPubSub", "AsyncSmartClient"]
+    assert smartcache.asyncio.AsyncSmartClient.__doc__
