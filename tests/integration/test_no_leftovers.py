@@ -96,3 +96,45 @@ def test_interrupted_or_killed_parent_leaves_no_server(sig: signal.Signals) -> N
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_sigterm_ends_a_pytest_session_and_its_servers(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids.json"
+    test_file = tmp_path / "test_long.py"
+    test_file.write_text(
+        textwrap.dedent(f"""
+        import json, os, time
+
+        def test_holds_servers(redis_topologies):
+            cluster = redis_topologies.cluster(primaries=1, replicas=1)
+            with open({str(pid_file)!r} + ".tmp", "w") as fh:
+                json.dump(cluster.pids, fh)
+            os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})  # appears whole
+            time.sleep(120)
+
+        def test_never_reached():
+            assert False, "the session should have ended"
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # another process writes it: nothing to await from here
+        pids = json.loads(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 143, out
+        assert "never_reached" not in out and "should have ended" not in out
+        assert _wait_gone(pids) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
