@@ -30,6 +30,18 @@ from smartcache.core.pipeline import (
     raise_first_error,
     transaction_slot,
 )
+from smartcache.core.pipeline import (
+    EMPTY_RESPONSE as _EMPTY_RESPONSE,
+)
+from smartcache.core.pipeline import (
+    RETRYABLE_REPLIES as _RETRYABLE,
+)
+from smartcache.core.pipeline import (
+    TRANSPORT_ERRORS as _NET,
+)
+from smartcache.core.pipeline import (
+    UNWATCH_COMMANDS as _UNWATCH,
+)
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import AmbiguousCommandError
 from smartcache.wire import Connection, ConnectionPool
@@ -39,18 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline"]
 
-_EMPTY_RESPONSE = "EMPTY_RESPONSE"
-_NEVER_DECODE = "NEVER_DECODE"
-_UNWATCH = {"DISCARD", "EXEC", "UNWATCH"}
-_RETRYABLE = (
-    rx.AskError,
-    rx.TryAgainError,
-    rx.ClusterDownError,
-    rx.ReadOnlyError,
-    rx.BusyLoadingError,
-    rx.MasterDownError,
-)
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):

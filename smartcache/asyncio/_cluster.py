@@ -36,7 +36,14 @@ from smartcache.core.flow import (
 )
 from smartcache.core.refresh import AskTopology
 from smartcache.core.retry import RetryPolicy
-from smartcache.core.routing import Split, ToNodes, ToSlot, fast_key_index, route
+from smartcache.core.routing import (
+    Split,
+    ToNodes,
+    ToSlot,
+    fast_key_index,
+    resolve_group,
+    route,
+)
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import NoReachableNodeError, SmartConnectionError
@@ -311,18 +318,9 @@ class AsyncClusterRouter:
 
     def resolve_targets(self, group: str | None, addresses: Sequence[str] = ()) -> list[str]:
         """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
-        if group is None:
-            return list(addresses)
-        primaries = self.primaries()
-        if group == "primaries":
-            return primaries
-        if group == "all":
-            return self.all_nodes()
-        if group == "replicas":
-            return [n for n in self.all_nodes() if n not in set(primaries)]
-        if group == "default-node":
-            return primaries[:1]
-        return [random.choice(primaries)]
+        current = self.state.slot_map
+        assert current is not None
+        return resolve_group(current, group, addresses, random.choice)
 
     async def fan_out(
         self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]

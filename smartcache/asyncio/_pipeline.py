@@ -29,6 +29,18 @@ from smartcache.core.pipeline import (
     raise_first_error,
     transaction_slot,
 )
+from smartcache.core.pipeline import (
+    EMPTY_RESPONSE as _EMPTY_RESPONSE,
+)
+from smartcache.core.pipeline import (
+    RETRYABLE_REPLIES as _RETRYABLE,
+)
+from smartcache.core.pipeline import (
+    TRANSPORT_ERRORS as _NET,
+)
+from smartcache.core.pipeline import (
+    UNWATCH_COMMANDS as _UNWATCH,
+)
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import AmbiguousCommandError
 
@@ -36,18 +48,6 @@ if TYPE_CHECKING:
     from smartcache.asyncio.client import AsyncSmartClient
 
 __all__ = ["AsyncPipeline"]
-
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
-_RETRYABLE = (
-    rx.AskError,
-    rx.TryAgainError,
-    rx.ClusterDownError,
-    rx.ReadOnlyError,
-    rx.BusyLoadingError,
-    rx.MasterDownError,
-)
-_UNWATCH = {"DISCARD", "EXEC", "UNWATCH"}
-_EMPTY_RESPONSE = "EMPTY_RESPONSE"
 
 
 class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagree on command_info

@@ -29,6 +29,10 @@ from smartcache.core.commands import (
 from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
 __all__ = [
+    "EMPTY_RESPONSE",
+    "RETRYABLE_REPLIES",
+    "TRANSPORT_ERRORS",
+    "UNWATCH_COMMANDS",
     "PlannedCommand",
     "annotate",
     "apply_callback",
@@ -40,6 +44,23 @@ __all__ = [
 ]
 
 Stack = Sequence[tuple[tuple[Any, ...], dict[str, Any]]]
+
+#: errors of a transport: the command may or may not have been written
+TRANSPORT_ERRORS = (rx.ConnectionError, rx.TimeoutError, OSError)
+#: error replies proving a queued command did not run: re-run it alone (MOVED is handled
+#: first, since it also updates the slot map)
+RETRYABLE_REPLIES = (
+    rx.AskError,
+    rx.TryAgainError,
+    rx.ClusterDownError,
+    rx.ReadOnlyError,
+    rx.BusyLoadingError,
+    rx.MasterDownError,
+)
+#: commands that end a WATCH
+UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
+#: redis-py's option: the reply to return when the command fails
+EMPTY_RESPONSE = "EMPTY_RESPONSE"
 _CALLBACK_SKIP = ("EMPTY_RESPONSE", "NEVER_DECODE", "keys", "target_nodes")
 
 ANY_SLOT = -1  # keyless: any primary will do

@@ -27,9 +27,19 @@ from smartcache.core.commands import (
     split_multi_key,
 )
 from smartcache.core.flow import command_name
+from smartcache.core.slotmap import SlotMap
 from smartcache.exceptions import ConfigurationError, CrossSlotError
 
-__all__ = ["TARGET_NAMES", "Route", "Split", "ToNodes", "ToSlot", "route", "target_names"]
+__all__ = [
+    "TARGET_NAMES",
+    "Route",
+    "Split",
+    "ToNodes",
+    "ToSlot",
+    "resolve_group",
+    "route",
+    "target_names",
+]
 
 #: redis-py RedisCluster's names for ``target_nodes=``
 TARGET_NAMES = frozenset({"primaries", "replicas", "all", "random", "default-node"})
@@ -147,3 +157,24 @@ def _memo(
             return slot_of(key)
 
     return lookup
+
+
+def resolve_group(
+    slot_map: SlotMap,
+    group: str | None,
+    addresses: Sequence[str],
+    choose: Callable[[Sequence[str]], str],
+) -> list[str]:
+    """Addresses of a :class:`ToNodes` target in ``slot_map`` (``choose`` picks "random")."""
+    if group is None:
+        return list(addresses)
+    primaries = list(slot_map.primaries)
+    if group == "primaries":
+        return primaries
+    if group == "all":
+        return list(slot_map.nodes)
+    if group == "replicas":
+        return [n for n in slot_map.nodes if n not in set(primaries)]
+    if group == "default-node":
+        return primaries[:1]
+    return [choose(primaries)]
