@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline"]
 
 
-
 class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     """Queue commands and send them together; see ``redis.client.Pipeline``.
 
