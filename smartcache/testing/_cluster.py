@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from smartcache.exceptions import ConfigurationError, TopologyError
+from smartcache.exceptions import ConfigurationError, TopologyError, TopologyNotReadyError
 from smartcache.testing._base import Topology
 from smartcache.testing._process import ServerProcess
 
@@ -162,16 +162,31 @@ class Cluster(Topology):
             raise TopologyError("no cluster node is running")
         deadline = time.monotonic() + timeout
         for proc in live:
-            proc.wait_for(
-                lambda p=proc: self._node_ready(p),  # type: ignore[misc]
-                max(0.1, deadline - time.monotonic()),
-                what="reach cluster_state:ok with its replication link up",
-            )
+            try:
+                proc.wait_for(
+                    lambda p=proc: self._node_ready(p),  # type: ignore[misc]
+                    max(0.1, deadline - time.monotonic()),
+                    what="reach cluster_state:ok with its replication link up",
+                )
+            except TopologyNotReadyError as exc:
+                raise TopologyNotReadyError(
+                    f"{exc}\n--- its own view ---\n{self._own_view(proc)}", node=exc.node
+                ) from exc
         live[0].wait_for(
             lambda: self._views_agree(live),
             max(0.1, deadline - time.monotonic()),
             what="agree with every other node on slots and roles",
         )
+
+    def _own_view(self, proc: ServerProcess) -> str:
+        """``CLUSTER INFO`` and ``CLUSTER NODES`` as ``proc`` sees them (for error messages)."""
+        try:
+            with proc.client(decode_responses=True) as c:
+                info = c.execute_command("CLUSTER", "INFO")
+                nodes = c.execute_command("CLUSTER", "NODES")
+        except Exception as exc:  # diagnostics only
+            return f"(unavailable: {exc!r})"
+        return f"{info}\n{nodes}"
 
     def _node_ready(self, proc: ServerProcess) -> bool:
         with proc.client(decode_responses=True) as c:
