@@ -489,7 +489,7 @@ class SmartClient(
         if self._pool is not None:
             if self._wait[0]:
                 spec = self._table.lookup(args)
-                if spec is None or spec.write:
+                if spec is None or spec.replicates:
                     return self._write_and_wait(self._pool, args)
             blocking = self._table.is_blocking(args)
             return self._standalone_round_trip(self._pool, args, blocking)

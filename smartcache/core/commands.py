@@ -107,7 +107,7 @@ class CommandSpec:
     """Everything smartcache knows about one command or subcommand (``"parent|sub"``).
 
     ``flags`` and ``tips`` are lower-case as the server reports them; ``readonly``, ``write``,
-    ``blocking``, ``pubsub``, ``noscript`` and ``movablekeys`` are derived from the flags
+    ``replicates``, ``blocking``, ``pubsub``, ``noscript`` and ``movablekeys`` are derived from the flags
     (``blocking`` means "may block"; :meth:`is_blocking` answers for given arguments).
     """
 
@@ -120,6 +120,9 @@ class CommandSpec:
     tips: frozenset[str] = frozenset()
     readonly: bool = field(init=False)
     write: bool = field(init=False)
+    #: Its effects reach replicas: a ``write`` command, or a script/function call that may
+    #: write (``may_replicate``, pub/sub excluded). ``wait_replicas=`` sends WAIT after these.
+    replicates: bool = field(init=False)
     blocking: bool = field(init=False)
     pubsub: bool = field(init=False)
     noscript: bool = field(init=False)
@@ -135,6 +138,11 @@ class CommandSpec:
         put = object.__setattr__
         put(self, "readonly", "readonly" in flags)
         put(self, "write", "write" in flags)
+        put(
+            self,
+            "replicates",
+            "write" in flags or ("may_replicate" in flags and "pubsub" not in flags),
+        )
         put(self, "blocking", "blocking" in flags or self.name in _ALWAYS_BLOCKING)
         put(self, "pubsub", "pubsub" in flags)
         put(self, "noscript", "noscript" in flags)

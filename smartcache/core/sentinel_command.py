@@ -117,7 +117,7 @@ def sentinel_command_flow(
     primary (with no ``WAIT``).
     """
     readonly = spec is not None and spec.readonly and not spec.write
-    write = spec is None or spec.write
+    write = spec is None or spec.replicates
     blocking = spec is not None and spec.blocking and spec.is_blocking(args)
     idempotent = spec.is_idempotent(args) if spec is not None else False
     wait = wait_replicas if write and not readonly else 0

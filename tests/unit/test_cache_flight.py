@@ -116,7 +116,10 @@ def test_cache_package_imports_no_client_module() -> None:
     for path in CACHE_DIR.glob("*.py"):
         for module in _imports(path):
             if module.startswith("smartcache"):
-                assert module.startswith("smartcache.cache"), (path.name, module)
+                # the cache talks to clients through a Protocol: the error tree and the
+                # I/O-free core (key slots) are below it, client modules are not
+                allowed = ("smartcache.cache", "smartcache.exceptions", "smartcache.core")
+                assert module.startswith(allowed), (path.name, module)
 
 
 def test_watchdog_extends_until_unregistered_and_flags_loss(
