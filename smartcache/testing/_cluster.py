@@ -23,6 +23,10 @@ __all__ = ["Cluster", "ClusterNodeView"]
 SLOTS = 16384
 
 
+#: How long a node may stay not-ready before a lost slot is repaired (see _repair_lost_slots).
+_SLOT_REPAIR_GRACE = 8.0
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterNodeView:
     """One line of ``CLUSTER NODES`` as some node sees it."""
@@ -163,11 +167,20 @@ class Cluster(Topology):
         deadline = time.monotonic() + timeout
         for proc in live:
             try:
-                proc.wait_for(
-                    lambda p=proc: self._node_ready(p),  # type: ignore[misc]
-                    max(0.1, deadline - time.monotonic()),
-                    what="reach cluster_state:ok with its replication link up",
-                )
+                try:
+                    proc.wait_for(
+                        lambda p=proc: self._node_ready(p),  # type: ignore[misc]
+                        max(0.1, min(_SLOT_REPAIR_GRACE, deadline - time.monotonic())),
+                        what="reach cluster_state:ok with its replication link up",
+                    )
+                except TopologyNotReadyError:
+                    if time.monotonic() >= deadline or not self._repair_lost_slots(proc, live):
+                        raise
+                    proc.wait_for(
+                        lambda p=proc: self._node_ready(p),  # type: ignore[misc]
+                        max(0.1, deadline - time.monotonic()),
+                        what="reach cluster_state:ok with its replication link up",
+                    )
             except TopologyNotReadyError as exc:
                 raise TopologyNotReadyError(
                     f"{exc}\n--- its own view ---\n{self._own_view(proc)}", node=exc.node
@@ -177,6 +190,39 @@ class Cluster(Topology):
             max(0.1, deadline - time.monotonic()),
             what="agree with every other node on slots and roles",
         )
+
+    def _repair_lost_slots(self, proc: ServerProcess, live: list[ServerProcess]) -> bool:
+        """Give back slots ``proc`` lost track of, as ``redis-cli --cluster fix`` would.
+
+        Redis 7.0 can leave a slot unassigned in a new primary's view when its old owner
+        rejoins right after a failover and is demoted (seen: the promoted replica ends with
+        ``cluster_slots_assigned:16383`` and ``cluster_state:fail`` for good). When every
+        other live node names one owner for each such slot, bind it on ``proc`` the same way
+        (``ADDSLOTS`` if ``proc`` is that owner, else ``SETSLOT ... NODE``). True if it did.
+        """
+        own = self.nodes_view(proc)
+        assigned = {s for v in own for lo, hi in v.slots for s in range(lo, hi + 1)}
+        missing = set(range(SLOTS)) - assigned
+        if not missing or len(missing) > 64:
+            return False
+        owners: dict[int, set[str]] = {s: set() for s in missing}
+        for other in live:
+            if other is proc:
+                continue
+            for v in self.nodes_view(other):
+                for lo, hi in v.slots:
+                    for slot in missing.intersection(range(lo, hi + 1)):
+                        owners[slot].add(v.node_id)
+        if any(len(ids) != 1 for ids in owners.values()):
+            return False
+        my_id = self.node_id(proc)
+        with proc.client() as c:
+            for slot, (owner,) in sorted(owners.items()):
+                if owner == my_id:
+                    c.execute_command("CLUSTER", "ADDSLOTS", slot)
+                else:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", owner)
+        return True
 
     def _own_view(self, proc: ServerProcess) -> str:
         """``CLUSTER INFO`` and ``CLUSTER NODES`` as ``proc`` sees them (for error messages)."""

@@ -1,0 +1,531 @@
+"""Write-behind, the I/O-free part: queue layout, coalescing and one flush round as a flow.
+
+The queue lives in Redis: ``partitions`` streams, each under its own hash tag, with the
+cache entries of the keys that hash to that partition under the same tag, so a write sets
+the entry and appends to the stream in one script on one slot. The tags are chosen so their
+slots are evenly spaced over 0..16383, which spreads the partitions over a cluster's
+primaries (clusters assign contiguous, even slot ranges).
+
+A flush round is a generator of effects (as :mod:`smartcache.core.flow` does for commands),
+driven by the sync flusher thread and by the asyncio flusher task alike:
+
+=========================  ===========================================================
+``RedisBatch(commands)``   run as one non-transactional pipeline -> replies, errors in
+                           place (an exception instance where a command failed)
+``StoreCall(op, items)``   ``store.write_many(items)`` / ``delete_many(items)`` -> the
+                           exception it raised, or ``None`` once committed
+``StorePing()``            is the store reachable (``store.ping()``)? -> ``bool | None``
+                           (``None``: the store has no ``ping``)
+=========================  ===========================================================
+
+Rules (docs/write-behind.md): entries are read with a consumer group; writes to one key are
+coalesced to the last by stream order; the store is called in batches and an entry is
+acknowledged (``XACK`` + ``XDEL`` in one script) only after the store committed it. A failed
+batch is retried item by item to find the entries the store rejects; such an entry counts an
+attempt only while the store is demonstrably up (another item succeeded, ``ping()`` answers,
+or a call succeeded within ``healthy_window``), so an outage never dead-letters anything; after
+``max_attempts`` it moves to the partition's dead-letter stream with its error, atomically with
+its acknowledgement. Entries left pending by a dead flusher are claimed with ``XAUTOCLAIM``
+once idle for ``claim_idle``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import zlib
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from smartcache.cache._store import StoreItem, stream_version
+from smartcache.core.slots import SLOT_COUNT, key_slot
+from smartcache.exceptions import InvalidArgumentError
+
+__all__ = [
+    "ACK_SCRIPT",
+    "DEAD_SCRIPT",
+    "SET_SCRIPT",
+    "FlushOptions",
+    "FlushState",
+    "QueueLayout",
+    "RedisBatch",
+    "RoundResult",
+    "StoreCall",
+    "StorePing",
+    "coalesce",
+    "consumer_name",
+    "flush_round",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+#: KEYS: cache key, stream. ARGV: entry bytes (empty: delete), px, user key, value bytes.
+#: Sets (or deletes) the cache entry and appends the change: both happen or neither.
+SET_SCRIPT: Final = """
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+  return redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4])
+"""
+
+#: KEYS: stream, attempts hash. ARGV: group, ids... Acknowledge and drop committed entries.
+ACK_SCRIPT: Final = """
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
+redis.call('HDEL', KEYS[2], unpack(ARGV, 2))
+return n
+"""
+
+#: KEYS: stream, dead stream, attempts hash. ARGV: group, id, user key, op, value, error,
+#: attempts, superseded ids... Move one entry (and the older ones it superseded) to the
+#: dead-letter stream and acknowledge them, atomically.
+DEAD_SCRIPT: Final = """
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'k', ARGV[3], 'op', ARGV[4], 'v', ARGV[5],
+           'error', ARGV[6], 'attempts', ARGV[7])
+local ids = {ARGV[2]}
+for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[3], unpack(ids))
+return #ids
+"""
+
+
+def consumer_name() -> str:
+    """A consumer name unique to this process and start: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+def _partition_tag(name: str, index: int, partitions: int) -> str:
+    """The first ``name.index.n`` whose slot falls in the ``index``-th of ``partitions``
+    equal slot ranges (deterministic: every process computes the same tags)."""
+    n = 0
+    while True:
+        tag = f"{name}.{index}.{n}"
+        if key_slot(tag) * partitions // SLOT_COUNT == index:
+            return tag
+        n += 1
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLayout:
+    """Where one write-behind queue keeps its streams and cache entries.
+
+    ``namespace`` and ``name`` identify the queue; ``partitions`` is fixed for its life (a
+    key's partition decides where its cache entry lives: drain before changing it).
+    """
+
+    name: str = "default"
+    namespace: str = "sc"
+    partitions: int = 16
+    group: str = "flushers"
+    #: the hash tag of each partition (computed)
+    tags: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for what in ("name", "namespace", "group"):
+            if not _NAME.match(getattr(self, what)):
+                raise InvalidArgumentError(
+                    f"write-behind {what}={getattr(self, what)!r} is not allowed: use 1-64 "
+                    "letters, digits or '_.:-' (no braces: they would change the hash tag)"
+                )
+        if not 1 <= self.partitions <= 1024:
+            raise InvalidArgumentError(
+                f"partitions={self.partitions} is out of range: give 1..1024 (16 spreads "
+                "well over a cluster's primaries)"
+            )
+        tags = tuple(_partition_tag(self.name, i, self.partitions) for i in range(self.partitions))
+        object.__setattr__(self, "tags", tags)
+
+    def partition_of(self, key: str) -> int:
+        """The partition of user key ``key`` (CRC32: stable across processes)."""
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % self.partitions
+
+    def _prefix(self, p: int) -> str:
+        return f"{self.namespace}:wb:{{{self.tags[p]}}}"
+
+    def cache_key(self, key: str) -> str:
+        """The Redis key of ``key``'s cache entry (same slot as its partition's stream)."""
+        return f"{self._prefix(self.partition_of(key))}:{key}"
+
+    def stream(self, p: int) -> str:
+        """Partition ``p``'s change stream."""
+        return f"{self._prefix(p)}:{self.name}:stream"
+
+    def dead(self, p: int) -> str:
+        """Partition ``p``'s dead-letter stream."""
+        return f"{self._prefix(p)}:{self.name}:dead"
+
+    def attempts(self, p: int) -> str:
+        """Partition ``p``'s hash of failed attempts per entry ID."""
+        return f"{self._prefix(p)}:{self.name}:attempts"
+
+    def meta(self) -> str:
+        """The hash recording the queue's partition count."""
+        return f"{self.namespace}:wb:{self.name}:meta"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushOptions:
+    """Tuning of one flusher (seconds unless named otherwise)."""
+
+    batch_size: int = 500
+    claim_idle: float = 30.0
+    claim_interval: float = 5.0
+    max_attempts: int = 5
+    healthy_window: float = 60.0
+    isolate_limit: int = 3
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_attempts < 1 or self.isolate_limit < 1:
+            raise InvalidArgumentError("batch_size, max_attempts and isolate_limit must be >= 1")
+        if self.claim_idle <= 0 or self.claim_interval <= 0:
+            raise InvalidArgumentError("claim_idle and claim_interval must be > 0 seconds")
+
+
+@dataclass(slots=True)
+class FlushState:
+    """What one flusher remembers between rounds."""
+
+    consumer: str = field(default_factory=consumer_name)
+    #: partitions where this consumer holds entries it has not acknowledged yet
+    own_pending: set[int] = field(default_factory=set)
+    #: next XAUTOCLAIM cursor and due time (ms) per partition
+    claim_cursor: dict[int, str] = field(default_factory=dict)
+    claim_due_ms: dict[int, float] = field(default_factory=dict)
+    groups_ready: bool = False
+    last_store_ok_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedisBatch:
+    """Effect: run ``commands`` as one non-transactional pipeline."""
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCall:
+    """Effect: ``store.write_many(items)`` (``op="write"``) or ``delete_many(items)``."""
+
+    op: Literal["write", "delete"]
+    items: tuple[StoreItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StorePing:
+    """Effect: ask the store whether it is reachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """What one round did."""
+
+    read: int = 0
+    applied: int = 0
+    acked: int = 0
+    dead: int = 0
+    failed: int = 0
+    redis_error: BaseException | None = None
+    store_error: BaseException | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was read: the queue is empty for this consumer."""
+        return self.read == 0 and self.redis_error is None
+
+    @property
+    def stalled(self) -> bool:
+        """Work is stuck (Redis unreachable, or the store failing everything)."""
+        return self.redis_error is not None or (self.failed > 0 and self.applied == 0)
+
+
+@dataclass(slots=True)
+class _Change:
+    partition: int
+    entry_id: str
+    key: str
+    op: str
+    raw_value: bytes | None
+    superseded: list[str] = field(default_factory=list)
+    value: Any = None
+    error: str | None = None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    """Stream entry fields as ``{str: bytes|str}`` (RESP2 flat list or RESP3 map)."""
+    if isinstance(raw, dict):
+        return {_text(k): v for k, v in raw.items()}
+    items = list(raw or ())
+    return {_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _entries(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``[(id, fields)]`` from an XREADGROUP/XAUTOCLAIM entry list (deleted ones skipped)."""
+    out = []
+    for item in reply or ():
+        if not item or item[1] is None:
+            continue  # an entry deleted while pending (Redis 6.2 shape)
+        out.append((_text(item[0]), _fields(item[1])))
+    return out
+
+
+def _read_reply(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Entries of an XREADGROUP reply for one stream (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [e for entries in reply.values() for e in _entries(_first(entries))]
+    return [e for _stream, entries in reply for e in _entries(entries)]
+
+
+def _first(entries: Any) -> Any:
+    # redis-py's RESP3 XREADGROUP callback nests the entry list one level deeper
+    if (
+        isinstance(entries, list)
+        and entries
+        and isinstance(entries[0], list)
+        and entries[0]
+        and isinstance(entries[0][0], list | tuple)
+    ):
+        return entries[0]
+    return entries
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change]:
+    """The last change per key by stream order; older ones ride along as ``superseded``.
+
+    ``entries`` are ``(partition, id, fields)``; a key lives in one partition, so IDs of
+    one key are comparable. An entry seen twice (read and claimed) counts once.
+    """
+    latest: dict[str, _Change] = {}
+    seen: set[tuple[int, str]] = set()  # IDs are per stream: two partitions may share one
+    for partition, entry_id, fields in sorted(entries, key=lambda e: _id_key(e[1])):
+        if (partition, entry_id) in seen:
+            continue
+        seen.add((partition, entry_id))
+        key = _text(fields.get("k", b""))
+        op = _text(fields.get("op", b"s"))
+        raw = fields.get("v")
+        if isinstance(raw, str):  # a client with decode_responses=True
+            raw = raw.encode("utf-8", "surrogateescape")
+        change = _Change(partition, entry_id, key, op, raw if raw is None else bytes(raw))
+        if op not in ("s", "d") or not key:
+            change.error = f"malformed write-behind entry (op={op!r}, key={key!r})"
+        previous = latest.get(key)
+        if previous is not None:
+            change.superseded = [*previous.superseded, previous.entry_id]
+        latest[key] = change
+    return list(latest.values())
+
+
+def flush_round(
+    layout: QueueLayout,
+    options: FlushOptions,
+    state: FlushState,
+    loads: Any,
+    now_ms: float,
+) -> Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult]:
+    """One round: (create groups,) claim, read, coalesce, store, acknowledge / dead-letter."""
+    parts = range(layout.partitions)
+    group = layout.group
+    if not state.groups_ready:
+        replies = yield RedisBatch(
+            tuple(("XGROUP", "CREATE", layout.stream(p), group, "0", "MKSTREAM") for p in parts)
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException) and "BUSYGROUP" not in str(reply):
+                return RoundResult(redis_error=reply)
+        state.groups_ready = True
+
+    commands: list[tuple[Any, ...]] = []
+    kinds: list[tuple[str, int]] = []
+    for p in parts:
+        if now_ms >= state.claim_due_ms.get(p, 0.0):
+            commands.append(
+                (
+                    "XAUTOCLAIM",
+                    layout.stream(p),
+                    group,
+                    state.consumer,
+                    int(options.claim_idle * 1000),
+                    state.claim_cursor.get(p, "0-0"),
+                    "COUNT",
+                    options.batch_size,
+                )
+            )
+            kinds.append(("claim", p))
+        # its own unacknowledged entries (a failed round) and new ones: new writes keep
+        # flowing past an entry the store rejects, and prove the store is up
+        for start in ("0", ">") if p in state.own_pending else (">",):
+            commands.append(
+                (
+                    "XREADGROUP",
+                    "GROUP",
+                    group,
+                    state.consumer,
+                    "COUNT",
+                    options.batch_size,
+                    "STREAMS",
+                    layout.stream(p),
+                    start,
+                )
+            )
+            kinds.append((start, p))
+    replies = yield RedisBatch(tuple(commands))
+
+    read: list[tuple[int, str, dict[str, Any]]] = []
+    for (kind, p), reply in zip(kinds, replies, strict=True):
+        if isinstance(reply, BaseException):
+            if "NOGROUP" in str(reply):
+                state.groups_ready = False
+            return RoundResult(redis_error=reply)
+        if kind == "claim":
+            cursor = _text(reply[0]) if reply else "0-0"
+            state.claim_cursor[p] = cursor
+            if cursor == "0-0":  # a full pass: rest until the next interval
+                state.claim_due_ms[p] = now_ms + options.claim_interval * 1000
+            entries = _entries(reply[1] if reply and len(reply) > 1 else ())
+            if entries:
+                state.own_pending.add(p)
+        else:
+            entries = _read_reply(reply)
+            if kind == "0" and not entries:
+                state.own_pending.discard(p)
+            elif entries:
+                state.own_pending.add(p)
+        read.extend((p, entry_id, fields) for entry_id, fields in entries)
+    if not read:
+        return RoundResult()
+
+    changes = coalesce(read)
+    for change in changes:
+        if change.error is None and change.op == "s":
+            try:
+                change.value = loads(change.raw_value or b"")
+            except Exception as exc:
+                change.error = f"cannot decode the value: {exc!r}"
+
+    ok: list[_Change] = []
+    failed: list[tuple[_Change, BaseException]] = []
+    poison = [c for c in changes if c.error is not None]
+    live = [c for c in changes if c.error is None]
+    store_error: BaseException | None = None
+    for op, group_changes in (
+        ("write", [c for c in live if c.op == "s"]),
+        ("delete", [c for c in live if c.op == "d"]),
+    ):
+        if not group_changes:
+            continue
+        items = tuple(StoreItem(c.key, c.value, stream_version(c.entry_id)) for c in group_changes)
+        error = yield StoreCall(op, items)  # type: ignore[arg-type]
+        if error is None:
+            ok.extend(group_changes)
+            continue
+        store_error = error
+        # find the entries the store rejects: item by item, unless it looks down
+        misses = 0
+        for change, item in zip(group_changes, items, strict=True):
+            if misses >= options.isolate_limit and not ok:
+                failed.append((change, error))
+                continue
+            single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
+            if single is None:
+                ok.append(change)
+            else:
+                misses += 1
+                failed.append((change, single))
+    if ok:
+        state.last_store_ok_ms = now_ms
+
+    store_up = bool(ok)
+    if failed and not store_up:
+        answer = yield StorePing()
+        if answer is None:
+            last = state.last_store_ok_ms
+            store_up = last is not None and now_ms - last <= options.healthy_window * 1000
+        else:
+            store_up = bool(answer)
+
+    commands = []
+    by_partition: dict[int, list[str]] = {}
+    for change in ok:
+        by_partition.setdefault(change.partition, []).extend([change.entry_id, *change.superseded])
+    for p, ids in by_partition.items():
+        commands.append(("EVAL", ACK_SCRIPT, 2, layout.stream(p), layout.attempts(p), group, *ids))
+    counted: list[_Change] = []
+    if store_up:
+        for change, _error in failed:
+            commands.append(("HINCRBY", layout.attempts(change.partition), change.entry_id, 1))
+            counted.append(change)
+    if commands:
+        replies = yield RedisBatch(tuple(commands))
+    else:
+        replies = []
+    errors = [r for r in replies if isinstance(r, BaseException)]
+    if errors:
+        return RoundResult(
+            read=len(read), applied=len(ok), failed=len(failed), redis_error=errors[0]
+        )
+
+    attempts_of = {
+        change.entry_id: int(reply)
+        for change, reply in zip(counted, replies[len(by_partition) :], strict=True)
+    }
+    dead: list[tuple[_Change, str, int]] = [(c, c.error or "", 0) for c in poison]
+    errors_of = {c.entry_id: e for c, e in failed}
+    for change in counted:
+        n = attempts_of[change.entry_id]
+        if n >= options.max_attempts:
+            dead.append((change, repr(errors_of[change.entry_id]), n))
+    if dead:
+        commands = [
+            (
+                "EVAL",
+                DEAD_SCRIPT,
+                3,
+                layout.stream(c.partition),
+                layout.dead(c.partition),
+                layout.attempts(c.partition),
+                group,
+                c.entry_id,
+                c.key,
+                c.op,
+                c.raw_value or b"",
+                error[:2000],
+                n,
+                *c.superseded,
+            )
+            for c, error, n in dead
+        ]
+        replies = yield RedisBatch(tuple(commands))
+        errors = [r for r in replies if isinstance(r, BaseException)]
+        if errors:
+            return RoundResult(
+                read=len(read), applied=len(ok), failed=len(failed), redis_error=errors[0]
+            )
+    for change, _error in failed:
+        state.own_pending.add(change.partition)
+    acked = sum(1 + len(c.superseded) for c in ok)
+    return RoundResult(
+        read=len(read),
+        applied=len(ok),
+        acked=acked,
+        dead=len(dead),
+        failed=len(failed) - sum(1 for c, _e, n in dead if n),
+        store_error=store_error,
+    )
