@@ -161,6 +161,9 @@ class WriteBehindBase:
         with self._ids_lock:
             return dict(self._last_ids)
 
+    def _all_targets(self) -> dict[int, str]:
+        return dict.fromkeys(range(self.layout.partitions), "+")
+
     def _flush_check(self, targets: dict[int, str]) -> list[tuple[Any, ...]]:
         """Commands answering "is any entry up to what this writer wrote still queued?"."""
         return [("XRANGE", self.layout.stream(p), "-", i, "COUNT", 1) for p, i in targets.items()]
@@ -428,7 +431,13 @@ class WriteBehind(WriteBehindBase):
         Raises :class:`~smartcache.exceptions.FlushTimeoutError` after ``timeout`` seconds;
         the changes stay queued in Redis (nothing is dropped).
         """
-        targets = self._flush_targets()
+        self._wait_flushed(self._flush_targets(), timeout)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the whole queue is empty (every writer's changes, e.g. after a crash)."""
+        self._wait_flushed(self._all_targets(), timeout)
+
+    def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while targets:

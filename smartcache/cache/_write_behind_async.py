@@ -225,7 +225,13 @@ class AsyncWriteBehind(WriteBehindBase):
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until every change this object wrote has reached the store."""
-        targets = self._flush_targets()
+        await self._wait_flushed(self._flush_targets(), timeout)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until the whole queue is empty (every writer's changes)."""
+        await self._wait_flushed(self._all_targets(), timeout)
+
+    async def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while targets:
