@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from smartcache.cache import BloomGuard, Cache, cached, configure, invalidate_tag
+from smartcache.cache import (
+    BloomGuard,
+    Cache,
+    WriteBehind,
+    WriteThrough,
+    cached,
+    configure,
+    invalidate_tag,
+    write_through,
+)
 from smartcache.client import SmartClient
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
     AmbiguousCommandError,
+    CacheInconsistencyError,
     ClusterUnavailableError,
     ConfigurationError,
     CrossSlotError,
     DurabilityError,
+    FlushTimeoutError,
     InvalidArgumentError,
     NoReachableNodeError,
     ServerBinaryNotFoundError,
@@ -28,10 +39,12 @@ __all__ = [
     "AmbiguousCommandError",
     "BloomGuard",
     "Cache",
+    "CacheInconsistencyError",
     "ClusterUnavailableError",
     "ConfigurationError",
     "CrossSlotError",
     "DurabilityError",
+    "FlushTimeoutError",
     "InvalidArgumentError",
     "NoReachableNodeError",
     "RetryPolicy",
@@ -42,9 +55,12 @@ __all__ = [
     "SmartTimeoutError",
     "TopologyError",
     "TopologyNotReadyError",
+    "WriteBehind",
+    "WriteThrough",
     "__version__",
     "cached",
     "configure",
     "invalidate_tag",
     "key_slot",
+    "write_through",
 ]

@@ -8,20 +8,33 @@ Act 2: a Sentinel group (1 primary, 2 replicas, 3 sentinels). A writer keeps wri
 through SmartClient (with ``wait_replicas=1``) while the primary is SIGKILLed; the demo
 prints how long writes stalled, how many errors the application saw, and checks that every
 acknowledged value is still there on the new primary.
+
+Act 3: write-behind. An application writes through ``WriteBehind`` (the cache answers at
+once; changes queue in Redis Streams); a ``smartcache flush-worker`` process moves them into
+a SQLite database and is SIGKILLed in the middle of a batch; a second worker claims what the
+first left pending and finishes; the demo checks that the database equals the cache.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import redis
 
 from smartcache.client import SmartClient
 from smartcache.core.slots import key_slot
-from smartcache.testing import Cluster, SentinelGroup
+from smartcache.testing import Cluster, SentinelGroup, Standalone
 
 __all__ = ["run_demo"]
 
@@ -42,6 +55,7 @@ def run_demo() -> int:
             client.close()
     print(f"cluster stopped after {time.perf_counter() - t0:.1f}s")
     _act_failover()
+    _act_write_behind()
     print(f"demo took {time.perf_counter() - t0:.1f}s")
     return 0
 
@@ -137,3 +151,92 @@ def _act_cluster(cluster: Cluster, client: SmartClient) -> None:
     print(f"MGET of {len(sample)} keys over {len(slots)} slots, split and merged: {values}")
     if values != [str(i) for i in range(0, KEYS, 1000)]:
         raise SystemExit("demo failed: cross-slot MGET came back wrong")
+
+
+class SlowDemoStore:
+    """The demo's first flusher's store: SQLite, slowed down so it can be killed mid-batch.
+
+    Each batch opens a transaction, writes its rows one by one with a pause, announces
+    ``BATCH <n>`` on stdout, and commits at the end (a SIGKILL in between commits nothing).
+    """
+
+    def __init__(self) -> None:
+        from smartcache.cache import SQLiteStore  # noqa: PLC0415
+
+        self._store = SQLiteStore(os.environ["SMARTCACHE_DEMO_DB"])
+
+    def write_many(self, items: Sequence[Any]) -> None:
+        print(f"BATCH {len(items)}", flush=True)
+        time.sleep(0.3)  # a slow database: the demo kills the worker now
+        self._store.write_many(items)
+
+    def delete_many(self, items: Sequence[Any]) -> None:
+        self._store.delete_many(items)
+
+    def ping(self) -> bool:
+        return self._store.ping()
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def _worker(url: str, store: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "smartcache", "flush-worker", url, "--store", store, *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _act_write_behind() -> None:
+    from smartcache.cache import SQLiteStore, WriteBehind  # noqa: PLC0415
+
+    print("\n== act 3: write-behind, a flusher killed mid-batch ==")
+    with Standalone() as server, tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "app.db")
+        SQLiteStore(db).close()
+        env = {**os.environ, "SMARTCACHE_DEMO_DB": db}
+        client = SmartClient.from_url(server.url)
+        wb = WriteBehind(client, name="demo", flusher=False, ttl=3600)
+        keys, rounds = 1_000, 5
+        t = time.perf_counter()
+        for r in range(rounds):
+            for i in range(keys):
+                wb.set(f"user:{i}", {"id": i, "version": r})
+        per_write = (time.perf_counter() - t) / (keys * rounds) * 1e6
+        print(f"{keys * rounds:,} writes through WriteBehind, {per_write:.0f} us each")
+        print(f"queued in Redis: {wb.stats()['backlog']:,} changes; the database has none yet")
+
+        first = _worker(server.url, "smartcache._demo:SlowDemoStore", env, "--name", "demo")
+        assert first.stdout is not None
+        line = first.stdout.readline()  # the banner
+        while not line.startswith("BATCH"):
+            line = first.stdout.readline()
+            if not line:
+                raise SystemExit("demo failed: the first flush-worker exited early")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        first.stdout.close()
+        print(f"SIGKILL flush-worker {first.pid} in the middle of a batch of {line.split()[1]}")
+        print(f"still queued: {wb.stats()['backlog']:,} changes (nothing acknowledged early)")
+
+        t = time.perf_counter()
+        second = _worker(server.url, f"sqlite://{db}", env, "--name", "demo", "--claim-idle", "1")
+        try:
+            wb.drain(timeout=60)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(10)
+            if second.stdout is not None:
+                second.stdout.close()
+        print(
+            f"a second flush-worker claimed the rest and drained the queue in "
+            f"{time.perf_counter() - t:.1f}s"
+        )
+        store = SQLiteStore(db)
+        rows = store.items()
+        cached = {f"user:{i}": wb.get(f"user:{i}") for i in range(keys)}
+        store.close()
+        client.close()
+        expected = {f"user:{i}": {"id": i, "version": rounds - 1} for i in range(keys)}
+        same = rows == cached == expected
+        print(f"database rows: {len(rows):,}; database equals cache: {same}")
+        if not same:
+            raise SystemExit("demo failed: the database does not equal the cache")

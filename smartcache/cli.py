@@ -1,9 +1,14 @@
-"""The ``smartcache`` command: ``dev up|down`` for local topologies, and ``demo``.
+"""The ``smartcache`` command: ``dev up|down`` for local topologies, ``flush-worker``, ``demo``.
 
 ``smartcache dev up cluster --primaries 3 --replicas 1`` starts real servers, prints their
 URLs and stays up until Ctrl-C; ``smartcache dev down`` stops what ``up`` started, found
 through a state file that records the PIDs (``$SMARTCACHE_DEV_STATE`` or
 ``~/.cache/smartcache/dev-state.json``).
+
+``smartcache flush-worker URL --store SPEC`` runs a write-behind flusher process: it moves
+the changes queued by ``WriteBehind`` into the store until SIGTERM or Ctrl-C. ``SPEC`` is
+``sqlite:///path/to/app.db``, any SQLAlchemy URL (``postgresql+psycopg://...``), or
+``package.module:factory`` (a callable returning a store, or the store object itself).
 """
 
 from __future__ import annotations
@@ -137,6 +142,82 @@ def _demo(_args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def load_store(spec: str, *, table: str = "smartcache_store") -> Any:
+    """The store named by ``spec`` (see the module docstring)."""
+    from smartcache.exceptions import InvalidArgumentError  # noqa: PLC0415
+
+    if spec.startswith("sqlite:"):
+        from smartcache.cache import SQLiteStore  # noqa: PLC0415
+
+        # sqlite:///abs/app.db (absolute) or sqlite:app.db (relative to the working directory)
+        path = spec.removeprefix("sqlite:").removeprefix("//")
+        if not path:
+            raise InvalidArgumentError(f"--store {spec!r} names no file: sqlite:///path/app.db")
+        return SQLiteStore(path, table=table)
+    if "://" in spec:
+        from smartcache.cache import SQLAlchemyStore  # noqa: PLC0415
+
+        return SQLAlchemyStore(spec, table=table)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidArgumentError(
+            f"--store {spec!r} is not understood: give sqlite:///path/app.db, a SQLAlchemy URL, "
+            "or package.module:factory"
+        )
+    import importlib  # noqa: PLC0415
+
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgumentError(f"--store {spec!r}: cannot import it ({exc})") from exc
+    if isinstance(target, type) or not hasattr(target, "write_many"):
+        target = target()  # a class or a factory function
+    return target
+
+
+def _flush_worker(args: argparse.Namespace) -> int:
+    from smartcache.cache import FlushOptions, QueueLayout  # noqa: PLC0415
+    from smartcache.cache._write_behind import Flusher  # noqa: PLC0415
+    from smartcache.client import SmartClient  # noqa: PLC0415
+
+    store = load_store(args.store, table=args.table)
+    client = SmartClient.from_url(args.url)
+    layout = QueueLayout(args.name, args.namespace, args.partitions, args.group)
+    options = FlushOptions(
+        batch_size=args.batch_size, claim_idle=args.claim_idle, max_attempts=args.max_attempts
+    )
+    flusher = Flusher(
+        client,
+        store,
+        layout,
+        options,
+        poll_interval=args.poll_interval,
+        serializer=args.serializer,
+    )
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+        flusher.kick()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(
+        f"smartcache flush-worker: queue {layout.name!r} ({layout.partitions} partitions) "
+        f"-> {store!r}, consumer {flusher.state.consumer}",
+        flush=True,
+    )
+    try:
+        flusher.run(stop)
+    finally:
+        client.close()
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+    print(f"smartcache flush-worker: stopped; {flusher.stats.snapshot()}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``smartcache`` command."""
     parser = argparse.ArgumentParser(prog="smartcache", description=__doc__.splitlines()[0])
@@ -152,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_dev_up)
     down = dev_sub.add_parser("down", help="stop what `dev up` started")
     down.set_defaults(func=_dev_down)
+    fw = sub.add_parser("flush-worker", help="move write-behind changes into the database")
+    fw.add_argument("url", help="redis://, rediss:// or redis+sentinel:// URL of the queue")
+    fw.add_argument(
+        "--store",
+        required=True,
+        help="sqlite:///path/app.db, a SQLAlchemy URL, or package.module:factory",
+    )
+    fw.add_argument("--table", default="smartcache_store", help="table for sqlite/SQLAlchemy")
+    fw.add_argument("--name", default="default", help="the WriteBehind queue name")
+    fw.add_argument("--namespace", default="sc")
+    fw.add_argument("--partitions", type=int, default=16)
+    fw.add_argument("--group", default="flushers", help="consumer group")
+    fw.add_argument("--serializer", default="json", choices=["json", "msgpack", "pickle"])
+    fw.add_argument("--batch-size", type=int, default=500)
+    fw.add_argument("--claim-idle", type=float, default=30.0, help="seconds before claiming")
+    fw.add_argument("--max-attempts", type=int, default=5)
+    fw.add_argument("--poll-interval", type=float, default=0.05)
+    fw.set_defaults(func=_flush_worker)
     demo = sub.add_parser("demo", help="the product tour on local servers it starts itself")
     demo.set_defaults(func=_demo)
     return parser

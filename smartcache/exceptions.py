@@ -17,7 +17,9 @@ so existing ``except`` clauses keep working::
     │   └── AmbiguousCommandError     the command may or may not have run
     ├── CrossSlotError                also redis.exceptions.ClusterCrossSlotError
     ├── ClusterUnavailableError       also redis.exceptions.ClusterDownError
-    └── DurabilityError               a write reached fewer replicas than ``wait_replicas``
+    ├── DurabilityError               a write reached fewer replicas than ``wait_replicas``
+    ├── CacheInconsistencyError       write-through: database written, cache maybe stale
+    └── FlushTimeoutError             write-behind: not drained in time (also TimeoutError)
 
 Errors carry context as attributes (``.command``, ``.node``, ``.slot``, ``.attempts``),
 never secrets: passwords are not part of any message.
@@ -31,9 +33,11 @@ import redis.exceptions as _rx
 
 __all__ = [
     "AmbiguousCommandError",
+    "CacheInconsistencyError",
     "ClusterUnavailableError",
     "ConfigurationError",
     "CrossSlotError",
+    "FlushTimeoutError",
     "DurabilityError",
     "InvalidArgumentError",
     "NoReachableNodeError",
@@ -59,6 +63,11 @@ class InvalidArgumentError(ConfigurationError, _rx.DataError):
 
     Also a ``redis.exceptions.DataError``, as redis-py raises for the same input.
     """
+
+    # ValueError.__init__ (earlier in the MRO) never runs RedisError.__init__, which sets
+    # these; redis-py's RedisError.__repr__ reads error_type (repr() would raise without it).
+    error_type = _rx.ExceptionType.SERVER
+    status_code: str | None = None
 
 
 class ServerBinaryNotFoundError(ConfigurationError):
@@ -167,4 +176,37 @@ class DurabilityError(SmartCacheError, _rx.ResponseError):
         self.command = command
         self.replicas = replicas
         self.wanted = wanted
+        super().__init__(message)
+
+
+class CacheInconsistencyError(SmartCacheError):
+    """Write-through: the database write succeeded, but the cache could not be updated.
+
+    The cache entries of ``keys`` may be stale until ``repair()`` deletes them; they are
+    recorded for repair (in memory, and in the repair log when one is configured). Do not
+    retry the database write because of this error: it is already committed.
+    """
+
+    def __init__(self, keys: Sequence[str], *, attempts: int = 0) -> None:
+        self.keys = tuple(keys)
+        self.attempts = attempts
+        shown = ", ".join(self.keys[:5])
+        if len(self.keys) > 5:
+            shown += f" (+{len(self.keys) - 5} more)"
+        super().__init__(
+            f"the database is written, but the cache could not be updated after {attempts} "
+            f"attempt(s); the entries of {shown} may be stale until repair() deletes them "
+            "(they are recorded for repair)"
+        )
+
+
+class FlushTimeoutError(SmartCacheError, TimeoutError):
+    """Write-behind: queued changes did not reach the store within the timeout.
+
+    Nothing is dropped: the changes stay in their Redis streams and flushers keep working
+    on them. ``partitions`` lists the partitions that still held this writer's changes.
+    """
+
+    def __init__(self, message: str, *, partitions: Sequence[int] = ()) -> None:
+        self.partitions = tuple(partitions)
         super().__init__(message)

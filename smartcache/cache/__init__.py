@@ -20,21 +20,48 @@ from smartcache.cache._decorator import (
     get_default_client,
 )
 from smartcache.cache._protocol import AsyncRedisLike, RedisLike
+from smartcache.cache._sql_stores import AsyncSQLAlchemyStore, SQLAlchemyStore, SQLiteStore
+from smartcache.cache._store import AsyncStore, Store, StoreItem
+from smartcache.cache._wb_core import FlushOptions, QueueLayout
+from smartcache.cache._write_behind import Flusher, WriteBehind
+from smartcache.cache._write_behind_async import AsyncFlusher, AsyncWriteBehind
+from smartcache.cache._write_through import (
+    AsyncWriteThroughFunction,
+    WriteThrough,
+    WriteThroughFunction,
+    write_through,
+)
 
 __all__ = [
     "AsyncCachedFunction",
+    "AsyncFlusher",
     "AsyncRedisLike",
+    "AsyncSQLAlchemyStore",
+    "AsyncStore",
+    "AsyncWriteBehind",
+    "AsyncWriteThroughFunction",
     "BloomGuard",
     "Cache",
     "CachePolicy",
     "CacheStats",
     "CachedFunction",
     "Entry",
+    "FlushOptions",
+    "Flusher",
+    "QueueLayout",
     "RedisLike",
+    "SQLAlchemyStore",
+    "SQLiteStore",
+    "Store",
+    "StoreItem",
+    "WriteBehind",
+    "WriteThrough",
+    "WriteThroughFunction",
     "ainvalidate_tag",
     "cached",
     "configure",
     "invalidate_tag",
+    "write_through",
 ]
 
 

@@ -176,7 +176,8 @@ class FlushOptions:
 
     batch_size: int = 500
     claim_idle: float = 30.0
-    claim_interval: float = 5.0
+    #: how often each partition is scanned for idle entries (default: claim_idle / 2, <= 5 s)
+    claim_interval: float | None = None
     max_attempts: int = 5
     healthy_window: float = 60.0
     isolate_limit: int = 3
@@ -184,8 +185,15 @@ class FlushOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.max_attempts < 1 or self.isolate_limit < 1:
             raise InvalidArgumentError("batch_size, max_attempts and isolate_limit must be >= 1")
-        if self.claim_idle <= 0 or self.claim_interval <= 0:
+        if self.claim_idle <= 0 or (self.claim_interval is not None and self.claim_interval <= 0):
             raise InvalidArgumentError("claim_idle and claim_interval must be > 0 seconds")
+
+    @property
+    def claim_every(self) -> float:
+        """Seconds between two claim scans of one partition."""
+        if self.claim_interval is not None:
+            return self.claim_interval
+        return min(5.0, self.claim_idle / 2)
 
 
 @dataclass(slots=True)
@@ -398,7 +406,7 @@ def flush_round(
             cursor = _text(reply[0]) if reply else "0-0"
             state.claim_cursor[p] = cursor
             if cursor == "0-0":  # a full pass: rest until the next interval
-                state.claim_due_ms[p] = now_ms + options.claim_interval * 1000
+                state.claim_due_ms[p] = now_ms + options.claim_every * 1000
             entries = _entries(reply[1] if reply and len(reply) > 1 else ())
             if entries:
                 state.own_pending.add(p)

@@ -107,8 +107,9 @@ class CommandSpec:
     """Everything smartcache knows about one command or subcommand (``"parent|sub"``).
 
     ``flags`` and ``tips`` are lower-case as the server reports them; ``readonly``, ``write``,
-    ``replicates``, ``blocking``, ``pubsub``, ``noscript`` and ``movablekeys`` are derived from the flags
-    (``blocking`` means "may block"; :meth:`is_blocking` answers for given arguments).
+    ``replicates``, ``blocking``, ``pubsub``, ``noscript`` and ``movablekeys`` are derived
+    from the flags (``blocking`` means "may block"; :meth:`is_blocking` answers for given
+    arguments).
     """
 
     name: str

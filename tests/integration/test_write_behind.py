@@ -198,6 +198,11 @@ class DownStore(SQLiteStore):
             raise ConnectionError("database unreachable")
         super().write_many(items)
 
+    def ping(self) -> bool:
+        if not self.up.is_set():
+            raise ConnectionError("database unreachable")
+        return super().ping()
+
 
 def test_a_database_outage_dead_letters_nothing_and_flush_times_out_without_loss(
     client: SmartClient, tmp_path: Path

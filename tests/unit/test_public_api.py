@@ -9,10 +9,12 @@ def test_public_names_are_pinned() -> None:
         "AmbiguousCommandError",
         "BloomGuard",
         "Cache",
+        "CacheInconsistencyError",
         "ClusterUnavailableError",
         "ConfigurationError",
         "CrossSlotError",
         "DurabilityError",
+        "FlushTimeoutError",
         "InvalidArgumentError",
         "NoReachableNodeError",
         "RetryPolicy",
@@ -23,11 +25,14 @@ def test_public_names_are_pinned() -> None:
         "SmartTimeoutError",
         "TopologyError",
         "TopologyNotReadyError",
+        "WriteBehind",
+        "WriteThrough",
         "__version__",
         "cached",
         "configure",
         "invalidate_tag",
         "key_slot",
+        "write_through",
     }
     for name in smartcache.__all__:
         assert getattr(smartcache, name) is not None, name

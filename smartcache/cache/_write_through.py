@@ -1,0 +1,938 @@
+"""Write-through: the database first, then the cache entry (invalidated by default, or set).
+
+A database failure leaves the cache untouched and propagates. A cache failure after the
+database write is retried (bounded exponential backoff with full jitter); if Redis stays
+unreachable the key is *recorded for repair* (in memory, and as a JSON line in an fsync'd
+repair log when one is configured) and a later ``repair()``, or the next write, deletes the
+entry. A DEL is always safe (it costs one miss), so every doubtful case ends in a DEL: the
+cache is never left newer or older than the database without the key being recorded.
+
+Each operation is a plain generator that yields the I/O it needs (``_Call``, ``_Redis``,
+``_Sleep``) and receives the result or the exception; ``_run`` drives it with the sync client,
+``_arun`` with the async one, so the rules exist once. The repair log is the only file I/O; it
+runs inline (it is touched only when something failed, or on repair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import itertools
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import types
+import uuid
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final, Generic, Literal, ParamSpec, TypeAlias, TypeVar, cast, overload
+
+from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy
+from smartcache.cache._decorator import get_default_client
+from smartcache.cache._keys import KeyBuilder
+from smartcache.cache._policy import RandomSource
+from smartcache.cache._store import AsyncStore, Store, StoreItem, is_async_store
+from smartcache.exceptions import CacheInconsistencyError, ConfigurationError, InvalidArgumentError
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = [
+    "AsyncWriteThroughFunction",
+    "RepairRecord",
+    "WriteThrough",
+    "WriteThroughFunction",
+    "append_repair_log",
+    "backoff_delay",
+    "parse_repair_log",
+    "read_repair_log",
+    "rewrite_repair_log",
+    "write_through",
+]
+
+log = logging.getLogger("smartcache.cache")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+R = TypeVar("R")
+
+Mode = Literal["invalidate", "set"]
+OnCacheError = Literal["record", "raise"]
+
+#: Keys per DEL when repairing (bounds one command's size; a cluster client splits by slot).
+REPAIR_BATCH: Final = 500
+_FIELDS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repaired")
+_STATS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repairs_pending", "repaired")
+
+
+# -- pure parts -----------------------------------------------------------------------------
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: RandomSource) -> float:
+    """Seconds to sleep before retry ``attempt + 1`` (0-based): full jitter.
+
+    ``uniform(0, min(cap, base * 2**attempt))``: spread out, so processes that failed together
+    do not retry together, and never longer than ``cap``.
+    """
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempt, 64)))
+
+
+@dataclass(frozen=True, slots=True)
+class RepairRecord:
+    """One repair-log line: ``key`` needs a DEL; ``id`` tells two records of a key apart."""
+
+    key: str
+    id: str
+    at: float = 0.0
+
+    def line(self) -> str:
+        """The record as one JSON line (with its newline)."""
+        return json.dumps({"key": self.key, "id": self.id, "at": self.at}) + "\n"
+
+
+def parse_repair_log(text: str) -> list[RepairRecord]:
+    """The records of a repair log; blank and unreadable lines (a torn write) are skipped.
+
+    A line without ``"id"`` (written by hand) is identified by its own text.
+    """
+    records = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+            continue
+        at = obj.get("at")
+        records.append(
+            RepairRecord(
+                obj["key"],
+                str(obj.get("id") or line),
+                float(at) if isinstance(at, int | float) else 0.0,
+            )
+        )
+    return records
+
+
+_FILE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive use of the log between threads and (POSIX ``flock``) processes."""
+    with _FILE_LOCK:
+        if sys.platform == "win32":
+            yield
+            return
+        with open(f"{path}.lock", "a") as lock:  # never deleted: a stable inode to lock
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_unlocked(path: Path) -> list[RepairRecord]:
+    try:
+        return parse_repair_log(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return []
+
+
+def read_repair_log(path: str | os.PathLike[str]) -> list[RepairRecord]:
+    """The records in the repair log at ``path`` (none if it does not exist)."""
+    path = Path(path)
+    with _locked(path):
+        return _read_unlocked(path)
+
+
+def append_repair_log(path: str | os.PathLike[str], records: Sequence[RepairRecord]) -> None:
+    """Append ``records`` and fsync before returning (a torn last line is closed first)."""
+    path = Path(path)
+    data = "".join(r.line() for r in records).encode()
+    with _locked(path), open(path, "a+b") as f:
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                data = b"\n" + data  # after a crash mid-line: keep the next record whole
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewrite_repair_log(path: str | os.PathLike[str], drop_ids: set[str]) -> list[RepairRecord]:
+    """Atomically rewrite the log without the records in ``drop_ids``; the records kept.
+
+    The file is re-read under the lock, so records other processes appended meanwhile stay.
+    """
+    path = Path(path)
+    with _locked(path):
+        kept = [r for r in _read_unlocked(path) if r.id not in drop_ids]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write("".join(r.line() for r in kept).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return kept
+
+
+# -- the I/O a flow asks for ----------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Call the database side (a store method or the decorated function)."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    in_thread: bool = False  # a sync store driven from async code runs in a worker thread
+
+
+@dataclass(frozen=True, slots=True)
+class _Redis:
+    """DEL ``deletes`` and SET ``sets`` (key, entry bytes, PX) in one round trip."""
+
+    deletes: tuple[str, ...]
+    sets: tuple[tuple[str, bytes, int], ...] = ()
+
+    def as_delete(self) -> _Redis:
+        return _Redis(self.deletes + tuple(key for key, _, _ in self.sets))
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+_Op: TypeAlias = _Call | _Redis | _Sleep
+_Flow: TypeAlias = Generator[_Op, Any, R]
+
+
+def _client_is_async(client: Any) -> bool:
+    flag = getattr(client, "_is_async_client", None)
+    if isinstance(flag, bool):
+        return flag
+    return inspect.iscoroutinefunction(getattr(client, "execute_command", None))
+
+
+# -- the engine -----------------------------------------------------------------------------
+class _WriteThroughCore:
+    """The cache step, repair bookkeeping and statistics (shared with ``@write_through``)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        mode: Mode = "invalidate",
+        policy: CachePolicy | None = None,
+        retry_attempts: int = 3,
+        retry_base_delay: float = 0.05,
+        retry_max_delay: float = 1.0,
+        repair_log: str | os.PathLike[str] | None = None,
+        on_cache_error: OnCacheError = "record",
+        clock: Callable[[], float] = time.time,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if mode not in ("invalidate", "set"):
+            raise ConfigurationError(f"mode={mode!r}: give 'invalidate' (default) or 'set'")
+        if on_cache_error not in ("record", "raise"):
+            raise ConfigurationError(
+                f"on_cache_error={on_cache_error!r}: give 'record' (default) or 'raise'"
+            )
+        if retry_attempts < 0 or retry_base_delay < 0 or retry_max_delay < retry_base_delay:
+            raise ConfigurationError(
+                "retry_attempts and retry_base_delay must be >= 0, and retry_max_delay >= "
+                "retry_base_delay"
+            )
+        self.client = client
+        self.mode: Mode = mode
+        self.on_cache_error: OnCacheError = on_cache_error
+        self.retry_attempts = retry_attempts
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        self._is_async = _client_is_async(client)
+        # Entries are encoded exactly as Cache writes them, so get_or_load/@cached read them.
+        self._entries = CacheBase(client, policy, clock=clock, rng=rng or random.Random())
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(_FIELDS, 0)
+        self._pending: dict[str, set[str]] = {}  # key -> ids of its unrepaired records
+        self._last_heal = float("-inf")
+        self.repair_log = None if repair_log is None else Path(repair_log)
+        if self.repair_log is not None:
+            if not self.repair_log.parent.is_dir():
+                raise ConfigurationError(
+                    f"repair_log={str(self.repair_log)!r}: its directory does not exist"
+                )
+            self._merge(read_repair_log(self.repair_log))
+
+    @property
+    def policy(self) -> CachePolicy:
+        """TTL, jitter and serializer of the entries written in ``mode="set"``."""
+        return self._entries.policy
+
+    # -- public bookkeeping
+    def pending_repairs(self) -> list[str]:
+        """Keys whose cache entries may be stale until :meth:`repair` deletes them."""
+        with self._lock:
+            return sorted(self._pending)
+
+    def stats(self) -> dict[str, int]:
+        """writes, deletes, store_errors, cache_errors, repairs_pending, repaired (key counts)."""
+        with self._lock:
+            counts = {**self._counts, "repairs_pending": len(self._pending)}
+        return {name: counts[name] for name in _STATS}
+
+    # -- drivers
+    def _check(self, want_async: bool, what: str, fix: str) -> None:
+        """Refuse, before any database write, a sync call on an async client or vice versa."""
+        if self._is_async != want_async:
+            kind = "async" if self._is_async else "sync"
+            raise InvalidArgumentError(
+                f"{what} needs {'an async' if want_async else 'a sync'} client, and "
+                f"{type(self.client).__name__} is {kind}: {fix}"
+            )
+
+    def _run(self, flow: _Flow[R]) -> R:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return cast(R, stop.value)
+            reply, error = None, None
+            try:
+                reply = self._perform(op)
+            except BaseException as exc:  # handed to the flow, which decides
+                error = exc
+
+    def _perform(self, op: _Op) -> Any:
+        if isinstance(op, _Call):
+            return op.func(*op.args, **op.kwargs)
+        if isinstance(op, _Sleep):
+            time.sleep(op.seconds)
+            return None
+        if not op.sets:
+            return self.client.delete(*op.deletes)
+        if len(op.sets) == 1 and not op.deletes:
+            key, data, px = op.sets[0]
+            return self.client.set(key, data, px=px)
+        pipe = self.client.pipeline(transaction=False)
+        self._queue(pipe, op)
+        return pipe.execute()
+
+    async def _arun(self, flow: _Flow[R]) -> R:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                op = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return cast(R, stop.value)
+            reply, error = None, None
+            try:
+                reply = await self._aperform(op)
+            except BaseException as exc:  # cancellation too: the flow records, then re-raises
+                error = exc
+
+    async def _aperform(self, op: _Op) -> Any:
+        if isinstance(op, _Call):
+            if op.in_thread:
+                return await asyncio.to_thread(op.func, *op.args, **op.kwargs)
+            result = op.func(*op.args, **op.kwargs)
+            return await result if inspect.isawaitable(result) else result
+        if isinstance(op, _Sleep):
+            await asyncio.sleep(op.seconds)
+            return None
+        if not op.sets:
+            return await self.client.delete(*op.deletes)
+        if len(op.sets) == 1 and not op.deletes:
+            key, data, px = op.sets[0]
+            return await self.client.set(key, data, px=px)
+        pipe = self.client.pipeline(transaction=False)
+        self._queue(pipe, op)
+        return await pipe.execute()
+
+    @staticmethod
+    def _queue(pipe: Any, op: _Redis) -> None:
+        for key, data, px in op.sets:
+            pipe.set(key, data, px=px)
+        if op.deletes:
+            pipe.delete(*op.deletes)
+
+    # -- flows
+    def _cache_op(self, values: Mapping[str, Any] | None, keys: Sequence[str]) -> _Redis:
+        """What to do to the cache: DEL ``keys``, or (``values`` given) SET their entries.
+
+        A value the policy does not cache (``None``, ``condition``) or cannot encode is
+        deleted instead.
+        """
+        if values is None or self.mode == "invalidate":
+            return _Redis(tuple(keys))
+        policy = self.policy
+        deletes: list[str] = []
+        sets: list[tuple[str, bytes, int]] = []
+        for key in keys:
+            value = values[key]
+            if not self._entries._should_store(value, policy):
+                deletes.append(key)
+                continue
+            try:
+                data, px = self._entries._write_plan(key, value, 0, policy)
+            except Exception as exc:  # the database is written: invalidate, never fail
+                log.warning(
+                    "write-through: cannot encode the value of %s with %s (%s); "
+                    "invalidating instead",
+                    key,
+                    policy.serializer.name,
+                    type(exc).__name__,
+                )
+                deletes.append(key)
+                continue
+            sets.append((key, data, px))
+        return _Redis(tuple(deletes), tuple(sets))
+
+    def _heal(self) -> _Flow[None]:
+        """Before a write: DEL pending keys, once per ``retry_max_delay`` at most, one try."""
+        if not self._pending:  # unlocked read: a hint, rechecked below
+            return
+        now = self._entries.clock()
+        with self._lock:
+            if now - self._last_heal < self.retry_max_delay or not self._pending:
+                return
+            self._last_heal = now
+            batch = {
+                key: set(ids) for key, ids in itertools.islice(self._pending.items(), REPAIR_BATCH)
+            }
+        try:
+            yield _Redis(tuple(batch))
+        except REDIS_ERRORS:
+            log.debug("write-through: Redis still unreachable; %d repairs pending", len(batch))
+            return
+        self._resolved(batch)
+
+    def _attempts(self, op: _Redis, attempts: int) -> _Flow[BaseException | None]:
+        """Try ``op`` up to ``attempts`` times; after a failure only DEL. The last error."""
+        error: BaseException | None = None
+        for attempt in range(attempts):
+            if attempt:
+                yield _Sleep(
+                    backoff_delay(
+                        attempt - 1,
+                        base=self.retry_base_delay,
+                        cap=self.retry_max_delay,
+                        rng=self._entries.rng,
+                    )
+                )
+                op = op.as_delete()  # a failed SET falls back to invalidation
+            try:
+                yield op
+            except REDIS_ERRORS as exc:
+                error = exc
+                continue
+            return None
+        return error
+
+    def _cache_step(self, op: _Redis) -> _Flow[None]:
+        """After the database write: apply ``op``; on failure record the keys for repair."""
+        keys = op.as_delete().deletes
+        if not keys:
+            return
+        before = self._snapshot(keys)
+        try:
+            error = yield from self._attempts(op, self.retry_attempts + 1)
+        except BaseException as exc:  # cancelled or a bug: the cache state is unknown
+            self._record(keys, exc)
+            raise
+        if error is None:
+            self._resolved(before)  # a write that reached the cache heals its key
+            return
+        self._record(keys, error)
+        if self.on_cache_error == "raise":
+            raise CacheInconsistencyError(keys, attempts=self.retry_attempts + 1) from error
+
+    def _database(self, call: _Call, keys: Sequence[str], counter: str) -> _Flow[Any]:
+        """The database step; its failure propagates unchanged and the cache is not touched."""
+        try:
+            result = yield call
+        except Exception:
+            self._count("store_errors")
+            raise
+        except BaseException as exc:  # interrupted: the commit may have happened
+            self._record(keys, exc)
+            raise
+        self._count(counter, len(keys))
+        return result
+
+    def _repair_flow(self) -> _Flow[int]:
+        if self.repair_log is not None:
+            self._merge(read_repair_log(self.repair_log))
+        with self._lock:
+            snapshot = {key: set(ids) for key, ids in self._pending.items()}
+        keys = list(snapshot)
+        repaired = 0
+        for start in range(0, len(keys), REPAIR_BATCH):
+            chunk = keys[start : start + REPAIR_BATCH]
+            error = yield from self._attempts(_Redis(tuple(chunk)), self.retry_attempts + 1)
+            if error is not None:
+                log.warning(
+                    "write-through: repair stopped, Redis unreachable (%s); %d keys pending",
+                    type(error).__name__,
+                    len(keys) - repaired,
+                )
+                break
+            self._resolved({key: snapshot[key] for key in chunk})
+            repaired += len(chunk)
+        return repaired
+
+    # -- bookkeeping
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def _merge(self, records: Sequence[RepairRecord]) -> None:
+        with self._lock:
+            for record in records:
+                self._pending.setdefault(record.key, set()).add(record.id)
+
+    def _snapshot(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        with self._lock:
+            return {key: set(self._pending[key]) for key in keys if key in self._pending}
+
+    def _record(self, keys: Sequence[str], error: BaseException) -> None:
+        """The database holds a newer value than the cache may: remember to DEL ``keys``."""
+        now = self._entries.clock()
+        records = [RepairRecord(key, uuid.uuid4().hex, now) for key in dict.fromkeys(keys)]
+        self._merge(records)
+        self._count("cache_errors", len(records))
+        shown = ", ".join(r.key for r in records[:10]) + (" ..." if len(records) > 10 else "")
+        log.warning(
+            "write-through: the database is written but the cache was not updated (%s: %s); "
+            "recorded %d key(s) for repair: %s",
+            type(error).__name__,
+            error,
+            len(records),
+            shown,
+        )
+        if self.repair_log is not None:
+            try:
+                append_repair_log(self.repair_log, records)
+            except OSError as exc:
+                log.error(
+                    "write-through: could not append to the repair log %s (%s); the keys are "
+                    "recorded in this process only",
+                    self.repair_log,
+                    exc,
+                )
+
+    def _resolved(self, done: Mapping[str, set[str]]) -> None:
+        """The records ``done`` were repaired: forget them (newer records of a key stay)."""
+        if not done:
+            return
+        dropped: set[str] = set()
+        with self._lock:
+            for key, ids in done.items():
+                current = self._pending.get(key)
+                if current is None or not ids & current:
+                    continue  # resolved meanwhile by another caller
+                dropped |= ids & current
+                current -= ids
+                if not current:
+                    del self._pending[key]
+                self._counts["repaired"] += 1
+        if self.repair_log is not None and dropped:
+            try:
+                rewrite_repair_log(self.repair_log, dropped)
+            except OSError as exc:  # the records stay in the file: a later repair DELs again
+                log.error("write-through: could not rewrite the repair log (%s)", exc)
+
+
+class WriteThrough(_WriteThroughCore):
+    """Write-through over ``store`` (the database) and ``client`` (the cache).
+
+    ``write(key, value)`` writes the database first, through ``store.write_many``; then
+    ``mode="invalidate"`` (default) deletes the cache entry, ``mode="set"`` stores the new
+    value as an entry :class:`~smartcache.cache.Cache` and ``@cached`` read (``policy``:
+    ttl, jitter, serializer). If the database raises, the exception propagates unchanged
+    and Redis is not touched. If the cache step still fails after ``retry_attempts`` retries
+    (exponential backoff from ``retry_base_delay`` to ``retry_max_delay`` s, full jitter), the
+    key is recorded for repair (and appended to the fsync'd ``repair_log`` file, which a
+    restarted process reads back), a warning is logged, and the write returns normally
+    (``on_cache_error="record"``: the database write succeeded) or raises
+    :class:`~smartcache.exceptions.CacheInconsistencyError` (``"raise"``). :meth:`repair`
+    deletes recorded keys; each write also tries that first, at most once per
+    ``retry_max_delay`` seconds, so the cache heals by itself once Redis is back.
+
+    A sync client takes a sync store; an async client takes either (a sync store then runs in
+    a worker thread, so it must not be bound to one thread). Async methods are prefixed
+    ``a``. Keys are full Redis keys, as with :meth:`Cache.get_or_load`.
+
+    The client's own retries run inside each attempt: give it a short retry policy and socket
+    timeouts, or a dead Redis delays each write by the client's whole retry budget.
+
+    **Races**: ``mode="invalidate"`` is safe against concurrent writers (the next reader loads
+    the latest database value). ``mode="set"`` is not: with two writers A and B the order
+    "DB A, DB B, cache B, cache A" leaves A's older value cached until its TTL. Prefer
+    invalidate unless every key has a single writer.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        store: Store | AsyncStore,
+        *,
+        mode: Mode = "invalidate",
+        policy: CachePolicy | None = None,
+        retry_attempts: int = 3,
+        retry_base_delay: float = 0.05,
+        retry_max_delay: float = 1.0,
+        repair_log: str | os.PathLike[str] | None = None,
+        on_cache_error: OnCacheError = "record",
+        clock: Callable[[], float] = time.time,
+        rng: RandomSource | None = None,
+    ) -> None:
+        super().__init__(
+            client,
+            mode=mode,
+            policy=policy,
+            retry_attempts=retry_attempts,
+            retry_base_delay=retry_base_delay,
+            retry_max_delay=retry_max_delay,
+            repair_log=repair_log,
+            on_cache_error=on_cache_error,
+            clock=clock,
+            rng=rng,
+        )
+        self.store = store
+        self._async_store = is_async_store(store)
+        if self._async_store and not self._is_async:
+            raise InvalidArgumentError(
+                f"store {type(store).__name__} is async but the client is sync: give an async "
+                "client (AsyncSmartClient) or a sync store"
+            )
+
+    # -- sync
+    def write(self, key: str, value: Any) -> None:
+        """Write ``value`` to the database, then invalidate (or set) the cache entry."""
+        self._sync("write")
+        self._run(self._write_flow({key: value}))
+
+    def write_many(self, values: Mapping[str, Any]) -> None:
+        """Write every key in one store transaction, then one cache round trip."""
+        self._sync("write_many")
+        self._run(self._write_flow(values))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` from the database, then from the cache."""
+        self._sync("delete")
+        self._run(self._delete_flow([key]))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete keys from the database in one store transaction, then from the cache."""
+        self._sync("delete_many")
+        self._run(self._delete_flow(keys))
+
+    def repair(self) -> int:
+        """DEL every recorded key (this process's and the repair log's); how many."""
+        self._sync("repair")
+        return self._run(self._repair_flow())
+
+    # -- async
+    async def awrite(self, key: str, value: Any) -> None:
+        """Async :meth:`write`."""
+        self._async("write")
+        await self._arun(self._write_flow({key: value}))
+
+    async def awrite_many(self, values: Mapping[str, Any]) -> None:
+        """Async :meth:`write_many`."""
+        self._async("write_many")
+        await self._arun(self._write_flow(values))
+
+    async def adelete(self, key: str) -> None:
+        """Async :meth:`delete`."""
+        self._async("delete")
+        await self._arun(self._delete_flow([key]))
+
+    async def adelete_many(self, keys: Sequence[str]) -> None:
+        """Async :meth:`delete_many`."""
+        self._async("delete_many")
+        await self._arun(self._delete_flow(keys))
+
+    async def arepair(self) -> int:
+        """Async :meth:`repair`."""
+        self._async("repair")
+        return await self._arun(self._repair_flow())
+
+    def _sync(self, name: str) -> None:
+        self._check(False, f"WriteThrough.{name}()", f"use 'await wt.a{name}(...)'")
+
+    def _async(self, name: str) -> None:
+        self._check(True, f"WriteThrough.a{name}()", f"call wt.{name}(...) without await")
+
+    # -- flows
+    def _store_call(self, method: str, items: list[StoreItem]) -> _Call:
+        func = getattr(self.store, method)
+        return _Call(func, (items,), {}, in_thread=self._is_async and not self._async_store)
+
+    def _write_flow(self, values: Mapping[str, Any]) -> _Flow[None]:
+        values = dict(values)
+        keys = _check_keys(values)
+        if not keys:
+            return
+        yield from self._heal()
+        items = [StoreItem(key, value) for key, value in values.items()]
+        yield from self._database(self._store_call("write_many", items), keys, "writes")
+        yield from self._cache_step(self._cache_op(values, keys))
+
+    def _delete_flow(self, keys: Sequence[str]) -> _Flow[None]:
+        keys = _check_keys(dict.fromkeys(keys))
+        if not keys:
+            return
+        yield from self._heal()
+        items = [StoreItem(key) for key in keys]
+        yield from self._database(self._store_call("delete_many", items), keys, "deletes")
+        yield from self._cache_step(_Redis(tuple(keys)))
+
+
+def _check_keys(values: Mapping[Any, Any]) -> list[str]:
+    keys = list(values)
+    for key in keys:
+        if not isinstance(key, str):
+            raise InvalidArgumentError(f"write-through keys are str, not {type(key).__name__}")
+    return keys
+
+
+# -- the decorator --------------------------------------------------------------------------
+_ENGINE_OPTIONS: Final = frozenset(
+    {
+        "retry_attempts",
+        "retry_base_delay",
+        "retry_max_delay",
+        "repair_log",
+        "on_cache_error",
+        "clock",
+        "rng",
+    }
+)
+# CachePolicy.on_cache_error (a reader's choice) is not settable here: the name is ours.
+_POLICY_OPTIONS: Final = frozenset(f.name for f in fields(CachePolicy)) - _ENGINE_OPTIONS
+
+
+class _WriteThroughFunctionBase(Generic[P, T]):
+    def __init__(
+        self,
+        func: Callable[P, Any],
+        *,
+        key_of: Callable[[tuple[Any, ...], dict[str, Any]], str],
+        client: Any,
+        mode: Mode,
+        policy: CachePolicy,
+        options: dict[str, Any],
+    ) -> None:
+        functools.update_wrapper(cast(Any, self), func)
+        self.__wrapped__ = func
+        self._func = func
+        self._key_of = key_of
+        self._client = client
+        self.mode: Mode = mode
+        self.policy = policy
+        self._options = options
+        self._engine: _WriteThroughCore | None = None
+        self._init_lock = threading.Lock()
+
+    @property
+    def engine(self) -> _WriteThroughCore:
+        """The write-through engine (created at first use, with the resolved client)."""
+        engine = self._engine
+        if engine is None:
+            with self._init_lock:
+                if self._engine is None:
+                    client = self._client if self._client is not None else get_default_client()
+                    self._engine = _WriteThroughCore(
+                        client, mode=self.mode, policy=self.policy, **self._options
+                    )
+                engine = self._engine
+        return engine
+
+    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key the call ``f(*args, **kwargs)`` writes through."""
+        return self._key_of(args, kwargs)
+
+    def pending_repairs(self) -> list[str]:
+        """Keys whose entries may be stale until :meth:`repair`."""
+        return self.engine.pending_repairs()
+
+    def stats(self) -> dict[str, int]:
+        """writes, deletes, store_errors, cache_errors, repairs_pending, repaired."""
+        if self._engine is None and self._options.get("repair_log") is None:
+            return dict.fromkeys(_STATS, 0)  # not used yet: no client needed to say so
+        return self.engine.stats()
+
+    def _flow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Flow[Any]:
+        engine = self.engine
+        key = self._key_of(args, kwargs)  # before the database: a bad key writes nothing
+        yield from engine._heal()
+        result = yield from engine._database(_Call(self._func, args, kwargs), [key], "writes")
+        values = {key: result} if self.mode == "set" else None
+        yield from engine._cache_step(engine._cache_op(values, [key]))
+        return result
+
+    def _what(self) -> str:
+        kind = "async def" if isinstance(self, AsyncWriteThroughFunction) else "sync function"
+        return f"@write_through on the {kind} {getattr(self._func, '__qualname__', '?')}"
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return types.MethodType(cast(Any, self), obj)
+
+
+_ASYNC_FIX: Final = "with an async client, decorate an 'async def' update function"
+_SYNC_FIX: Final = "with a sync client, decorate a plain 'def' update function"
+
+
+class WriteThroughFunction(_WriteThroughFunctionBase[P, T]):
+    """A sync update function made write-through; call it like the original."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        engine = self.engine
+        engine._check(False, self._what(), _ASYNC_FIX)
+        return cast(T, engine._run(self._flow(args, kwargs)))
+
+    def repair(self) -> int:
+        """DEL every recorded key; how many were repaired."""
+        engine = self.engine
+        engine._check(False, self._what(), _ASYNC_FIX)
+        return engine._run(engine._repair_flow())
+
+
+class AsyncWriteThroughFunction(_WriteThroughFunctionBase[P, T]):
+    """An async update function made write-through; ``await f(...)`` as before."""
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        engine = self.engine
+        engine._check(True, self._what(), _SYNC_FIX)
+        return cast(T, await engine._arun(self._flow(args, kwargs)))
+
+    async def repair(self) -> int:
+        """DEL every recorded key; how many were repaired."""
+        engine = self.engine
+        engine._check(True, self._what(), _SYNC_FIX)
+        return await engine._arun(engine._repair_flow())
+
+
+class _WriteThroughDecorator:
+    def __init__(
+        self,
+        key: str | Callable[..., str],
+        *,
+        client: Any,
+        mode: Mode,
+        policy: CachePolicy,
+        version: int | str | None,
+        options: dict[str, Any],
+    ) -> None:
+        self._key = key
+        self._client = client
+        self._mode = mode
+        self._policy = policy
+        self._version = version
+        self._options = options
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, T]]
+    ) -> AsyncWriteThroughFunction[P, T]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, T]) -> WriteThroughFunction[P, T]: ...
+
+    def __call__(self, func: Callable[P, Any]) -> Any:
+        key_of: Callable[[tuple[Any, ...], dict[str, Any]], str]
+        if isinstance(self._key, str):
+            key_of = KeyBuilder(
+                func,
+                namespace=self._policy.namespace,
+                version=self._version,
+                template=self._key,
+                ignore=(),
+            )
+        else:
+            key_fn = self._key
+
+            def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+                return key_fn(*args, **kwargs)
+
+        cls = (
+            AsyncWriteThroughFunction if inspect.iscoroutinefunction(func) else WriteThroughFunction
+        )
+        return cls(
+            func,
+            key_of=key_of,
+            client=self._client,
+            mode=self._mode,
+            policy=self._policy,
+            options=self._options,
+        )
+
+
+def write_through(
+    key: str | Callable[..., str],
+    *,
+    client: Any = None,
+    mode: Mode = "invalidate",
+    policy: CachePolicy | None = None,
+    version: int | str | None = None,
+    **options: Any,
+) -> _WriteThroughDecorator:
+    """Make an update function (sync or ``async def``) that writes the database write-through.
+
+    The function runs first; if it raises, the exception propagates and the cache is left
+    alone. On success the entry under ``key`` is invalidated (default) or, with
+    ``mode="set"``, replaced by the function's return value, encoded as ``@cached`` reads it.
+    ``key`` is a template rendered from the call's bound arguments exactly as
+    ``@cached(key=...)`` renders it (``"user:{user_id}"`` -> ``"sc:user:42"``; ``version`` and
+    the policy's ``namespace`` apply), or a callable taking the function's arguments and
+    returning the full Redis key (e.g. ``lambda user_id, **_: get_user.key_for(user_id)``).
+
+    ``options``: the :class:`WriteThrough` options (``retry_attempts``, ``retry_base_delay``,
+    ``retry_max_delay``, ``repair_log``, ``on_cache_error``, ``clock``, ``rng``) and
+    :class:`CachePolicy` fields (``ttl``, ``jitter``, ``serializer``, ``namespace``...).
+    ``client=None`` uses the client given to :func:`~smartcache.cache.configure`.
+
+    The wrapper keeps the function's signature and adds ``key_for()``, ``pending_repairs()``,
+    ``repair()`` (a coroutine for an async function) and ``stats()``.
+
+    **Races**: invalidate (default) is safe against concurrent writers. ``mode="set"`` can
+    leave an older value cached when two writers interleave ("DB A, DB B, cache B, cache A")
+    until the entry's TTL; prefer invalidate.
+    """
+    engine_options = {k: v for k, v in options.items() if k in _ENGINE_OPTIONS}
+    policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}
+    unknown = set(options) - set(engine_options) - set(policy_options)
+    if unknown:
+        raise TypeError(f"write_through() got unknown options {sorted(unknown)}")
+    return _WriteThroughDecorator(
+        key,
+        client=client,
+        mode=mode,
+        policy=(policy or CachePolicy()).with_options(**policy_options),
+        version=version,
+        options=engine_options,
+    )
