@@ -1,0 +1,279 @@
+"""The I/O-free write-behind core: layout, coalescing, and flush rounds driven by hand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from smartcache.cache._store import StoreItem, stream_version
+from smartcache.cache._wb_core import (
+    ACK_SCRIPT,
+    DEAD_SCRIPT,
+    FlushOptions,
+    FlushState,
+    QueueLayout,
+    RedisBatch,
+    RoundResult,
+    StoreCall,
+    StorePing,
+    coalesce,
+    flush_round,
+)
+from smartcache.core.slots import SLOT_COUNT, key_slot
+from smartcache.exceptions import InvalidArgumentError
+
+
+def test_partition_tags_spread_evenly_over_the_slot_space() -> None:
+    layout = QueueLayout("orders", partitions=16)
+    slots = [key_slot(layout.stream(p)) for p in range(16)]
+    assert [s * 16 // SLOT_COUNT for s in slots] == list(range(16))
+    # the same tags in every process (no hash() salt)
+    assert QueueLayout("orders", partitions=16).tags == layout.tags
+
+
+def test_a_key_its_stream_dead_letters_and_attempts_share_one_slot() -> None:
+    layout = QueueLayout(partitions=8)
+    for i in range(200):
+        key = f"user:{i}"
+        p = layout.partition_of(key)
+        slot = key_slot(layout.cache_key(key))
+        assert slot == key_slot(layout.stream(p)) == key_slot(layout.dead(p))
+        assert slot == key_slot(layout.attempts(p))
+    assert layout.partition_of("user:1") == QueueLayout(partitions=8).partition_of("user:1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "a{b"}, "no braces"),
+        ({"namespace": ""}, "namespace"),
+        ({"partitions": 0}, "partitions=0"),
+        ({"partitions": 5000}, "partitions=5000"),
+    ],
+)
+def test_layout_refuses_bad_input(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        QueueLayout(**kwargs)
+
+
+def test_options_refuse_bad_input_and_derive_the_claim_interval() -> None:
+    with pytest.raises(InvalidArgumentError):
+        FlushOptions(batch_size=0)
+    with pytest.raises(InvalidArgumentError):
+        FlushOptions(claim_idle=0)
+    assert FlushOptions(claim_idle=1).claim_every == 0.5
+    assert FlushOptions(claim_idle=60).claim_every == 5.0
+    assert FlushOptions(claim_interval=2).claim_every == 2
+
+
+def test_stream_versions_sort_in_stream_order() -> None:
+    ids = ["1700000000000-0", "1700000000000-2", "1700000000000-10", "1700000000001-0"]
+    versions = [stream_version(i) for i in ids]
+    assert versions == sorted(versions)
+    assert stream_version(b"5-1") == stream_version("5-1")
+
+
+def _f(key: str, value: Any = None, op: str = "s") -> dict[str, Any]:
+    fields: dict[str, Any] = {"op": op.encode(), "k": key.encode()}
+    if op == "s":
+        fields["v"] = json.dumps(value).encode()
+    return fields
+
+
+def test_coalesce_keeps_the_last_change_per_key_by_stream_order() -> None:
+    changes = coalesce(
+        [
+            (0, "5-0", _f("a", 2)),
+            (0, "1-0", _f("a", 1)),
+            (1, "2-0", _f("b", 1)),
+            (0, "7-0", _f("a", op="d")),
+            (1, "3-0", _f("b", 2)),
+        ]
+    )
+    by_key = {c.key: c for c in changes}
+    assert by_key["a"].entry_id == "7-0" and by_key["a"].op == "d"
+    assert by_key["a"].superseded == ["1-0", "5-0"]
+    assert by_key["b"].entry_id == "3-0" and by_key["b"].superseded == ["2-0"]
+
+
+def test_coalesce_keeps_equal_ids_of_different_partitions_apart() -> None:
+    # IDs are per stream: two partitions can both hold "9-0"
+    changes = coalesce([(0, "9-0", _f("a", 1)), (1, "9-0", _f("b", 1)), (0, "9-0", _f("a", 1))])
+    assert sorted(c.key for c in changes) == ["a", "b"]
+
+
+def test_coalesce_flags_malformed_entries() -> None:
+    (change,) = coalesce([(0, "1-0", {"op": b"x", "k": b"a"})])
+    assert change.error is not None and "malformed" in change.error
+
+
+class Script:
+    """Drives a flush round, answering each effect from a handler; records the effects."""
+
+    def __init__(self, handler: Any) -> None:
+        self.handler = handler
+        self.effects: list[Any] = []
+
+    def run(self, gen: Generator[Any, Any, RoundResult]) -> RoundResult:
+        reply: Any = None
+        try:
+            effect = next(gen)
+            while True:
+                self.effects.append(effect)
+                reply = self.handler(effect)
+                effect = gen.send(reply)
+        except StopIteration as stop:
+            result: RoundResult = stop.value
+            return result
+
+
+def _reads(entries_by_partition: dict[int, list[tuple[str, dict[str, Any]]]], layout: QueueLayout):  # type: ignore[no-untyped-def]
+    def answer(command: tuple[Any, ...]) -> Any:
+        name = command[0]
+        if name == "XGROUP":
+            return True
+        if name == "XAUTOCLAIM":
+            return ["0-0", [], []]
+        if name == "XREADGROUP":
+            stream, start = command[-2], command[-1]
+            p = next(i for i in range(layout.partitions) if layout.stream(i) == stream)
+            entries = entries_by_partition.get(p, []) if start == ">" else []
+            return [[stream, entries]] if entries else []
+        if name == "EVAL":
+            return 1
+        if name == "HINCRBY":
+            return answer.attempts  # type: ignore[attr-defined]
+        raise AssertionError(command)
+
+    answer.attempts = 1  # type: ignore[attr-defined]
+    return answer
+
+
+def _round(layout: QueueLayout, options: FlushOptions, state: FlushState) -> Any:
+    return flush_round(layout, options, state, json.loads, now_ms=1_000_000.0)
+
+
+def test_a_round_writes_the_coalesced_batch_then_acknowledges_it() -> None:
+    layout = QueueLayout(partitions=2)
+    entries = {0: [("1-0", _f("a", 1)), ("2-0", _f("a", 2))], 1: [("1-0", _f("b", 9))]}
+    answer = _reads(entries, layout)
+    stored: list[StoreCall] = []
+
+    def handler(effect: Any) -> Any:
+        if isinstance(effect, RedisBatch):
+            return [answer(c) for c in effect.commands]
+        if isinstance(effect, StoreCall):
+            stored.append(effect)
+            return None
+        raise AssertionError(effect)
+
+    script = Script(handler)
+    result = script.run(_round(layout, FlushOptions(), FlushState()))
+    (call,) = stored
+    assert call.op == "write"
+    assert sorted((i.key, i.value) for i in call.items) == [("a", 2), ("b", 9)]
+    assert {i.key: i.version for i in call.items}["a"] == stream_version("2-0")
+    acks = [c for c in script.effects[-1].commands if c[1] == ACK_SCRIPT]
+    acked = sorted(tuple(c[6:]) for c in acks)
+    assert acked == [("1-0",), ("2-0", "1-0")]  # the superseded entry rides along
+    assert result.applied == 2 and result.acked == 3 and not result.stalled
+
+
+def test_an_outage_counts_no_attempt_and_acknowledges_nothing() -> None:
+    layout = QueueLayout(partitions=1)
+    answer = _reads({0: [("1-0", _f("a", 1)), ("2-0", _f("b", 2))]}, layout)
+    commands: list[tuple[Any, ...]] = []
+
+    def handler(effect: Any) -> Any:
+        if isinstance(effect, RedisBatch):
+            commands.extend(effect.commands)
+            return [answer(c) for c in effect.commands]
+        if isinstance(effect, StoreCall):
+            return ConnectionError("database down")
+        assert isinstance(effect, StorePing)
+        return False  # the store does not answer
+
+    state = FlushState()
+    result = Script(handler).run(_round(layout, FlushOptions(), state))
+    assert result.stalled and result.failed == 2 and result.dead == 0
+    assert not [c for c in commands if c[0] in ("HINCRBY", "EVAL")]
+    assert state.own_pending == {0}  # next round re-reads its own pending entries
+
+
+def test_a_rejected_entry_counts_attempts_and_goes_to_dead_letters_at_the_limit() -> None:
+    layout = QueueLayout(partitions=1)
+    answer = _reads({0: [("1-0", _f("bad", 1)), ("2-0", _f("good", 2))]}, layout)
+    answer.attempts = 3  # type: ignore[attr-defined]
+    commands: list[tuple[Any, ...]] = []
+
+    def handler(effect: Any) -> Any:
+        if isinstance(effect, RedisBatch):
+            commands.extend(effect.commands)
+            return [answer(c) for c in effect.commands]
+        if isinstance(effect, StoreCall):
+            if any(i.key == "bad" for i in effect.items):
+                return ValueError("rejected")
+            return None
+        raise AssertionError("the store proved itself up: no ping needed")
+
+    result = Script(handler).run(_round(layout, FlushOptions(max_attempts=3), FlushState()))
+    assert ("HINCRBY", layout.attempts(0), "1-0", 1) in commands
+    (dead,) = [c for c in commands if c[1] == DEAD_SCRIPT]
+    assert dead[7:10] == ("1-0", "bad", "s") and "rejected" in dead[11]
+    assert result.applied == 1 and result.dead == 1 and result.failed == 0
+
+
+def test_a_lone_failing_entry_counts_only_while_the_store_answers_ping() -> None:
+    layout = QueueLayout(partitions=1)
+    for ping, counted in ((True, True), (False, False), (None, False)):
+        answer = _reads({0: [("1-0", _f("bad", 1))]}, layout)
+        commands: list[tuple[Any, ...]] = []
+
+        def handler(
+            effect: Any, ping: Any = ping, commands: Any = commands, answer: Any = answer
+        ) -> Any:
+            if isinstance(effect, RedisBatch):
+                commands.extend(effect.commands)
+                return [answer(c) for c in effect.commands]
+            if isinstance(effect, StoreCall):
+                return ValueError("rejected")
+            return ping
+
+        Script(handler).run(_round(layout, FlushOptions(), FlushState()))
+        assert any(c[0] == "HINCRBY" for c in commands) is counted, ping
+
+
+def test_undecodable_values_go_straight_to_dead_letters() -> None:
+    layout = QueueLayout(partitions=1)
+    answer = _reads({0: [("1-0", {"op": b"s", "k": b"a", "v": b"{not json"})]}, layout)
+    commands: list[tuple[Any, ...]] = []
+
+    def handler(effect: Any) -> Any:
+        if isinstance(effect, RedisBatch):
+            commands.extend(effect.commands)
+            return [answer(c) for c in effect.commands]
+        raise AssertionError(effect)  # the store is never asked
+
+    result = Script(handler).run(_round(layout, FlushOptions(), FlushState()))
+    assert result.dead == 1
+    assert any(c[1] == DEAD_SCRIPT and "cannot decode" in c[11] for c in commands)
+
+
+def test_a_redis_error_ends_the_round_and_nogroup_recreates_groups() -> None:
+    layout = QueueLayout(partitions=1)
+    state = FlushState(groups_ready=True)
+
+    def handler(effect: Any) -> Any:
+        return [ConnectionError("NOGROUP No such consumer group")] * len(effect.commands)
+
+    result = Script(handler).run(_round(layout, FlushOptions(), state))
+    assert result.redis_error is not None and result.stalled
+    assert state.groups_ready is False
+
+
+def test_store_items_are_plain_values() -> None:
+    item = StoreItem("k", {"a": 1}, "v")
+    assert (item.key, item.value, item.version) == ("k", {"a": 1}, "v")
