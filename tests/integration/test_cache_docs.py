@@ -1,4 +1,4 @@
-"""Every python example in docs/caching.md runs."""
+"""Every python example in the caching docs runs."""
 
 from __future__ import annotations
 
@@ -6,22 +6,28 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from smartcache.cache import configure
 from smartcache.testing import Standalone
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "caching.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def test_caching_doc_examples_run(redis_standalone: Standalone) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) >= 3
+@pytest.mark.parametrize(
+    ("page", "at_least"), [("caching.md", 3), ("write-through.md", 1), ("write-behind.md", 1)]
+)
+def test_caching_doc_examples_run(redis_standalone: Standalone, page: str, at_least: int) -> None:
+    doc = DOCS / page
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    assert len(blocks) >= at_least
     namespace: dict[str, Any] = {
         "url": redis_standalone.url,
         "db_get_user": lambda user_id: {"id": user_id},
     }
     try:
         for block in blocks:
-            exec(compile(block, str(DOC), "exec"), namespace)
+            exec(compile(block, str(doc), "exec"), namespace)
     finally:
         if "client" in namespace:
             namespace["client"].close()

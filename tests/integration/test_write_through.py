@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sqlite3
 import time
 import uuid
@@ -22,8 +21,6 @@ from smartcache.cache._store import StoreItem
 from smartcache.cache._write_through import WriteThrough, read_repair_log, write_through
 from smartcache.exceptions import CacheInconsistencyError, InvalidArgumentError
 from smartcache.testing import Standalone
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "write-through.md"
 
 # A dead server must fail each command at once: no client-side retry loop, short timeouts.
 FAST = {
@@ -443,21 +440,3 @@ async def test_async_decorator(redis_standalone: Standalone, kv: SQLiteKV) -> No
         with pytest.raises(InvalidArgumentError, match="async def"):
             sync_rename(1, "eve")
         assert kv.get("user:1") == "bob"  # refused before the database
-
-
-# -- docs ---------------------------------------------------------------------------------
-def test_write_through_doc_examples_run(redis_standalone: Standalone) -> None:
-    import smartcache.cache
-
-    if not hasattr(smartcache.cache, "WriteThrough"):
-        pytest.skip("WriteThrough is not exported from smartcache.cache yet")
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert blocks
-    namespace: dict[str, Any] = {"url": redis_standalone.url}
-    try:
-        for block in blocks:
-            exec(compile(block, str(DOC), "exec"), namespace)
-    finally:
-        if "client" in namespace:
-            namespace["client"].close()
-        configure(client=None)
