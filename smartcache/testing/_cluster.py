@@ -174,8 +174,9 @@ class Cluster(Topology):
                         what="reach cluster_state:ok with its replication link up",
                     )
                 except TopologyNotReadyError:
-                    if time.monotonic() >= deadline or not self._repair_lost_slots(proc, live):
+                    if time.monotonic() >= deadline:
                         raise
+                    self._repair_lost_slots(proc, live)  # if that is what holds it back
                     proc.wait_for(
                         lambda p=proc: self._node_ready(p),  # type: ignore[misc]
                         max(0.1, deadline - time.monotonic()),
