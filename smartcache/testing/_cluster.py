@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from smartcache.exceptions import ConfigurationError, TopologyError, TopologyNotReadyError
 from smartcache.testing._base import Topology
 from smartcache.testing._process import ServerProcess
@@ -176,7 +178,8 @@ class Cluster(Topology):
                 except TopologyNotReadyError:
                     if time.monotonic() >= deadline:
                         raise
-                    self._repair_lost_slots(proc, live)  # if that is what holds it back
+                    with contextlib.suppress(redis.RedisError, OSError):
+                        self._repair_lost_slots(proc, live)  # if that is what holds it back
                     proc.wait_for(
                         lambda p=proc: self._node_ready(p),  # type: ignore[misc]
                         max(0.1, deadline - time.monotonic()),
