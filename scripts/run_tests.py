@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: pytest runs in flight: a SIGTERM/SIGINT to this script is passed on to them (the
+#: smartcache pytest plugin then stops their servers and ends each session)
+CHILDREN: list[Any] = []
+
+
+def _pass_on(signum: int, _frame: Any) -> None:
+    for proc in CHILDREN:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    for proc in CHILDREN:
+        proc.wait()
+    sys.exit(128 + signum)
 
 
 def valkey_binary() -> str:
@@ -28,7 +42,8 @@ def valkey_binary() -> str:
     return str(path)
 
 
-def run(label: str, binary: str, args: list[str], junit: Path) -> tuple[int, dict[str, int]]:
+def launch(label: str, binary: str, args: list[str], junit: Path, log: Path | None) -> Any:
+    """Start one pytest run against ``binary``; its output goes to ``log`` (or ours)."""
     env = dict(os.environ, SMARTCACHE_SERVER_BIN=binary)
     cmd = [
         sys.executable,
@@ -40,7 +55,21 @@ def run(label: str, binary: str, args: list[str], junit: Path) -> tuple[int, dic
         f"junit_suite_name={label}",
     ]
     print(f"\n=== {label}: {' '.join(cmd[2:])} (server {binary})", flush=True)
-    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    out = log.open("w") if log is not None else None
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    CHILDREN.append(proc)
+    if out is not None:
+        out.close()  # the child holds its own descriptor
+    return proc
+
+
+def finish(label: str, proc: Any, junit: Path, log: Path | None) -> tuple[int, dict[str, int]]:
+    """Wait for a run; print its log (when it had one) and count its results."""
+    code = int(proc.wait())
+    if log is not None:
+        print(f"\n=== {label} output", flush=True)
+        sys.stdout.write(log.read_text(errors="replace"))
+        sys.stdout.flush()
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     if junit.exists():
         root = ET.parse(junit).getroot()
@@ -69,6 +98,8 @@ def static_checks() -> list[str]:
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, _pass_on)
+    signal.signal(signal.SIGINT, _pass_on)
     start = time.monotonic()
     extra = sys.argv[1:]
     runs = [("valkey", valkey_binary(), ["tests", *extra])]
@@ -81,9 +112,24 @@ def main() -> int:
         print("no redis-server on PATH: integration tests run against Valkey only")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     failed: list[str] = static_checks()
+    # The runs use separate servers on free ports, and mostly wait on them (failovers,
+    # timeouts): running them side by side halves the wall time. SMARTCACHE_TEST_SERIAL=1
+    # runs them one after the other, with live output.
+    parallel = len(runs) > 1 and os.environ.get("SMARTCACHE_TEST_SERIAL") != "1"
     with tempfile.TemporaryDirectory() as tmp:
-        for label, binary, args in runs:
-            code, counts = run(label, binary, args, Path(tmp) / f"{label}.xml")
+        results = []
+        if parallel:
+            started = []
+            for label, binary, args in runs:
+                junit, log = Path(tmp) / f"{label}.xml", Path(tmp) / f"{label}.log"
+                started.append((label, launch(label, binary, args, junit, log), junit, log))
+            results = [(label, *finish(label, *rest)) for label, *rest in started]
+        else:
+            for label, binary, args in runs:
+                junit = Path(tmp) / f"{label}.xml"
+                proc = launch(label, binary, args, junit, None)
+                results.append((label, *finish(label, proc, junit, None)))
+        for label, code, counts in results:
             for key in totals:
                 totals[key] += counts[key]
             if code != 0:
