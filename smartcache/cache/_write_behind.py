@@ -161,6 +161,32 @@ class WriteBehindBase:
         with self._ids_lock:
             return dict(self._last_ids)
 
+    def _wait_flow(
+        self, targets: dict[int, str], timeout: float
+    ) -> Generator[RedisBatch | float, Any, None]:
+        """Wait until ``targets`` are flushed: yields checks (-> replies) and pauses (-> None).
+
+        Raises :class:`~smartcache.exceptions.FlushTimeoutError` after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while targets:
+            replies = yield RedisBatch(tuple(self._flush_check(targets)))
+            for p, reply in zip(list(targets), replies, strict=True):
+                if not isinstance(reply, BaseException) and not reply:
+                    del targets[p]
+            if not targets:
+                return
+            if time.monotonic() >= deadline:
+                raise FlushTimeoutError(
+                    f"write-behind queue {self.layout.name!r}: changes in {len(targets)} "
+                    f"partition(s) not flushed within {timeout}s (they stay queued in Redis; "
+                    "is a flusher running and the store reachable?)",
+                    partitions=sorted(targets),
+                )
+            yield delay
+            delay = min(delay * 2, 0.1)
+
     def _all_targets(self) -> dict[int, str]:
         return dict.fromkeys(range(self.layout.partitions), "+")
 
@@ -249,6 +275,17 @@ def _id_ms(entry_id: Any) -> int:
     return int(_s(entry_id).split("-", 1)[0])
 
 
+def run_batch_sync(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` as one non-transactional pipeline; errors in place."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+    except REDIS_ERRORS as exc:
+        return [exc] * len(commands)
+
+
 def run_round_sync(
     gen: Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult], client: Any, store: Any
 ) -> RoundResult:
@@ -258,13 +295,7 @@ def run_round_sync(
         effect = next(gen)
         while True:
             if isinstance(effect, RedisBatch):
-                try:
-                    pipe = client.pipeline(transaction=False)
-                    for command in effect.commands:
-                        pipe.execute_command(*command)
-                    reply = pipe.execute(raise_on_error=False)
-                except REDIS_ERRORS as exc:
-                    reply = [exc] * len(effect.commands)
+                reply = run_batch_sync(client, effect.commands)
             elif isinstance(effect, StoreCall):
                 method = store.write_many if effect.op == "write" else store.delete_many
                 try:
@@ -438,32 +469,20 @@ class WriteBehind(WriteBehindBase):
         self._wait_flushed(self._all_targets(), timeout)
 
     def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while targets:
-            pipe = self.client.pipeline(transaction=False)
-            for command in self._flush_check(targets):
-                pipe.execute_command(*command)
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except REDIS_ERRORS as exc:
-                replies = [exc] * len(targets)
-            for p, reply in zip(list(targets), replies, strict=True):
-                if not isinstance(reply, BaseException) and not reply:
-                    del targets[p]
-            if not targets:
-                return
-            if time.monotonic() >= deadline:
-                raise FlushTimeoutError(
-                    f"write-behind queue {self.layout.name!r}: changes in {len(targets)} "
-                    f"partition(s) not flushed within {timeout}s (they stay queued in Redis; "
-                    "is a flusher running and the store reachable?)",
-                    partitions=sorted(targets),
-                )
-            if self.flusher is not None:
-                self.flusher.kick()
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        flow = self._wait_flow(targets, timeout)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, RedisBatch):
+                    reply = run_batch_sync(self.client, step.commands)
+                else:
+                    if self.flusher is not None:
+                        self.flusher.kick()
+                    time.sleep(step)
+                    reply = None
+                step = flow.send(reply)
+        except StopIteration:
+            return
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush (bounded by ``timeout``), then stop the flusher thread."""

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from smartcache.cache._base import REDIS_ERRORS
@@ -29,11 +29,22 @@ from smartcache.cache._wb_core import (
     flush_round,
 )
 from smartcache.cache._write_behind import FlusherStats, WriteBehindBase, _Backoff
-from smartcache.exceptions import FlushTimeoutError, InvalidArgumentError
+from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["AsyncFlusher", "AsyncWriteBehind"]
 
 log = logging.getLogger("smartcache.cache")
+
+
+async def run_batch_async(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` as one non-transactional pipeline; errors in place."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute(raise_on_error=False))
+    except REDIS_ERRORS as exc:
+        return [exc] * len(commands)
 
 
 async def run_round_async(
@@ -48,13 +59,7 @@ async def run_round_async(
         effect = next(gen)
         while True:
             if isinstance(effect, RedisBatch):
-                try:
-                    pipe = client.pipeline(transaction=False)
-                    for command in effect.commands:
-                        pipe.execute_command(*command)
-                    reply = await pipe.execute(raise_on_error=False)
-                except REDIS_ERRORS as exc:
-                    reply = [exc] * len(effect.commands)
+                reply = await run_batch_async(client, effect.commands)
             elif isinstance(effect, StoreCall):
                 method = store.write_many if effect.op == "write" else store.delete_many
                 try:
@@ -232,32 +237,20 @@ class AsyncWriteBehind(WriteBehindBase):
         await self._wait_flushed(self._all_targets(), timeout)
 
     async def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while targets:
-            pipe = self.client.pipeline(transaction=False)
-            for command in self._flush_check(targets):
-                pipe.execute_command(*command)
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except REDIS_ERRORS as exc:
-                replies = [exc] * len(targets)
-            for p, reply in zip(list(targets), replies, strict=True):
-                if not isinstance(reply, BaseException) and not reply:
-                    del targets[p]
-            if not targets:
-                return
-            if time.monotonic() >= deadline:
-                raise FlushTimeoutError(
-                    f"write-behind queue {self.layout.name!r}: changes in {len(targets)} "
-                    f"partition(s) not flushed within {timeout}s (they stay queued in Redis; "
-                    "is a flusher running and the store reachable?)",
-                    partitions=sorted(targets),
-                )
-            if self.flusher is not None:
-                self.flusher.kick()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        flow = self._wait_flow(targets, timeout)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, RedisBatch):
+                    reply = await run_batch_async(self.client, step.commands)
+                else:
+                    if self.flusher is not None:
+                        self.flusher.kick()
+                    await asyncio.sleep(step)
+                    reply = None
+                step = flow.send(reply)
+        except StopIteration:
+            return
 
     async def aclose(self, timeout: float = 30.0) -> None:
         """Flush (bounded by ``timeout``), then stop the flusher task."""
