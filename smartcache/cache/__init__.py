@@ -25,9 +25,9 @@ from smartcache.cache._store import AsyncStore, Store, StoreItem
 from smartcache.cache._wb_core import FlushOptions, QueueLayout
 from smartcache.cache._write_behind import Flusher, WriteBehind
 from smartcache.cache._write_behind_async import AsyncFlusher, AsyncWriteBehind
-from smartcache.cache._write_through import (
+from smartcache.cache._write_through import WriteThrough
+from smartcache.cache._write_through_decorator import (
     AsyncWriteThroughFunction,
-    WriteThrough,
     WriteThroughFunction,
     write_through,
 )

@@ -9,58 +9,43 @@ cache is never left newer or older than the database without the key being recor
 
 Each operation is a plain generator that yields the I/O it needs (``_Call``, ``_Redis``,
 ``_Sleep``) and receives the result or the exception; ``_run`` drives it with the sync client,
-``_arun`` with the async one, so the rules exist once. The repair log is the only file I/O; it
-runs inline (it is touched only when something failed, or on repair).
+``_arun`` with the async one, so the rules exist once. The repair log (``_repair_log``) is
+the only file I/O; it runs inline (it is touched only when something failed, or on repair).
+The ``@write_through`` decorator (``_write_through_decorator``) drives the same engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import inspect
 import itertools
-import json
 import logging
 import os
 import random
-import sys
 import threading
 import time
-import types
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Generic, Literal, ParamSpec, TypeAlias, TypeVar, cast, overload
+from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy
-from smartcache.cache._decorator import get_default_client
-from smartcache.cache._keys import KeyBuilder
 from smartcache.cache._policy import RandomSource
+from smartcache.cache._repair_log import (
+    RepairRecord,
+    append_repair_log,
+    backoff_delay,
+    read_repair_log,
+    rewrite_repair_log,
+)
 from smartcache.cache._store import AsyncStore, Store, StoreItem, is_async_store
 from smartcache.exceptions import CacheInconsistencyError, ConfigurationError, InvalidArgumentError
 
-if sys.platform != "win32":
-    import fcntl
-
-__all__ = [
-    "AsyncWriteThroughFunction",
-    "RepairRecord",
-    "WriteThrough",
-    "WriteThroughFunction",
-    "append_repair_log",
-    "backoff_delay",
-    "parse_repair_log",
-    "read_repair_log",
-    "rewrite_repair_log",
-    "write_through",
-]
+__all__ = ["WriteThrough"]
 
 log = logging.getLogger("smartcache.cache")
 
-P = ParamSpec("P")
-T = TypeVar("T")
 R = TypeVar("R")
 
 Mode = Literal["invalidate", "set"]
@@ -70,127 +55,6 @@ OnCacheError = Literal["record", "raise"]
 REPAIR_BATCH: Final = 500
 _FIELDS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repaired")
 _STATS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repairs_pending", "repaired")
-
-
-# -- pure parts -----------------------------------------------------------------------------
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: RandomSource) -> float:
-    """Seconds to sleep before retry ``attempt + 1`` (0-based): full jitter.
-
-    ``uniform(0, min(cap, base * 2**attempt))``: spread out, so processes that failed together
-    do not retry together, and never longer than ``cap``.
-    """
-    if attempt < 0:
-        raise ValueError("attempt must be >= 0")
-    return rng.uniform(0.0, min(cap, base * 2.0 ** min(attempt, 64)))
-
-
-@dataclass(frozen=True, slots=True)
-class RepairRecord:
-    """One repair-log line: ``key`` needs a DEL; ``id`` tells two records of a key apart."""
-
-    key: str
-    id: str
-    at: float = 0.0
-
-    def line(self) -> str:
-        """The record as one JSON line (with its newline)."""
-        return json.dumps({"key": self.key, "id": self.id, "at": self.at}) + "\n"
-
-
-def parse_repair_log(text: str) -> list[RepairRecord]:
-    """The records of a repair log; blank and unreadable lines (a torn write) are skipped.
-
-    A line without ``"id"`` (written by hand) is identified by its own text.
-    """
-    records = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
-            continue
-        at = obj.get("at")
-        records.append(
-            RepairRecord(
-                obj["key"],
-                str(obj.get("id") or line),
-                float(at) if isinstance(at, int | float) else 0.0,
-            )
-        )
-    return records
-
-
-_FILE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive use of the log between threads and (POSIX ``flock``) processes."""
-    with _FILE_LOCK:
-        if sys.platform == "win32":
-            yield
-            return
-        with open(f"{path}.lock", "a") as lock:  # never deleted: a stable inode to lock
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _read_unlocked(path: Path) -> list[RepairRecord]:
-    try:
-        return parse_repair_log(path.read_text(encoding="utf-8", errors="replace"))
-    except FileNotFoundError:
-        return []
-
-
-def read_repair_log(path: str | os.PathLike[str]) -> list[RepairRecord]:
-    """The records in the repair log at ``path`` (none if it does not exist)."""
-    path = Path(path)
-    with _locked(path):
-        return _read_unlocked(path)
-
-
-def append_repair_log(path: str | os.PathLike[str], records: Sequence[RepairRecord]) -> None:
-    """Append ``records`` and fsync before returning (a torn last line is closed first)."""
-    path = Path(path)
-    data = "".join(r.line() for r in records).encode()
-    with _locked(path), open(path, "a+b") as f:
-        if f.seek(0, os.SEEK_END) > 0:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                data = b"\n" + data  # after a crash mid-line: keep the next record whole
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def rewrite_repair_log(path: str | os.PathLike[str], drop_ids: set[str]) -> list[RepairRecord]:
-    """Atomically rewrite the log without the records in ``drop_ids``; the records kept.
-
-    The file is re-read under the lock, so records other processes appended meanwhile stay.
-    """
-    path = Path(path)
-    with _locked(path):
-        kept = [r for r in _read_unlocked(path) if r.id not in drop_ids]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            f.write("".join(r.line() for r in kept).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    return kept
 
 
 # -- the I/O a flow asks for ----------------------------------------------------------------
@@ -716,223 +580,3 @@ def _check_keys(values: Mapping[Any, Any]) -> list[str]:
         if not isinstance(key, str):
             raise InvalidArgumentError(f"write-through keys are str, not {type(key).__name__}")
     return keys
-
-
-# -- the decorator --------------------------------------------------------------------------
-_ENGINE_OPTIONS: Final = frozenset(
-    {
-        "retry_attempts",
-        "retry_base_delay",
-        "retry_max_delay",
-        "repair_log",
-        "on_cache_error",
-        "clock",
-        "rng",
-    }
-)
-# CachePolicy.on_cache_error (a reader's choice) is not settable here: the name is ours.
-_POLICY_OPTIONS: Final = frozenset(f.name for f in fields(CachePolicy)) - _ENGINE_OPTIONS
-
-
-class _WriteThroughFunctionBase(Generic[P, T]):
-    def __init__(
-        self,
-        func: Callable[P, Any],
-        *,
-        key_of: Callable[[tuple[Any, ...], dict[str, Any]], str],
-        client: Any,
-        mode: Mode,
-        policy: CachePolicy,
-        options: dict[str, Any],
-    ) -> None:
-        functools.update_wrapper(cast(Any, self), func)
-        self.__wrapped__ = func
-        self._func = func
-        self._key_of = key_of
-        self._client = client
-        self.mode: Mode = mode
-        self.policy = policy
-        self._options = options
-        self._engine: _WriteThroughCore | None = None
-        self._init_lock = threading.Lock()
-
-    @property
-    def engine(self) -> _WriteThroughCore:
-        """The write-through engine (created at first use, with the resolved client)."""
-        engine = self._engine
-        if engine is None:
-            with self._init_lock:
-                if self._engine is None:
-                    client = self._client if self._client is not None else get_default_client()
-                    self._engine = _WriteThroughCore(
-                        client, mode=self.mode, policy=self.policy, **self._options
-                    )
-                engine = self._engine
-        return engine
-
-    def key_for(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The cache key the call ``f(*args, **kwargs)`` writes through."""
-        return self._key_of(args, kwargs)
-
-    def pending_repairs(self) -> list[str]:
-        """Keys whose entries may be stale until :meth:`repair`."""
-        return self.engine.pending_repairs()
-
-    def stats(self) -> dict[str, int]:
-        """writes, deletes, store_errors, cache_errors, repairs_pending, repaired."""
-        if self._engine is None and self._options.get("repair_log") is None:
-            return dict.fromkeys(_STATS, 0)  # not used yet: no client needed to say so
-        return self.engine.stats()
-
-    def _flow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Flow[Any]:
-        engine = self.engine
-        key = self._key_of(args, kwargs)  # before the database: a bad key writes nothing
-        yield from engine._heal()
-        result = yield from engine._database(_Call(self._func, args, kwargs), [key], "writes")
-        values = {key: result} if self.mode == "set" else None
-        yield from engine._cache_step(engine._cache_op(values, [key]))
-        return result
-
-    def _what(self) -> str:
-        kind = "async def" if isinstance(self, AsyncWriteThroughFunction) else "sync function"
-        return f"@write_through on the {kind} {getattr(self._func, '__qualname__', '?')}"
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        return types.MethodType(cast(Any, self), obj)
-
-
-_ASYNC_FIX: Final = "with an async client, decorate an 'async def' update function"
-_SYNC_FIX: Final = "with a sync client, decorate a plain 'def' update function"
-
-
-class WriteThroughFunction(_WriteThroughFunctionBase[P, T]):
-    """A sync update function made write-through; call it like the original."""
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        engine = self.engine
-        engine._check(False, self._what(), _ASYNC_FIX)
-        return cast(T, engine._run(self._flow(args, kwargs)))
-
-    def repair(self) -> int:
-        """DEL every recorded key; how many were repaired."""
-        engine = self.engine
-        engine._check(False, self._what(), _ASYNC_FIX)
-        return engine._run(engine._repair_flow())
-
-
-class AsyncWriteThroughFunction(_WriteThroughFunctionBase[P, T]):
-    """An async update function made write-through; ``await f(...)`` as before."""
-
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        engine = self.engine
-        engine._check(True, self._what(), _SYNC_FIX)
-        return cast(T, await engine._arun(self._flow(args, kwargs)))
-
-    async def repair(self) -> int:
-        """DEL every recorded key; how many were repaired."""
-        engine = self.engine
-        engine._check(True, self._what(), _SYNC_FIX)
-        return await engine._arun(engine._repair_flow())
-
-
-class _WriteThroughDecorator:
-    def __init__(
-        self,
-        key: str | Callable[..., str],
-        *,
-        client: Any,
-        mode: Mode,
-        policy: CachePolicy,
-        version: int | str | None,
-        options: dict[str, Any],
-    ) -> None:
-        self._key = key
-        self._client = client
-        self._mode = mode
-        self._policy = policy
-        self._version = version
-        self._options = options
-
-    @overload
-    def __call__(  # type: ignore[overload-overlap]
-        self, func: Callable[P, Coroutine[Any, Any, T]]
-    ) -> AsyncWriteThroughFunction[P, T]: ...
-
-    @overload
-    def __call__(self, func: Callable[P, T]) -> WriteThroughFunction[P, T]: ...
-
-    def __call__(self, func: Callable[P, Any]) -> Any:
-        key_of: Callable[[tuple[Any, ...], dict[str, Any]], str]
-        if isinstance(self._key, str):
-            key_of = KeyBuilder(
-                func,
-                namespace=self._policy.namespace,
-                version=self._version,
-                template=self._key,
-                ignore=(),
-            )
-        else:
-            key_fn = self._key
-
-            def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-                return key_fn(*args, **kwargs)
-
-        cls = (
-            AsyncWriteThroughFunction if inspect.iscoroutinefunction(func) else WriteThroughFunction
-        )
-        return cls(
-            func,
-            key_of=key_of,
-            client=self._client,
-            mode=self._mode,
-            policy=self._policy,
-            options=self._options,
-        )
-
-
-def write_through(
-    key: str | Callable[..., str],
-    *,
-    client: Any = None,
-    mode: Mode = "invalidate",
-    policy: CachePolicy | None = None,
-    version: int | str | None = None,
-    **options: Any,
-) -> _WriteThroughDecorator:
-    """Make an update function (sync or ``async def``) that writes the database write-through.
-
-    The function runs first; if it raises, the exception propagates and the cache is left
-    alone. On success the entry under ``key`` is invalidated (default) or, with
-    ``mode="set"``, replaced by the function's return value, encoded as ``@cached`` reads it.
-    ``key`` is a template rendered from the call's bound arguments exactly as
-    ``@cached(key=...)`` renders it (``"user:{user_id}"`` -> ``"sc:user:42"``; ``version`` and
-    the policy's ``namespace`` apply), or a callable taking the function's arguments and
-    returning the full Redis key (e.g. ``lambda user_id, **_: get_user.key_for(user_id)``).
-
-    ``options``: the :class:`WriteThrough` options (``retry_attempts``, ``retry_base_delay``,
-    ``retry_max_delay``, ``repair_log``, ``on_cache_error``, ``clock``, ``rng``) and
-    :class:`CachePolicy` fields (``ttl``, ``jitter``, ``serializer``, ``namespace``...).
-    ``client=None`` uses the client given to :func:`~smartcache.cache.configure`.
-
-    The wrapper keeps the function's signature and adds ``key_for()``, ``pending_repairs()``,
-    ``repair()`` (a coroutine for an async function) and ``stats()``.
-
-    **Races**: invalidate (default) is safe against concurrent writers. ``mode="set"`` can
-    leave an older value cached when two writers interleave ("DB A, DB B, cache B, cache A")
-    until the entry's TTL; prefer invalidate.
-    """
-    engine_options = {k: v for k, v in options.items() if k in _ENGINE_OPTIONS}
-    policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}
-    unknown = set(options) - set(engine_options) - set(policy_options)
-    if unknown:
-        raise TypeError(f"write_through() got unknown options {sorted(unknown)}")
-    return _WriteThroughDecorator(
-        key,
-        client=client,
-        mode=mode,
-        policy=(policy or CachePolicy()).with_options(**policy_options),
-        version=version,
-        options=engine_options,
-    )

@@ -85,3 +85,74 @@ def test_dev_down_with_nothing_up(tmp_path: Path) -> None:
         check=True,
     )
     assert "nothing is up" in out.stdout
+
+
+def test_flush_worker_process_drains_the_queue_and_stops_on_sigterm(
+    redis_standalone: object, tmp_path: Path
+) -> None:
+    import signal
+
+    from smartcache import SmartClient
+    from smartcache.cache import SQLiteStore, WriteBehind
+
+    url = redis_standalone.url  # type: ignore[attr-defined]
+    db = tmp_path / "app.db"
+    client = SmartClient.from_url(url)
+    wb = WriteBehind(client, name="cli-worker", partitions=4, flusher=False)
+    for i in range(200):
+        wb.set(f"k{i}", {"i": i})
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "smartcache",
+            "flush-worker",
+            url,
+            "--store",
+            f"sqlite://{db}",
+            "--name",
+            "cli-worker",
+            "--partitions",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        assert "queue 'cli-worker' (4 partitions)" in worker.stdout.readline()
+        wb.flush(timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+        assert "'applied': 200" in worker.stdout.read()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+        client.close()
+    store = SQLiteStore(db)
+    try:
+        assert store.items() == {f"k{i}": {"i": i} for i in range(200)}
+    finally:
+        store.close()
+
+
+def test_flush_worker_refuses_an_unknown_store() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "smartcache",
+            "flush-worker",
+            "redis://127.0.0.1:1",
+            "--store",
+            "nonsense",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--store 'nonsense' is not understood" in result.stderr

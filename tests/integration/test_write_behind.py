@@ -361,3 +361,32 @@ def test_write_behind_into_postgresql(client: SmartClient) -> None:
     finally:
         store.table.drop(store.engine)
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_async_write_behind_with_an_async_store(
+    redis_standalone: Any, tmp_path: Path
+) -> None:
+    from smartcache.cache import AsyncSQLAlchemyStore
+
+    client = AsyncSmartClient.from_url(redis_standalone.url)
+    store = AsyncSQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'aa.db'}")
+    try:
+        async with AsyncWriteBehind(client, store, name=_name()) as wb:
+            for r in range(3):
+                await asyncio.gather(*(wb.set(f"b{i}", [i, r]) for i in range(50)))
+            await wb.delete("b0")
+            await wb.flush(timeout=20)
+        assert await store.items() == {f"b{i}": [i, 2] for i in range(1, 50)}
+    finally:
+        await store.aclose()
+        await client.aclose()
+
+
+def test_a_sync_flusher_refuses_an_async_store(client: SmartClient, tmp_path: Path) -> None:
+    from smartcache.cache import AsyncSQLAlchemyStore
+    from smartcache.exceptions import InvalidArgumentError
+
+    store = AsyncSQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(InvalidArgumentError, match="use AsyncWriteBehind"):
+        WriteBehind(client, store, name=_name())

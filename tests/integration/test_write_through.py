@@ -17,8 +17,10 @@ from tenacity import stop_after_attempt
 from smartcache import RetryPolicy, SmartClient
 from smartcache.asyncio import AsyncSmartClient
 from smartcache.cache import Cache, CachePolicy, cached, configure
+from smartcache.cache._repair_log import read_repair_log
 from smartcache.cache._store import StoreItem
-from smartcache.cache._write_through import WriteThrough, read_repair_log, write_through
+from smartcache.cache._write_through import WriteThrough
+from smartcache.cache._write_through_decorator import write_through
 from smartcache.exceptions import CacheInconsistencyError, InvalidArgumentError
 from smartcache.testing import Standalone
 

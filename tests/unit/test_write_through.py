@@ -16,20 +16,17 @@ import pytest
 import redis.exceptions
 
 from smartcache.cache import CachePolicy
-from smartcache.cache._store import StoreItem
-from smartcache.cache._write_through import (
+from smartcache.cache._repair_log import (
     RepairRecord,
-    WriteThrough,
-    _Call,
-    _Redis,
-    _Sleep,
     append_repair_log,
     backoff_delay,
     parse_repair_log,
     read_repair_log,
     rewrite_repair_log,
-    write_through,
 )
+from smartcache.cache._store import StoreItem
+from smartcache.cache._write_through import WriteThrough, _Call, _Redis, _Sleep
+from smartcache.cache._write_through_decorator import write_through
 from smartcache.exceptions import (
     CacheInconsistencyError,
     ConfigurationError,
