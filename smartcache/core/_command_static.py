@@ -200,9 +200,9 @@ delifeq 3 write,fast @1
 discard 1 noscript,fast
 dump 2 readonly @1
 echo 2 fast
-eval -3 noscript,movablekeys,may_replicate @2#0+1
+eval -3 noscript,movablekeys @2#0+1
 eval_ro -3 readonly,noscript,movablekeys @2#0+1
-evalsha -3 noscript,movablekeys,may_replicate @2#0+1
+evalsha -3 noscript,movablekeys @2#0+1
 evalsha_ro -3 readonly,noscript,movablekeys @2#0+1
 exec 1 noscript
 exists -2 readonly,fast @1:-1 req=multi_shard resp=agg_sum
@@ -210,7 +210,7 @@ expire -3 write,fast @1
 expireat -3 write,fast @1
 expiretime 2 readonly,fast @1
 failover -1 admin,noscript
-fcall -3 noscript,movablekeys,may_replicate @2#0+1
+fcall -3 noscript,movablekeys @2#0+1
 fcall_ro -3 readonly,noscript,movablekeys @2#0+1
 flushall -1 write req=all_shards resp=all_succeeded
 flushdb -1 write req=all_shards resp=all_succeeded

@@ -31,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from smartcache.core._command_reply import parse_command_reply
 from smartcache.core._command_static import parse_static_table
@@ -102,6 +102,10 @@ _BLOCKING_RULES: dict[str, Callable[[Sequence[Any]], bool]] = {
 }
 
 
+#: Script and function calls that may write (their ``_ro`` variants cannot).
+_SCRIPT_CALLS: Final = frozenset({"eval", "evalsha", "fcall"})
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     """Everything smartcache knows about one command or subcommand (``"parent|sub"``).
@@ -121,8 +125,9 @@ class CommandSpec:
     tips: frozenset[str] = frozenset()
     readonly: bool = field(init=False)
     write: bool = field(init=False)
-    #: Its effects reach replicas: a ``write`` command, or a script/function call that may
-    #: write (``may_replicate``, pub/sub excluded). ``wait_replicas=`` sends WAIT after these.
+    #: Its effects may reach replicas: a ``write`` command, or a script/function call that
+    #: may write (EVAL, EVALSHA, FCALL; servers flag none of them ``write``, and not their
+    #: ``_ro`` twins). ``wait_replicas=`` sends WAIT after these.
     replicates: bool = field(init=False)
     blocking: bool = field(init=False)
     pubsub: bool = field(init=False)
@@ -139,11 +144,7 @@ class CommandSpec:
         put = object.__setattr__
         put(self, "readonly", "readonly" in flags)
         put(self, "write", "write" in flags)
-        put(
-            self,
-            "replicates",
-            "write" in flags or ("may_replicate" in flags and "pubsub" not in flags),
-        )
+        put(self, "replicates", "write" in flags or self.name in _SCRIPT_CALLS)
         put(self, "blocking", "blocking" in flags or self.name in _ALWAYS_BLOCKING)
         put(self, "pubsub", "pubsub" in flags)
         put(self, "noscript", "noscript" in flags)

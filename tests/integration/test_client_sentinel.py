@@ -94,6 +94,24 @@ def test_wait_replicas_raises_when_too_few_acknowledge(
         admin.delete("sn:dur")
 
 
+def test_wait_replicas_waits_after_scripts_too(
+    redis_sentinel: SentinelGroup, client_factory: Any
+) -> None:
+    c = client_factory(
+        sentinels=redis_sentinel.sentinel_addresses,
+        service_name="mymaster",
+        wait_replicas=3,
+        wait_timeout_ms=100,
+    )
+    script = "return redis.call('SET', KEYS[1], ARGV[1])"
+    with pytest.raises(DurabilityError) as err:  # a script that writes is a write
+        c.eval(script, 1, "sn:dur-eval", "v")
+    assert err.value.replicas == 2 and err.value.wanted == 3
+    assert c.eval_ro("return redis.call('GET', KEYS[1])", 1, "sn:dur-eval") == b"v"
+    with redis_sentinel.primary().client() as admin:
+        admin.delete("sn:dur-eval")
+
+
 def test_wait_replicas_on_a_plain_server(redis_standalone: Standalone) -> None:
     with SmartClient(port=redis_standalone.port, wait_replicas=1, wait_timeout_ms=50) as c:
         with pytest.raises(DurabilityError, match="reached only 0 of 1"):

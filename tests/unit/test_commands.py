@@ -762,3 +762,24 @@ def test_command_modules_import_no_io(module: str) -> None:
             imported.add(node.module.split(".")[0])
     assert not imported & _FORBIDDEN
     assert "from __future__ import annotations" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("name", "replicates"),
+    [
+        ("set", True),
+        ("xadd", True),
+        ("eval", True),  # a script may write: wait_replicas= must WAIT after it
+        ("evalsha", True),
+        ("fcall", True),
+        ("eval_ro", False),
+        ("evalsha_ro", False),
+        ("get", False),
+        ("publish", False),  # may_replicate, but pub/sub: no WAIT
+    ],
+)
+def test_replicates_marks_what_wait_replicas_waits_after(
+    table: CommandTable, name: str, replicates: bool
+) -> None:
+    spec = table.get(name)
+    assert spec is not None and spec.replicates is replicates
