@@ -41,6 +41,7 @@ class AsyncEngine(CacheBase):
         self._alease: AsyncLeaseLock | None = None
         self._arefreshing: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._gets: dict[str, asyncio.Future[Any]] = {}
 
     def _alock(self, policy: CachePolicy) -> AsyncLeaseLock:
         lease = self._alease
@@ -61,7 +62,7 @@ class AsyncEngine(CacheBase):
         policy = (policy or self.policy).with_options(**options)
         try:
             try:
-                raw = await self.client.get(key)
+                raw = await self._aget_shared(key)
             except REDIS_ERRORS as exc:
                 return await self._adegraded(loader, policy, exc)
             entry = self._decode(raw, policy)
@@ -79,6 +80,40 @@ class AsyncEngine(CacheBase):
             return value
         except LoaderError as err:
             raise err.original from None
+
+    async def _aget_shared(self, key: str) -> Any:
+        """GET ``key``; tasks reading one key at the same time share one GET.
+
+        A burst of readers of a hot key (200 tasks when it expires) sends one GET, not 200.
+        Each caller decodes the shared reply itself, so no two callers share a value object.
+        If the task that sent the GET is cancelled, the others read for themselves.
+        """
+        pending = self._gets.get(key)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this task was cancelled, not the one that sent the GET
+                return await self._aget_shared(key)
+        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._gets[key] = shared
+        try:
+            raw = await self.client.get(key)
+        except asyncio.CancelledError:
+            shared.cancel()
+            raise
+        except BaseException as exc:
+            shared.set_exception(exc)
+            shared.exception()  # the waiters re-raise it; nobody waiting is fine too
+            raise
+        else:
+            shared.set_result(raw)
+            return raw
+        finally:
+            if self._gets.get(key) is shared:
+                del self._gets[key]
 
     async def _adegraded(
         self, loader: Callable[[], Any], policy: CachePolicy, exc: Exception
