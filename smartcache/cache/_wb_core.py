@@ -397,11 +397,13 @@ def flush_round(
     replies = yield RedisBatch(tuple(commands))
 
     read: list[tuple[int, str, dict[str, Any]]] = []
+    read_error: BaseException | None = None
     for (kind, p), reply in zip(kinds, replies, strict=True):
         if isinstance(reply, BaseException):
             if "NOGROUP" in str(reply):
                 state.groups_ready = False
-            return RoundResult(redis_error=reply)
+            read_error = read_error or reply
+            continue
         if kind == "claim":
             cursor = _text(reply[0]) if reply else "0-0"
             state.claim_cursor[p] = cursor
@@ -417,6 +419,10 @@ def flush_round(
             elif entries:
                 state.own_pending.add(p)
         read.extend((p, entry_id, fields) for entry_id, fields in entries)
+    if read_error is not None:
+        # what was read is now pending to this consumer (own_pending says where): the next
+        # round reads it again, whole, rather than half a round now
+        return RoundResult(redis_error=read_error)
     if not read:
         return RoundResult()
 

@@ -277,3 +277,22 @@ def test_a_redis_error_ends_the_round_and_nogroup_recreates_groups() -> None:
 def test_store_items_are_plain_values() -> None:
     item = StoreItem("k", {"a": 1}, "v")
     assert (item.key, item.value, item.version) == ("k", {"a": 1}, "v")
+
+
+def test_a_partly_failed_read_remembers_what_it_was_given() -> None:
+    layout = QueueLayout(partitions=2)
+    answer = _reads({0: [("1-0", _f("a", 1))]}, layout)
+
+    def handler(effect: Any) -> Any:
+        replies = []
+        for command in effect.commands:
+            if command[0] == "XREADGROUP" and command[-2] == layout.stream(1):
+                replies.append(ConnectionError("node down"))
+            else:
+                replies.append(answer(command))
+        return replies
+
+    state = FlushState(groups_ready=True)
+    result = Script(handler).run(_round(layout, FlushOptions(), state))
+    assert result.redis_error is not None and result.read == 0
+    assert state.own_pending == {0}  # partition 0's entry is re-read from the PEL next round
