@@ -122,7 +122,25 @@ def _chunks(keys: list[str]) -> Iterable[list[str]]:
 # --- SQLite (stdlib) --------------------------------------------------------------------
 
 
-class SQLiteStore:
+class _Closing:
+    """``with store:`` closes it on the way out."""
+
+    def close(self) -> None:
+        """Release the store's resources."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SQLiteStore(_Closing):
     """A store in a SQLite file, with only the standard library.
 
     One connection guarded by a lock serves every thread; the file is switched to WAL, so
@@ -241,17 +259,6 @@ class SQLiteStore:
         """Close the connection (idempotent)."""
         with self._lock:
             self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --- SQLAlchemy: statements and conversations, shared by the sync and async stores --------
@@ -452,7 +459,7 @@ class _SQLAlchemyBase:
         return _Statements(self._table, self._serializer, dialect_name)
 
 
-class SQLAlchemyStore(_SQLAlchemyBase):
+class SQLAlchemyStore(_SQLAlchemyBase, _Closing):
     """A store in any database SQLAlchemy 2.x reaches (sync engine).
 
     Upserts with ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` on PostgreSQL and SQLite,
@@ -552,17 +559,6 @@ class SQLAlchemyStore(_SQLAlchemyBase):
         """Dispose the engine if this store created it from a URL (idempotent)."""
         if self._owns_engine:
             self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class AsyncSQLAlchemyStore(_SQLAlchemyBase):

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy
 from smartcache.cache._codec import CorruptEntryError, Serializer, decode_entry, get_serializer
@@ -33,7 +33,7 @@ from smartcache.cache._wb_core import (
 )
 from smartcache.exceptions import ConfigurationError, FlushTimeoutError, InvalidArgumentError
 
-__all__ = ["Flusher", "WriteBehind", "WriteBehindBase"]
+__all__ = ["Flusher", "FlusherBase", "WriteBehind", "WriteBehindBase"]
 
 log = logging.getLogger("smartcache.cache")
 
@@ -315,13 +315,10 @@ def run_round_sync(
         return result
 
 
-class Flusher:
-    """Moves queued changes from Redis into the store; run it in a thread or in a process.
+class FlusherBase:
+    """Configuration and per-round bookkeeping shared by :class:`Flusher` and ``AsyncFlusher``.
 
-    ``Flusher(client, store, layout).run(stop_event)`` loops until ``stop_event`` is set:
-    rounds back to back while there is work, a ``poll_interval`` pause when the queue is
-    empty (cut short by :meth:`kick`), exponential backoff with jitter while Redis or the
-    store is failing. Any number of flushers may share a queue.
+    The shells only drive :meth:`_round` with their I/O and wait :meth:`_after` seconds.
     """
 
     def __init__(
@@ -337,7 +334,8 @@ class Flusher:
         serializer: str | Serializer = "json",
         on_round: Callable[[RoundResult], None] | None = None,
     ) -> None:
-        if is_async_store(store):
+        self.store_is_async = is_async_store(store)
+        if self.store_is_async and not self.accepts_async_store:
             raise InvalidArgumentError(
                 "this store's write_many is async: use AsyncWriteBehind (an asyncio flusher), "
                 "or give the sync Flusher a sync store"
@@ -353,14 +351,19 @@ class Flusher:
         self.stats = FlusherStats()
         self.on_round = on_round
         self._backoff = _Backoff(min(0.05, max_backoff), max_backoff)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_shell()
 
-    def run_once(self) -> RoundResult:
-        """One round; what it did."""
-        gen = flush_round(self.layout, self.options, self.state, self.loads, self.clock() * 1000)
-        result = run_round_sync(gen, self.client, self.store)
+    #: whether this shell can await an async store (the asyncio one can)
+    accepts_async_store: ClassVar[bool] = True
+
+    def _init_shell(self) -> None:
+        """Set up the shell's own wake-up and stop machinery."""
+
+    def _round(self) -> Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult]:
+        return flush_round(self.layout, self.options, self.state, self.loads, self.clock() * 1000)
+
+    def _record(self, result: RoundResult) -> None:
+        """Count, log and report one round."""
         self.stats.record(result)
         if result.redis_error is not None:
             log.warning("write-behind flusher: Redis error, backing off: %r", result.redis_error)
@@ -368,18 +371,43 @@ class Flusher:
             log.warning("write-behind flusher: store error: %r", result.store_error)
         if self.on_round is not None:
             self.on_round(result)
+
+    def _pause_after(self, result: RoundResult) -> float:
+        """Seconds to wait before the next round: none while there is work, a poll interval
+        when the queue is empty, backoff with jitter while Redis or the store fails."""
+        if result.stalled:
+            return self._backoff.next_delay()
+        self._backoff.reset()
+        return self.poll_interval if result.idle else 0.0
+
+
+class Flusher(FlusherBase):
+    """Moves queued changes from Redis into the store; run it in a thread or in a process.
+
+    ``Flusher(client, store, layout).run(stop_event)`` loops until ``stop_event`` is set:
+    rounds back to back while there is work, a ``poll_interval`` pause when the queue is
+    empty (cut short by :meth:`kick`), exponential backoff with jitter while Redis or the
+    store is failing. Any number of flushers may share a queue.
+    """
+
+    accepts_async_store: ClassVar[bool] = False
+
+    def _init_shell(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> RoundResult:
+        """One round; what it did."""
+        result = run_round_sync(self._round(), self.client, self.store)
+        self._record(result)
         return result
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Flush until ``stop`` (or :meth:`stop`) is set."""
         stop = stop or self._stop
         while not stop.is_set() and not self._stop.is_set():
-            result = self.run_once()
-            if result.stalled:
-                delay = self._backoff.next_delay()
-            else:
-                self._backoff.reset()
-                delay = self.poll_interval if result.idle else 0.0
+            delay = self._pause_after(self.run_once())
             if delay:
                 self._wake.wait(delay)
                 self._wake.clear()

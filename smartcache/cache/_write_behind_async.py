@@ -9,31 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from smartcache.cache._base import REDIS_ERRORS
-from smartcache.cache._codec import Serializer, get_serializer
-from smartcache.cache._store import is_async_store
 from smartcache.cache._wb_core import (
     SET_SCRIPT,
-    FlushOptions,
-    FlushState,
-    QueueLayout,
     RedisBatch,
     RoundResult,
     StoreCall,
     StorePing,
-    flush_round,
 )
-from smartcache.cache._write_behind import FlusherStats, WriteBehindBase, _Backoff
+from smartcache.cache._write_behind import FlusherBase, WriteBehindBase
 from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["AsyncFlusher", "AsyncWriteBehind"]
-
-log = logging.getLogger("smartcache.cache")
 
 
 async def run_batch_async(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -87,56 +77,24 @@ async def run_round_async(
         return result
 
 
-class AsyncFlusher:
+class AsyncFlusher(FlusherBase):
     """The asyncio twin of :class:`~smartcache.cache.Flusher`: ``await run()`` or ``start()``."""
 
-    def __init__(
-        self,
-        client: Any,
-        store: Any,
-        layout: QueueLayout | None = None,
-        options: FlushOptions | None = None,
-        *,
-        poll_interval: float = 0.05,
-        max_backoff: float = 5.0,
-        clock: Callable[[], float] = time.time,
-        serializer: str | Serializer = "json",
-    ) -> None:
-        self.client = client
-        self.store = store
-        self.store_is_async = is_async_store(store)
-        self.layout = layout or QueueLayout()
-        self.options = options or FlushOptions()
-        self.poll_interval = poll_interval
-        self.clock = clock
-        self.loads = get_serializer(serializer).loads
-        self.state = FlushState()
-        self.stats = FlusherStats()
-        self._backoff = _Backoff(min(0.05, max_backoff), max_backoff)
+    def _init_shell(self) -> None:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> RoundResult:
         """One round; what it did."""
-        gen = flush_round(self.layout, self.options, self.state, self.loads, self.clock() * 1000)
-        result = await run_round_async(gen, self.client, self.store, self.store_is_async)
-        self.stats.record(result)
-        if result.redis_error is not None:
-            log.warning("write-behind flusher: Redis error, backing off: %r", result.redis_error)
-        elif result.store_error is not None:
-            log.warning("write-behind flusher: store error: %r", result.store_error)
+        result = await run_round_async(self._round(), self.client, self.store, self.store_is_async)
+        self._record(result)
         return result
 
     async def run(self) -> None:
         """Flush until :meth:`stop`."""
         while not self._stopping:
-            result = await self.run_once()
-            if result.stalled:
-                delay = self._backoff.next_delay()
-            else:
-                self._backoff.reset()
-                delay = self.poll_interval if result.idle else 0.0
+            delay = self._pause_after(await self.run_once())
             if delay and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
