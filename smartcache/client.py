@@ -39,7 +39,6 @@ from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
     ClusterUnavailableError,
     ConfigurationError,
@@ -385,7 +384,7 @@ class SmartClient(
         # Cluster fast path: one key at a known position, no option, no pending refresh.
         state = self._cluster
         assert state is not None
-        slot = key_slot(args[index])
+        slot = state.slot_of(args[index])
         pool = state.slot_pools[slot]
         if pool is None or state.refresh_pending or state.suspects:
             reply = router.keyed(args, router.table.lookup(args), slot)

@@ -45,7 +45,6 @@ from smartcache.core.routing import (
     route,
 )
 from smartcache.core.slotmap import SlotMap, parse_address
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import NoReachableNodeError, SmartConnectionError
 from smartcache.wire import ConnectionSettings
 
@@ -182,7 +181,7 @@ class AsyncClusterRouter:
         if self.state.refresh_pending:
             await self.try_refresh()
         await self.ensure_table()
-        where = route(self.table, args, key_slot, _random_slot, target_nodes)
+        where = route(self.table, args, self.state.slot_of, _random_slot, target_nodes)
         index = fast_key_index(where.spec, args[0])
         if index:
             self.single_key[args[0]] = index

@@ -37,7 +37,7 @@ from smartcache.exceptions import ConfigurationError, SmartConnectionError, Smar
 from smartcache.wire.connection import _with_node
 from smartcache.wire.errors import parse_error
 from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import data_error, packer_for
+from smartcache.wire.packing import pack_command, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import _DEFAULT_KEEPALIVE
 from smartcache.wire.tls import client_ssl_context
@@ -157,9 +157,12 @@ class AsyncConnection:
             future = proto.loop.create_future()
             try:
                 data = self._pack(args)
-            except TypeError:
-                future.set_exception(data_error(args))
-                return future
+            except TypeError:  # a type hiredis refuses: redis-py's rule decides
+                try:
+                    data = pack_command(args)
+                except rx.DataError as exc:
+                    future.set_exception(exc)
+                    return future
             # proto.enqueue(data, future), inlined: this is the per-command cost.
             proto.out.append(data)
             proto.pending.append(future)
@@ -173,8 +176,8 @@ class AsyncConnection:
     async def _execute_slow(self, args: tuple[Any, ...]) -> Any:
         try:
             data = self._pack(args)
-        except TypeError:
-            raise data_error(args) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            data = pack_command(args)
         proto = await self._room_for(1)
         future: asyncio.Future[Any] = proto.loop.create_future()
         proto.enqueue(data, future)
@@ -193,8 +196,8 @@ class AsyncConnection:
         pack = self._pack
         try:
             data = b"".join([pack(tuple(args)) for args in commands])
-        except TypeError:
-            raise data_error([arg for args in commands for arg in args]) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            data = b"".join([pack_command(args) for args in commands])
         proto = self._proto
         if not (
             proto is not None
@@ -214,8 +217,8 @@ class AsyncConnection:
         """
         try:
             data = self._pack(args)
-        except TypeError:
-            raise data_error(args) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            data = pack_command(args)
         proto = await self._room_for(0)
         proto.out.append(data)  # no FIFO slot: its replies are unsolicited by design
         if not proto.flush_scheduled:

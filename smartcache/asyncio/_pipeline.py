@@ -41,7 +41,6 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import AmbiguousCommandError
 
 if TYPE_CHECKING:
@@ -152,7 +151,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             return single
         router = client._router
         assert router is not None
-        slot = transaction_slot(router.table, commands, key_slot)
+        slot = transaction_slot(router.table, commands, router.state.slot_of)
         state = router.state
         if slot is None:
             return state.pool(router.primaries()[0])
@@ -255,7 +254,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         assert router is not None
         await router.ensure_table()
         state = router.state
-        plans = [plan_command(router.table, args, key_slot) for args in commands]
+        plans = [plan_command(router.table, args, state.slot_of) for args in commands]
         primaries = router.primaries()
         ops: list[tuple[int, int, tuple[Any, ...], AsyncConnectionPool | None]] = []
         for ci, plan in enumerate(plans):

@@ -38,7 +38,6 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.retry import RetryPolicy
-from smartcache.core.slots import key_slot
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionPool, ConnectionSettings
 
@@ -352,7 +351,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         assert state is not None
         if index is None or len(args) <= index or not self.autopipeline:
             return await self._execute_slow(args, options)
-        slot = key_slot(args[index])
+        slot = state.slot_of(args[index])
         node = state.slot_pools[slot]
         if node is None or state.refresh_pending or state.suspects:
             reply = await router.keyed(args, router.table.lookup(args), slot)

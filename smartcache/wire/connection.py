@@ -31,7 +31,7 @@ import redis.exceptions as rx
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
 from smartcache.wire.errors import parse_error
 from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import data_error, packer_for
+from smartcache.wire.packing import pack_command, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import open_socket, set_timeout
 
@@ -204,8 +204,8 @@ class Connection:
         """Pack and write one command; read its reply later with :meth:`read_response`."""
         try:
             data = self._pack(args)
-        except TypeError:
-            raise data_error(args) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            data = pack_command(args)
         self.send_packed(data)
 
     def send_many(self, commands: Sequence[Sequence[Any]]) -> int:
@@ -213,8 +213,8 @@ class Connection:
         pack = self._pack
         try:
             chunks = [pack(tuple(args)) for args in commands]
-        except TypeError:
-            raise data_error(_flatten(commands)) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            chunks = [pack_command(args) for args in commands]
         self.send_packed(b"".join(chunks))
         return len(chunks)
 
@@ -295,8 +295,8 @@ class Connection:
         """
         try:
             data = self._pack(args)
-        except TypeError:
-            raise data_error(args) from None
+        except TypeError:  # a type hiredis refuses: redis-py's rule decides
+            data = pack_command(args)
         sock = self._sock
         if sock is None:
             self.connect()
@@ -432,10 +432,6 @@ class Connection:
         if sock is not None:
             with contextlib.suppress(OSError):
                 os.close(sock.detach())
-
-
-def _flatten(commands: Sequence[Sequence[Any]]) -> list[object]:
-    return [arg for args in commands for arg in args]
 
 
 def _with_node(error: rx.RedisError, command: str, address: str) -> rx.RedisError:

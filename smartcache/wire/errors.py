@@ -4,18 +4,19 @@ Pure: no sockets, no clock, no logging. :func:`parse_error` is what the hiredis
 ``Reader`` calls for every ``-ERR``-style reply (``replyError=``), so it must stay cheap
 and must never raise for any server text.
 
-The prefix table reproduces redis-py's ``BaseParser.EXCEPTION_CLASSES`` and its
-``parse_error`` rule exactly (a unit test pins the two together): the first word of the
-message selects a class; for ``ERR`` a few exact messages select a more specific class;
-the prefix is stripped from the message, as redis-py does, so ``str(exc)`` and
-``exc.status_code`` look the same to a drop-in user.
+The mapping from error text to exception class is redis-py's own (``BaseParser``
+``parse_error`` of the installed redis-py), not a copy: redis-py changes it between
+releases (8.2 added ``MaxClientsReachedError`` and a ``status_code`` for unknown error
+codes), and a drop-in client must raise what the installed redis-py raises.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal, NamedTuple
+from collections.abc import Callable
+from typing import Final, Literal, NamedTuple, cast
 
 import redis.exceptions as rx
+from redis._parsers.base import BaseParser
 
 __all__ = [
     "ERROR_CLASSES",
@@ -27,72 +28,26 @@ __all__ = [
 
 _ErrorClass = type[rx.RedisError]
 
-_MODULE_LOAD_ERROR = "Error loading the extension. Please check the server logs."
-_NO_SUCH_MODULE_ERROR = "Error unloading module: no such module with that name"
-_MODULE_UNLOAD_NOT_POSSIBLE_ERROR = "Error unloading module: operation not possible."
-_MODULE_EXPORTS_DATA_TYPES_ERROR = (
-    "Error unloading module: the module exports one or more module-side data types, can't unload"
+#: Error prefix -> class (or, for ``ERR``, exact message -> class): the installed
+#: redis-py's table, shared, never copied.
+ERROR_CLASSES: Final = cast(
+    "dict[str, _ErrorClass | dict[str, _ErrorClass]]", BaseParser.EXCEPTION_CLASSES
 )
-
-#: Exact ``ERR ...`` messages that redis-py maps to a class other than ResponseError.
-_ERR_MESSAGES: Final[dict[str, _ErrorClass]] = {
-    "max number of clients reached": rx.ConnectionError,
-    "invalid password": rx.AuthenticationError,
-    "wrong number of arguments for 'auth' command": rx.AuthenticationWrongNumberOfArgsError,
-    "wrong number of arguments for 'AUTH' command": rx.AuthenticationWrongNumberOfArgsError,
-    _MODULE_LOAD_ERROR: rx.ModuleError,
-    _MODULE_EXPORTS_DATA_TYPES_ERROR: rx.ModuleError,
-    _NO_SUCH_MODULE_ERROR: rx.ModuleError,
-    _MODULE_UNLOAD_NOT_POSSIBLE_ERROR: rx.ModuleError,
-    "AUTH <password> called without any password configured for the default user. "
-    "Are you sure your configuration is correct?": rx.AuthenticationError,
-    "Client sent AUTH, but no password is set": rx.AuthenticationError,
-    "problem with LDAP service": rx.ExternalAuthProviderError,
-    "no such fieldset": rx.NoSuchFieldsetError,
-}
-
-#: Error prefix -> class (or, for ``ERR``, exact message -> class), as in redis-py.
-ERROR_CLASSES: Final[dict[str, _ErrorClass | dict[str, _ErrorClass]]] = {
-    "ERR": _ERR_MESSAGES,
-    "OOM": rx.OutOfMemoryError,
-    "WRONGPASS": rx.AuthenticationError,
-    "EXECABORT": rx.ExecAbortError,
-    "LOADING": rx.BusyLoadingError,
-    "NOSCRIPT": rx.NoScriptError,
-    "READONLY": rx.ReadOnlyError,
-    "NOAUTH": rx.AuthenticationError,
-    "NOPERM": rx.NoPermissionError,
-    "ASK": rx.AskError,
-    "TRYAGAIN": rx.TryAgainError,
-    "MOVED": rx.MovedError,
-    "CLUSTERDOWN": rx.ClusterDownError,
-    "CROSSSLOT": rx.ClusterCrossSlotError,
-    "MASTERDOWN": rx.MasterDownError,
-}
+_redis_parse_error: Final = cast("Callable[[str], rx.RedisError]", BaseParser.parse_error)
 
 
 def parse_error(message: str) -> rx.RedisError:
     """Return the redis-py exception instance for an error reply's text.
 
     ``message`` is the reply without its leading ``-`` (``"MOVED 3999 127.0.0.1:6381"``).
-    Known prefixes are stripped from the message and kept in ``status_code``, exactly
-    as redis-py does. Most results are :class:`redis.exceptions.ResponseError`
-    subclasses; a few are :class:`redis.exceptions.ConnectionError` subclasses
-    (``WRONGPASS``/``NOAUTH`` -> ``AuthenticationError``, ``LOADING`` ->
-    ``BusyLoadingError``), again as in redis-py. Never raises: a malformed ``MOVED``
-    or ``ASK`` comes back as a plain ``ResponseError``.
+    The result is exactly what the installed redis-py's parser builds (class, text with
+    the known prefix stripped, ``status_code``). Never raises: a malformed ``MOVED`` or
+    ``ASK`` (whose exception classes parse their text) comes back as a plain
+    ``ResponseError`` instead of blowing up inside the reply reader.
     """
-    code = message.split(" ", 1)[0]
-    entry = ERROR_CLASSES.get(code)
-    if entry is None:
-        return rx.ResponseError(message)
-    rest = message[len(code) + 1 :]
-    cls = entry.get(rest, rx.ResponseError) if isinstance(entry, dict) else entry
     try:
-        return cls(rest, status_code=code)
-    except (ValueError, TypeError):
-        # AskError/MovedError parse their text in __init__; a reply we cannot parse
-        # must still come back as an error value, not blow up inside the reader.
+        return _redis_parse_error(message)
+    except (ValueError, TypeError, IndexError):
         return rx.ResponseError(message)
 
 

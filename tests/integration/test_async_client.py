@@ -12,7 +12,7 @@ from smartcache import ConfigurationError, key_slot
 from smartcache.asyncio.client import AsyncSmartClient
 from smartcache.testing import Cluster, Standalone
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.dropin]
 
 
 @pytest.fixture(params=["standalone", "cluster"])

@@ -21,7 +21,7 @@ from smartcache.asyncio.client import AsyncSmartClient
 from smartcache.testing import Cluster, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.dropin]
 
 DATA = ("message", "pmessage", "smessage")
 

@@ -24,6 +24,8 @@ from smartcache.testing.pytest_plugin import TopologyFactory
 from smartcache.wire import Connection, ConnectionSettings, PoolExhaustedError
 from tests.integration.test_wire import tls_server  # noqa: F401  # a fixture
 
+pytestmark = pytest.mark.dropin
+
 PASSWORD = "s3cret"
 
 

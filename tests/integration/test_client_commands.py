@@ -13,6 +13,8 @@ from smartcache import CrossSlotError, NoReachableNodeError, key_slot
 from smartcache.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 
+pytestmark = pytest.mark.dropin
+
 
 @pytest.fixture(params=["standalone", "cluster"])
 def client(

@@ -13,6 +13,8 @@ from smartcache.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 
+pytestmark = pytest.mark.dropin
+
 
 @pytest.fixture(params=["standalone", "cluster"])
 def client(

@@ -29,6 +29,8 @@ from smartcache.wire import (
 )
 from smartcache.wire import connection as connection_module
 
+pytestmark = pytest.mark.dropin
+
 PASSWORD = "s3cret-pass"
 
 

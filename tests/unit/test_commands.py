@@ -32,6 +32,8 @@ from smartcache.core.commands import (
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import CrossSlotError
 
+pytestmark = pytest.mark.dropin
+
 DATA = Path(__file__).parent / "data"
 RP = RequestPolicy
 SP = ResponsePolicy
