@@ -5,8 +5,8 @@
 One run, the same 3-primary x 1-replica cluster for every client. Cases:
 - sequential awaits of GET;
 - 100 concurrent GETs via ``asyncio.gather`` (AsyncSmartClient auto-pipelines them);
-- MGET of 100 keys spread over slots (``mget_nonatomic`` for redis-py; coredis and glide
-  split it themselves).
+- MGET of 100 keys spread over slots (``mget_nonatomic`` for redis-py and smartcache, which
+  refuse a plain cross-slot MGET; coredis and glide split it themselves).
 
 Clients are timed round after round, interleaved; a ratio is the median of per-round
 ratios, throughput the best round. coredis and valkey-glide come from the ``bench`` extra;
@@ -70,7 +70,7 @@ def _ops(name: str, client: Any) -> dict[str, Op]:
     def gather_get() -> Awaitable[Any]:
         return asyncio.gather(*[client.get("bench:key") for _ in range(100)])
 
-    if name == "redis.asyncio":
+    if name in ("redis.asyncio", "smartcache"):
         mget: Op = lambda: client.mget_nonatomic(KEYS)  # noqa: E731
     else:
         mget = lambda: client.mget(KEYS)  # noqa: E731
@@ -85,7 +85,7 @@ async def run(n: int, rounds: int) -> list[tuple[str, str, float, float]]:
     """Rows: (case, client, ops/s, ratio smartcache/that client)."""
     with Cluster(primaries=3, replicas=1) as cluster:
         clients = await _clients(cluster)
-        await clients["smartcache"].mset(dict.fromkeys([*KEYS, "bench:key"], "x" * 64))
+        await clients["smartcache"].mset_nonatomic(dict.fromkeys([*KEYS, "bench:key"], "x" * 64))
         counts = {
             "sequential GET": n,
             "100 concurrent GETs": max(20, n // 50),

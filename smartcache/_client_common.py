@@ -9,7 +9,7 @@ are set up as ``redis.Redis`` does, so both clients return the same shapes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis._parsers.encoders import Encoder
@@ -17,6 +17,7 @@ from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
 from smartcache.core.commands import CommandTable
+from smartcache.core.node_choice import READ_FROM
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slots import key_slot
@@ -26,7 +27,6 @@ from smartcache.wire.settings import POOL_KWARGS
 
 __all__ = ["BLOCKING", "READ_FROM", "ClientCommon", "sentinel_url_kwargs"]
 
-READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
 # Commands that may block; on a single node they run without a read timeout.
 BLOCKING = frozenset(
     {
@@ -87,6 +87,8 @@ class ClientCommon:
         service_name: str | None,
         sentinel_kwargs: dict[str, Any] | None,
     ) -> None:
+        if kwargs.pop("read_from_replicas", False) and read_from == "primary":
+            read_from = "replica_preferred"  # redis-py RedisCluster's spelling
         if read_from not in READ_FROM:
             raise ConfigurationError(
                 f"read_from={read_from!r}: use one of {', '.join(sorted(READ_FROM))}"
@@ -114,6 +116,8 @@ class ClientCommon:
             policy = dataclasses.replace(policy, retry_non_idempotent=True)
         self.retry_policy = policy
         self.read_from = read_from
+        #: reads may go to replicas (``RedisCluster.read_from_replicas``)
+        self.read_from_replicas = read_from != "primary"
         self.response_callbacks = CaseInsensitiveDict(
             get_response_callbacks(  # type: ignore[arg-type]
                 user_protocol=self._settings.protocol,
@@ -153,3 +157,19 @@ class ClientCommon:
     def keyslot(self, key: Any) -> int:
         """The hash slot of ``key`` (as ``RedisCluster.keyslot``)."""
         return key_slot(self._encoder.encode(key))  # type: ignore[no-untyped-call]
+
+    # -- RedisCluster's *_nonatomic: the split itself is the router's (nonatomic=True) ------
+    @staticmethod
+    def _mset_args(mapping: Mapping[Any, Any]) -> tuple[Any, ...]:
+        return ("MSET", *(item for pair in mapping.items() for item in pair))
+
+    def _nonatomic_reply(self, command: tuple[Any, ...], reply: Any) -> Any:
+        """What ``RedisCluster.mget_nonatomic`` / ``mset_nonatomic`` return for ``reply``
+        (the merged reply of the split command): MGET's values in the caller's order, or
+        MSET's result once per slot, in the order the slots first appear."""
+        callback = self.response_callbacks.get(command[0])
+        value = callback(reply) if callback is not None else reply
+        if command[0] != "MSET":
+            return value
+        slot_of = self._cluster.slot_of if self._cluster is not None else key_slot
+        return [value] * len({slot_of(key) for key in command[1::2]})

@@ -84,6 +84,10 @@ class ClusterNodesMixin:
         address, role = random.choice(self._roles())
         return self._node(address, role)
 
+    def get_random_primary_node(self) -> ClusterNode:
+        """A random primary (as ``RedisCluster.get_random_primary_node``)."""
+        return random.choice(self.get_primaries())
+
     def get_node_from_key(self, key: Any, replica: bool = False) -> ClusterNode | None:
         """The primary (or a replica) serving ``key``."""
         from smartcache.core.slots import key_slot  # noqa: PLC0415 - keeps imports light

@@ -11,6 +11,7 @@ connection and, on a cluster, must keep every key on one slot.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -20,6 +21,14 @@ from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
 from smartcache._scripts import missing_scripts
 from smartcache.core.commands import normalize_command
+from smartcache.core.flow import (
+    ApplyMoved,
+    Attempt,
+    Outcome,
+    RefreshIfPending,
+    RequestRefresh,
+    Sleep,
+)
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
     ANY_SLOT,
@@ -28,6 +37,7 @@ from smartcache.core.pipeline import (
     finish_transaction,
     plan_command,
     raise_first_error,
+    transaction_flow,
     transaction_slot,
 )
 from smartcache.core.pipeline import (
@@ -204,19 +214,12 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     def _execute_transaction(
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
     ) -> list[Any]:
-        client = self._client
         commands = [normalize_command(args) for args, _ in stack]
-        pinned = self._pinned
-        attempts = 0
-        while True:
-            attempts += 1
-            if pinned is not None:
-                pool, conn = pinned
-            else:
-                pool = self._transaction_pool(commands)
-                conn = pool.get()
+        batch = [("MULTI",), *commands, ("EXEC",)]
+        if self._pinned is not None:
+            _, conn = self._pinned
             try:
-                replies = conn.execute_many([("MULTI",), *commands, ("EXEC",)])
+                replies = conn.execute_many(batch)
             except _NET:
                 self._pinned = None
                 if self.watching:
@@ -224,30 +227,52 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                         "A ConnectionError occurred on while watching one or more keys"
                     ) from None
                 raise
-            finally:
-                if pinned is None and conn is not None:
-                    pool.release(conn)
-            self.watching = False
-            moved = [r for r in replies[1:-1] if isinstance(r, rx.MovedError)]
-            if moved and pinned is None and client._cluster is not None and attempts < 5:
-                first = moved[0]
-                client._cluster.apply_moved(first.slot_id, f"{first.host}:{first.port}")
-                continue
-            break
+        else:
+            replies = self._send_transaction(commands, batch)
+        self.watching = False
         return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
 
-    def _transaction_pool(self, commands: Sequence[tuple[Any, ...]]) -> ConnectionPool:
+    def _send_transaction(
+        self, commands: Sequence[tuple[Any, ...]], batch: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Send ``MULTI ... EXEC``; on a cluster, the sync driver of ``transaction_flow``."""
         client = self._client
         single = client._single_node_pool()
-        if single is not None:
-            return single
         state = client._cluster
-        assert state is not None
+        if single is not None or state is None:
+            assert single is not None
+            return _send_batch(single, batch)
         slot = transaction_slot(client._command_table, commands, state.slot_of)
-        if slot is None:
-            return state.pool(client._any_address())
-        pool = state.slot_pools[slot]
-        return pool if pool is not None else state.pool(client._address_for_slot(slot))
+        if slot is None:  # no key: any primary, nothing can redirect it
+            return _send_batch(state.pool(client._any_address()), batch)
+        flow = transaction_flow(slot, policy=client.retry_policy, clock=time.monotonic)
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case Attempt(slot=at, asking=asking):
+                        if asking is not None:
+                            pool = state.pool(asking)
+                            replies = _send_batch(pool, [("ASKING",), *batch])[1:]
+                        else:
+                            maybe = state.slot_pools[at]
+                            pool = maybe or state.pool(client._address_for_slot(at))
+                            replies = _send_batch(pool, batch)
+                        result = Outcome(reply=replies, sent=True, address=pool.settings.address)
+                    case RefreshIfPending():
+                        if state.refresh_pending:
+                            client._try_refresh()
+                    case ApplyMoved(slot=moved_slot, address=address):
+                        state.apply_moved(moved_slot, address)
+                    case RequestRefresh():
+                        state.refresh_pending = True
+                    case Sleep(seconds=seconds):
+                        time.sleep(seconds)
+        except StopIteration as done:
+            final: list[Any] = done.value
+            return final
 
     def _execute_pipeline(
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
@@ -305,7 +330,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 )
         return out
 
-    def _rerun(self, args: tuple[Any, ...], slot: int | None) -> Any:
+    def _rerun(self, args: tuple[Any, ...], slot: int | None, first: Outcome | None = None) -> Any:
+        """Run one command alone through the client's retry path; ``first`` hands over the
+        reply that failed in the pipeline (a MOVED is followed as a single command's is)."""
         client = self._client
         try:
             if client._router is None:
@@ -314,7 +341,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 assert client._router is not None
                 return client._router.execute(args, None)
             assert client._router is not None
-            return client._router.keyed(args, client._router.table.lookup(args), slot)
+            router = client._router
+            return router.keyed(args, router.table.lookup(args), slot, first=first)
         except rx.RedisError as exc:
             return exc
 
@@ -340,13 +368,15 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                     ops.append((ci, oi, slot, args, state.slot_pools[slot]))
         replies: list[Any] = [None] * len(ops)
         self._send_grouped(ops, replies)
-        for i, (_, _, slot, args, _) in enumerate(ops):
+        for i, (_, _, slot, args, pool) in enumerate(ops):
             reply = replies[i]
-            if isinstance(reply, rx.MovedError):
-                state.apply_moved(reply.slot_id, f"{reply.host}:{reply.port}")
+            if reply is _RERUN:
                 replies[i] = self._rerun(args, slot)
-            elif isinstance(reply, _RETRYABLE) or reply is _RERUN:
-                replies[i] = self._rerun(args, slot)
+            elif isinstance(reply, _RETRYABLE) and pool is not None:
+                # MOVED, ASK, TRYAGAIN...: the command's own flow follows it, knowing which
+                # node answered (``MOVED 3999 :6381`` names that node's host).
+                failed = Outcome(error=reply, sent=True, address=pool.settings.address)
+                replies[i] = self._rerun(args, slot, failed)
         owners = [op[0] for op in ops]
         return assemble(plans, owners, replies, table)
 
@@ -401,3 +431,12 @@ class _Rerun:
 
 
 _RERUN = _Rerun()
+
+
+def _send_batch(pool: ConnectionPool, batch: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``batch`` on one connection of ``pool`` and read every reply."""
+    conn = pool.get()
+    try:
+        return conn.execute_many(batch)
+    finally:
+        pool.release(conn)

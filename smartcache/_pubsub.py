@@ -26,7 +26,7 @@ from redis.commands.helpers import list_or_args, parse_pubsub_subscriptions
 from redis.utils import str_if_bytes
 
 from smartcache._pubsub_messages import Handler, Subscriptions, group_by_slot
-from smartcache.wire.errors import redirect_from_error
+from smartcache.core.redirect import resolve_redirect
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -322,10 +322,10 @@ class PubSub(Subscriptions):
     ) -> tuple[bool, dict[str, Any] | None]:
         """Handle one reply; ``(False, None)`` when it was ours alone (a redirect, an OK)."""
         if isinstance(reply, rx.RedisError):
-            redirect = redirect_from_error(reply)
+            redirect = resolve_redirect(reply, conn.address)
             if redirect is None or conn is self.connection:
                 raise reply
-            target = f"{redirect.host or conn.host}:{redirect.port}"
+            target = redirect.address
             with self._lock:
                 moved = [c for c, home in self._shard_home.items() if home is conn]
                 moved = [c for c in moved if self._slot(c) == redirect.slot]

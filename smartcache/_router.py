@@ -39,7 +39,7 @@ from smartcache.core.routing import (
     Split,
     ToNodes,
     ToSlot,
-    fast_key_index,
+    fast_path_entry,
     resolve_group,
     route,
 )
@@ -72,8 +72,9 @@ class ClusterRouter:
         self.read_from = read_from
         self.table = CommandTable.fallback()
         self.table_loaded = False
-        # command name (as the caller spelled it) -> position of its only key
-        self.single_key: dict[str, int] = {}
+        # command name (as the caller spelled it) -> (position of its only key, whether
+        # it reads from a replica): what the fast path needs to make the general path's choice
+        self.single_key: dict[str, tuple[int, bool]] = {}
 
     def ensure_table(self) -> None:
         """Load the server's COMMAND table once (fallback: the built-in table)."""
@@ -91,15 +92,25 @@ class ClusterRouter:
         finally:
             pool.release(conn)
 
-    def execute(self, args: tuple[Any, ...], target_nodes: Any, undecoded: bool = False) -> Any:
-        """Route one command (the core decides where) and carry it out."""
+    def execute(
+        self,
+        args: tuple[Any, ...],
+        target_nodes: Any,
+        undecoded: bool = False,
+        *,
+        nonatomic: bool = False,
+    ) -> Any:
+        """Route one command (the core decides where) and carry it out; ``nonatomic``:
+        split MGET/MSET by slot (``mget_nonatomic()`` / ``mset_nonatomic()``)."""
         if self.state.refresh_pending:
             self.try_refresh()
         self.ensure_table()
-        where = route(self.table, args, self.state.slot_of, _random_slot, target_nodes)
-        index = fast_key_index(where.spec, args[0])
-        if index:
-            self.single_key[args[0]] = index
+        where = route(
+            self.table, args, self.state.slot_of, _random_slot, target_nodes, nonatomic=nonatomic
+        )
+        fast = fast_path_entry(where.spec, args[0], self.read_from)
+        if fast is not None:
+            self.single_key[args[0]] = fast
         match where:
             case ToSlot(spec=spec, slot=slot):
                 return self.keyed(args, spec, slot, undecoded=undecoded)
@@ -168,13 +179,10 @@ class ClusterRouter:
     ) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
         slot, asking = step.slot, step.asking
-        replicas = state.replica_pools_for_slot(slot) if step.replica and asking is None else []
         if asking is not None:
             pool = state.pool(asking)
-        elif replicas:
-            pool = random.choice(replicas)
         else:
-            maybe = state.slot_pools[slot]
+            maybe = state.pool_for(slot, step.replica)
             if maybe is None:
                 down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
                 return Outcome(error=down)
@@ -183,7 +191,11 @@ class ClusterRouter:
         sent = False
         try:
             conn = pool.get()
-            if asking is not None:
+            if asking is not None and undecoded:
+                sent = True
+                conn.execute("ASKING")
+                reply = conn.execute_undecoded(*args)
+            elif asking is not None:
                 sent = True
                 reply = conn.execute_many([("ASKING",), args])[1]
             elif step.blocking:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
+from smartcache.core.node_choice import choose_node
 from smartcache.core.refresh import AskTopology, Probe, refresh_flow
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
@@ -95,6 +96,18 @@ class SlotRouting(Generic[P]):
         if shard is None:
             return []
         return [self.replica_pool(a) for a in shard.replicas]
+
+    def pool_for(self, slot: int, replica: bool) -> P | None:
+        """The pool one attempt on ``slot`` goes to: its primary's, or with ``replica`` (the
+        core's :func:`~smartcache.core.node_choice.reads_from_replica`) one of its replicas'
+        as :func:`~smartcache.core.node_choice.choose_node` picks. ``None``: slot unserved.
+
+        The one node choice of both clients' general paths and single-key fast paths.
+        """
+        primary = self.slot_pools[slot]
+        if not replica:
+            return primary
+        return choose_node(primary, self.replica_pools_for_slot(slot), random.choice)
 
     @property
     def pools(self) -> dict[str, P]:

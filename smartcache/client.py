@@ -9,24 +9,31 @@ decisions on redirects and failures (:mod:`smartcache.core.retry`).
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
+from redis.commands.helpers import list_or_args
 from redis.lock import Lock
 
 from smartcache._client_common import BLOCKING as _BLOCKING
 from smartcache._client_common import ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._cluster_state import ClusterState
+from smartcache._monitor import Monitor
 from smartcache._pipeline import Pipeline
 from smartcache._pubsub import PubSub
+from smartcache._redis_surface import (
+    SETTINGS_FIELDS,
+    ClusterManagement,
+    RedisSurface,
+    take_over_pool,
+)
 from smartcache._router import ClusterRouter, blocking_round_trip
 from smartcache._scripts import PipelineAwareScript
 from smartcache._sentinel_exec import SentinelExecutor
@@ -36,7 +43,7 @@ from smartcache.core.commands import (
     normalize_command,
 )
 from smartcache.core.flow import Outcome, command_error, command_name
-from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.retry import Action, RetryPolicy, decide, is_network_failure
 from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import (
@@ -46,6 +53,7 @@ from smartcache.exceptions import (
     NoReachableNodeError,
 )
 from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
+from smartcache.wire.pool import SingleConnectionPool
 
 __all__ = ["SmartClient"]
 
@@ -56,7 +64,13 @@ _ERROR = rx.RedisError
 
 
 class SmartClient(
-    ClientCommon, ClusterNodesMixin, RedisModuleCommands, CoreCommands, SentinelCommands
+    ClientCommon,
+    RedisSurface,
+    ClusterNodesMixin,
+    ClusterManagement,
+    RedisModuleCommands,
+    CoreCommands,
+    SentinelCommands,
 ):
     """A drop-in ``redis.Redis`` that also speaks Redis Cluster, routing by itself.
 
@@ -64,7 +78,10 @@ class SmartClient(
     ``decode_responses=``, ``protocol=``, ``ssl=``...), with ``SmartClient.from_url(...)``,
     with ``startup_nodes=[(host, port), ...]`` for a cluster, or with a redis-py
     ``connection_pool=`` whose settings it takes over. Whether the server is a cluster is
-    detected from the first node that answers (``INFO cluster``).
+    detected from the first node that answers (``INFO cluster``), at construction: a server
+    that refuses the credentials raises ``redis.exceptions.AuthenticationError`` here.
+    ``single_connection_client=True`` sends every command over one connection (on a
+    standalone server, as redis-py; :attr:`connection` is that connection).
 
     ``wait_replicas=N`` (with ``wait_timeout_ms=``) follows every write with ``WAIT`` and
     raises :class:`~smartcache.exceptions.DurabilityError` when fewer replicas acknowledged;
@@ -112,19 +129,13 @@ class SmartClient(
             )
         self._refresh_interval = refresh_interval
         self._refresher: _PeriodicRefresh | None = None
+        self.single_connection_client = self._check_single_connection(kwargs)
+        #: held while a command uses the one connection (redis-py's attribute of this name)
+        self.single_connection_lock = threading.RLock()
         if connection_pool is not None:
-            # A redis-py pool's kwargs also carry its own internals (orig_host_address,
-            # himport_registry...): take over only what describes the connection.
-            taken = {
-                k: v
-                for k, v in dict(getattr(connection_pool, "connection_kwargs", {})).items()
-                if k in _SETTINGS_FIELDS
-            }
-            kwargs = {**taken, **kwargs}
+            kwargs, pool_limit = take_over_pool(connection_pool, kwargs, SETTINGS_FIELDS)
             if max_connections is None:
-                max_connections = getattr(connection_pool, "max_connections", None)
-                if max_connections is not None and max_connections >= 2**31:
-                    max_connections = None
+                max_connections = pool_limit
             host = kwargs.pop("host", host)
             port = kwargs.pop("port", port)
         self._init_common(
@@ -166,6 +177,12 @@ class SmartClient(
         self._detect(cluster)
 
     # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_pool(cls, connection_pool: Any) -> SmartClient:
+        """A client with the settings of a redis-py ``connection_pool`` (as
+        ``redis.Redis.from_pool``); smartcache opens its own connections."""
+        return cls(connection_pool=connection_pool)
+
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SmartClient:
         """Build from ``redis://[[user]:pass@]host[:port][/db]``, ``rediss://...`` or
@@ -236,8 +253,10 @@ class SmartClient(
                 else:
                     is_cluster = cluster
             except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                errors.append(f"{host}:{port}: {exc}")
                 pool.close()
+                if not is_network_failure(exc):
+                    raise  # credentials refused: every other node would refuse them too
+                errors.append(f"{host}:{port}: {exc}")
                 continue
             if is_cluster:
                 pool.close()
@@ -246,6 +265,9 @@ class SmartClient(
                 self._router = ClusterRouter(self._cluster, self.retry_policy, self.read_from)
                 if self._refresh_interval is not None:
                     self._refresher = _PeriodicRefresh(self._cluster, self._refresh_interval)
+            elif self.single_connection_client:
+                pool.close()
+                self._pool = self._single_pool(settings)
             else:
                 self._pool = pool
             return
@@ -344,16 +366,85 @@ class SmartClient(
         self._closed = True
         if self._refresher is not None:
             self._refresher.stop()
+        self._drop_connections()
+        if self._sentinel is not None:
+            self._sentinel.close()
+
+    def disconnect_connection_pools(self) -> None:
+        """Close every pooled connection, as ``RedisCluster.disconnect_connection_pools``;
+        the client stays usable and reconnects on the next command."""
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
         if self._pool is not None:
-            # As redis-py: close() drops the connections; the client reconnects if used again.
-            old, self._pool = self._pool, self._new_pool(self._pool.settings)
+            # As redis-py: the connections go; the client reconnects if used again.
+            old, self._pool = self._pool, self._pool_like(self._pool)
             old.close()
         if self._cluster is not None:
             self._cluster.close()
             if self._cluster.slot_map is not None:
                 self._cluster.install(self._cluster.slot_map, ())
-        if self._sentinel is not None:
-            self._sentinel.close()
+
+    def _single_pool(self, settings: ConnectionSettings) -> SingleConnectionPool:
+        return SingleConnectionPool(settings, self.single_connection_lock)
+
+    def _pool_like(self, pool: ConnectionPool) -> ConnectionPool:
+        """A fresh, empty pool of the same kind as ``pool``."""
+        if isinstance(pool, SingleConnectionPool):
+            return self._single_pool(pool.settings)
+        return self._new_pool(pool.settings)
+
+    @property
+    def connection(self) -> Connection | None:
+        """The one connection of ``single_connection_client=True`` on a standalone server
+        (as ``redis.Redis.connection``); ``None`` otherwise."""
+        pool = self._pool
+        return pool.connection if isinstance(pool, SingleConnectionPool) else None
+
+    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        """Read one reply from ``connection`` and apply ``command_name``'s response
+        callback, as ``redis.Redis.parse_response`` (``EMPTY_RESPONSE`` and
+        ``NEVER_DECODE`` included). ``connection``: this client's (:attr:`connection`,
+        ``connection_pool.get_connection()``) or a redis-py one."""
+        try:
+            if _NEVER_DECODE in options:
+                response = connection.read_response(disable_decoding=True)
+            else:
+                response = connection.read_response()
+        except rx.ResponseError:
+            if _EMPTY_RESPONSE in options:
+                return options[_EMPTY_RESPONSE]
+            raise
+        return self._parsed(command_name, response, options)
+
+    def monitor(self, target_node: Any = None) -> Monitor:
+        """A ``redis.client.Monitor`` on a connection of its own (as ``redis.Redis.monitor``;
+        on a cluster, as ``RedisCluster.monitor``: ``target_node``, else any primary)."""
+        address = None if target_node is None else str(getattr(target_node, "name", target_node))
+        return Monitor(lambda: self._new_dedicated_connection(address), self._encoder)
+
+    def get_cache(self) -> None:
+        """``None``: smartcache has no client-side cache (``cache=`` is refused), as
+        ``redis.Redis.get_cache`` without one."""
+        return
+
+    def keyspace_notifications(
+        self, key_prefix: str | bytes | None = None, ignore_subscribe_messages: bool = True
+    ) -> Any:
+        """redis-py's ``KeyspaceNotifications`` on this client's pub/sub (as
+        ``redis.Redis.keyspace_notifications``; a standalone server or Sentinel)."""
+        if self._cluster is not None:
+            raise NotImplementedError(
+                "keyspace notifications on a cluster need one subscription per primary "
+                "(redis-py's ClusterKeyspaceNotifications); smartcache does not offer it yet"
+            )
+        from redis.keyspace_notifications import KeyspaceNotifications  # noqa: PLC0415
+
+        return KeyspaceNotifications(
+            self,  # type: ignore[arg-type]  # drop-in client
+            key_prefix=key_prefix,
+            ignore_subscribe_messages=ignore_subscribe_messages,
+        )
 
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -378,14 +469,15 @@ class SmartClient(
         router = self._router
         if router is None:  # Sentinel
             return self._execute_slow(args, options)
-        index = router.single_key.get(name)
-        if index is None or len(args) <= index:
+        fast = router.single_key.get(name)
+        if fast is None or len(args) <= fast[0]:
             return self._execute_slow(args, options)
-        # Cluster fast path: one key at a known position, no option, no pending refresh.
+        # Cluster fast path: one key at a known position, no option, no pending refresh;
+        # the node is the general path's choice (primary, or a replica for reads).
         state = self._cluster
         assert state is not None
-        slot = state.slot_of(args[index])
-        pool = state.slot_pools[slot]
+        slot = state.slot_of(args[fast[0]])
+        pool = state.pool_for(slot, fast[1])
         if pool is None or state.refresh_pending or state.suspects:
             reply = router.keyed(args, router.table.lookup(args), slot)
         else:
@@ -425,8 +517,12 @@ class SmartClient(
             pool.release(conn)
             # A fresh connection failed while connecting: nothing was sent.
             return self._retry_standalone(pool, args, exc, sent=connected)
+        except rx.ResponseError as exc:
+            pool.release(conn)
+            # The core decides (MASTERDOWN waits; READONLY, WRONGTYPE... raise at once).
+            return self._retry_standalone(pool, args, exc, sent=True)
         except BaseException:
-            pool.release(conn)  # error replies, bad arguments (DataError), interrupts
+            pool.release(conn)  # bad arguments (DataError), interrupts
             raise
         pool.release(conn)
         return reply
@@ -447,6 +543,7 @@ class SmartClient(
                 elapsed=time.monotonic() - start,
                 idempotent=idempotent,
                 sent=sent,
+                reroutable=False,  # one fixed server: a retry reaches the same node
             )
             if decision.action is not Action.RETRY:
                 command_error(error, decision.ambiguous, args, attempt)
@@ -456,10 +553,10 @@ class SmartClient(
             sent = conn.is_connected
             try:
                 return conn.execute(*args)
-            except rx.ResponseError:
-                raise
             except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
                 error = exc
+            except rx.ResponseError as exc:
+                error, sent = exc, True
             finally:
                 pool.release(conn)
 
@@ -586,12 +683,26 @@ class SmartClient(
 
     # -- RedisCluster compatibility -----------------------------------------------------
     def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
-        """MGET across slots (as ``RedisCluster.mget_nonatomic``)."""
-        return self.mget(keys, *args)
+        """MGET split by slot, as ``RedisCluster.mget_nonatomic``: the values in the order
+        of ``keys``, read by one MGET per slot (not atomic across slots; ``mget()`` refuses
+        keys on several slots)."""
+        command = ("MGET", *list_or_args(keys, args))
+        if self._router is None or len(command) == 1:
+            return self.mget(command[1:])
+        reply = self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
 
-    def mset_nonatomic(self, mapping: dict[Any, Any]) -> bool:
-        """MSET across slots (as ``RedisCluster.mset_nonatomic``)."""
-        return bool(self.mset(mapping))
+    def mset_nonatomic(self, mapping: Mapping[Any, Any]) -> list[bool]:
+        """MSET split by slot, as ``RedisCluster.mset_nonatomic``: one MSET per slot, and
+        its result per slot (not atomic across slots; ``mset()`` refuses keys on several
+        slots). On a single server the one MSET's result."""
+        command = self._mset_args(mapping)
+        if len(command) == 1:
+            return []
+        if self._router is None:
+            return [self.mset(mapping)]
+        reply = self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
 
     def scan_iter(
         self, match: Any = None, count: int | None = None, _type: str | None = None, **kwargs: Any
@@ -615,11 +726,6 @@ class SmartClient(
                     **kwargs,
                 )
                 yield from data
-
-
-_SETTINGS_FIELDS = frozenset(
-    {f.name for f in dataclasses.fields(ConnectionSettings)} | {"path", "connection_class"}
-)
 
 
 class _PeriodicRefresh:

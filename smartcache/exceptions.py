@@ -15,7 +15,7 @@ so existing ``except`` clauses keep working::
     │   ├── SmartTimeoutError         also redis.exceptions.TimeoutError
     │   ├── NoReachableNodeError      every address tried is listed in ``.addresses``
     │   └── AmbiguousCommandError     the command may or may not have run
-    ├── CrossSlotError                also redis.exceptions.ClusterCrossSlotError
+    ├── CrossSlotError                also ClusterCrossSlotError and RedisClusterException
     ├── ClusterUnavailableError       also redis.exceptions.ClusterDownError
     ├── DurabilityError               a write reached fewer replicas than ``wait_replicas``
     ├── CacheInconsistencyError       write-through: database written, cache maybe stale
@@ -137,8 +137,13 @@ class AmbiguousCommandError(SmartConnectionError):
         super().__init__(message, node=node)
 
 
-class CrossSlotError(SmartCacheError, _rx.ClusterCrossSlotError):
-    """Keys of one atomic command or transaction hash to different slots."""
+class CrossSlotError(SmartCacheError, _rx.ClusterCrossSlotError, _rx.RedisClusterException):
+    """Keys of one atomic command or transaction hash to different slots.
+
+    Also a ``redis.exceptions.RedisClusterException``: what redis-py's ``RedisCluster``
+    raises before sending such a command (``MSET - all keys must map to the same key
+    slot``), so the ``except`` clauses of code written for it keep working.
+    """
 
     def __init__(
         self, message: str, *, command: str | None = None, slots: Sequence[int] = ()

@@ -40,7 +40,7 @@ from smartcache.core.routing import (
     Split,
     ToNodes,
     ToSlot,
-    fast_key_index,
+    fast_path_entry,
     resolve_group,
     route,
 )
@@ -149,8 +149,9 @@ class AsyncClusterRouter:
         self.table = CommandTable.fallback()
         self.table_loaded = False
         self._table_lock = asyncio.Lock()
-        #: command name (as the caller spelled it) -> position of its only key
-        self.single_key: dict[str, int] = {}
+        #: command name (as the caller spelled it) -> (position of its only key, whether it
+        #: reads from a replica): what the fast path needs to make the general path's choice
+        self.single_key: dict[str, tuple[int, bool]] = {}
 
     async def ensure_table(self) -> None:
         """Load the server's COMMAND table once (fallback: the built-in table)."""
@@ -176,18 +177,28 @@ class AsyncClusterRouter:
         with contextlib.suppress(NoReachableNodeError):
             await self.state.refresh()
 
-    async def execute(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
-        """Route one command (the core decides where) and carry it out."""
+    async def execute(
+        self,
+        args: tuple[Any, ...],
+        target_nodes: Any,
+        undecoded: bool = False,
+        *,
+        nonatomic: bool = False,
+    ) -> Any:
+        """Route one command (the core decides where) and carry it out; ``nonatomic``:
+        split MGET/MSET by slot (``mget_nonatomic()`` / ``mset_nonatomic()``)."""
         if self.state.refresh_pending:
             await self.try_refresh()
         await self.ensure_table()
-        where = route(self.table, args, self.state.slot_of, _random_slot, target_nodes)
-        index = fast_key_index(where.spec, args[0])
-        if index:
-            self.single_key[args[0]] = index
+        where = route(
+            self.table, args, self.state.slot_of, _random_slot, target_nodes, nonatomic=nonatomic
+        )
+        fast = fast_path_entry(where.spec, args[0], self.read_from)
+        if fast is not None:
+            self.single_key[args[0]] = fast
         match where:
             case ToSlot(spec=spec, slot=slot):
-                return await self.keyed(args, spec, slot)
+                return await self.keyed(args, spec, slot, undecoded=undecoded)
             case Split(plan=plan):
                 return plan.merge(await self.run_parts([(s, p) for s, p, _ in plan.parts]))
             case ToNodes(spec=spec, group=group, addresses=addresses):
@@ -201,8 +212,14 @@ class AsyncClusterRouter:
         slot: int,
         *,
         first: Outcome | None = None,
+        undecoded: bool = False,
     ) -> Any:
-        """Run a command on the node serving ``slot``: the async driver of ``keyed_flow``."""
+        """Run a command on the node serving ``slot``: the async driver of ``keyed_flow``.
+
+        ``first`` hands over a failure the fast path already met; ``undecoded`` reads the
+        reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE), on a
+        dedicated connection so the shared one never meets an undecoded reply.
+        """
         flow = keyed_flow(
             args,
             spec,
@@ -220,7 +237,7 @@ class AsyncClusterRouter:
                 result = None
                 match effect:
                     case Attempt():
-                        result = await self.attempt(args, effect)
+                        result = await self.attempt(args, effect, undecoded=undecoded)
                     case RefreshIfPending():
                         if state.refresh_pending:
                             await self.try_refresh()
@@ -237,31 +254,36 @@ class AsyncClusterRouter:
         except StopIteration as done:
             return done.value
 
-    async def attempt(self, args: tuple[Any, ...], step: Attempt) -> Outcome:
+    async def attempt(
+        self, args: tuple[Any, ...], step: Attempt, *, undecoded: bool = False
+    ) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
         state = self.state
         slot, asking = step.slot, step.asking
-        replicas = state.replica_pools_for_slot(slot) if step.replica and asking is None else []
         if asking is not None:
             pool = state.pool(asking)
-        elif replicas:
-            pool = random.choice(replicas)
         else:
-            maybe = state.slot_pools[slot]
+            maybe = state.pool_for(slot, step.replica)
             if maybe is None:
                 return Outcome(error=rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot}"))
             pool = maybe
         address = pool.settings.address
         try:
-            if asking is not None:
+            if step.blocking or undecoded:
+                async with pool.dedicated() as conn:
+                    if asking is not None:
+                        await conn.execute("ASKING")
+                    if step.blocking:
+                        conn.settimeout(None)
+                    if undecoded:
+                        reply = await conn.execute_undecoded(*args)
+                    else:
+                        reply = await conn.execute(*args)
+            elif asking is not None:
                 replies = await pool.connection.execute_many([("ASKING",), args])
                 reply = replies[1]
                 if isinstance(reply, rx.RedisError):
                     return Outcome(error=reply, sent=True, address=address)
-            elif step.blocking:
-                async with pool.dedicated() as conn:
-                    conn.settimeout(None)
-                    reply = await conn.execute(*args)
             else:
                 reply = await pool.connection.execute(*args)
         except rx.ResponseError as exc:

@@ -183,6 +183,30 @@ class AsyncConnection:
         proto.enqueue(data, future)
         return await future
 
+    async def execute_undecoded(self, *args: Any) -> Any:
+        """Send one command and return its reply as bytes even with ``decode_responses``
+        (redis-py's ``NEVER_DECODE``: DUMP and other binary replies); an error reply is
+        raised.
+
+        Only on a connection no other task uses (a dedicated one): the reader stops
+        decoding while this reply is read, and on a shared connection other tasks'
+        replies would come back undecoded (or a binary reply would break it for all).
+        """
+        if not self.settings.decode_responses:
+            return await self.execute(*args)
+        await self.connect()
+        proto = self._proto
+        assert proto is not None
+        if proto.pending:
+            raise RuntimeError("execute_undecoded needs a connection with nothing in flight")
+        reader = proto.reader
+        reader.set_encoding(None)
+        try:
+            return await self.execute(*args)
+        finally:
+            if self._proto is proto:
+                reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
+
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` contiguously (one write) and return all replies in order.
 

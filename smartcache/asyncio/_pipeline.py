@@ -9,6 +9,7 @@ retry flow. A transaction (and WATCH) takes a dedicated connection.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,6 +20,14 @@ from smartcache._scripts import missing_scripts
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import normalize_command
+from smartcache.core.flow import (
+    ApplyMoved,
+    Attempt,
+    Outcome,
+    RefreshIfPending,
+    RequestRefresh,
+    Sleep,
+)
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
     ANY_SLOT,
@@ -27,6 +36,7 @@ from smartcache.core.pipeline import (
     finish_transaction,
     plan_command,
     raise_first_error,
+    transaction_flow,
     transaction_slot,
 )
 from smartcache.core.pipeline import (
@@ -185,10 +195,50 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             _, conn = self._pinned
             replies = await conn.execute_many(batch)
         else:
-            async with (await self._pool_for(commands)).dedicated() as conn:
-                replies = await conn.execute_many(batch)
+            replies = await self._send_transaction(commands, batch)
         self.watching = False
         return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
+
+    async def _send_transaction(
+        self, commands: Sequence[tuple[Any, ...]], batch: list[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Send ``MULTI ... EXEC``; on a cluster, the async driver of ``transaction_flow``."""
+        router = self._client._router
+        if router is None:
+            return await _send_batch(await self._pool_for(commands), batch)
+        await router.ensure_table()
+        state = router.state
+        slot = transaction_slot(router.table, commands, state.slot_of)
+        if slot is None:  # no key: any primary, nothing can redirect it
+            return await _send_batch(await self._pool_for(commands), batch)
+        flow = transaction_flow(slot, policy=router.policy, clock=time.monotonic)
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                match effect:
+                    case Attempt(slot=at, asking=asking):
+                        if asking is not None:
+                            pool = state.pool(asking)
+                            replies = (await _send_batch(pool, [("ASKING",), *batch]))[1:]
+                        else:
+                            maybe = state.slot_pools[at]
+                            pool = maybe or state.pool(router.primaries()[0])
+                            replies = await _send_batch(pool, batch)
+                        result = Outcome(reply=replies, sent=True, address=pool.settings.address)
+                    case RefreshIfPending():
+                        if state.refresh_pending:
+                            await router.try_refresh()
+                    case ApplyMoved(slot=moved_slot, address=address):
+                        state.apply_moved(moved_slot, address)
+                    case RequestRefresh():
+                        state.refresh_pending = True
+                    case Sleep(seconds=seconds):
+                        await asyncio.sleep(seconds)
+        except StopIteration as done:
+            final: list[Any] = done.value
+            return final
 
     async def _execute_pipeline(
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
@@ -239,13 +289,15 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                 )
         return out
 
-    async def _rerun(self, args: tuple[Any, ...], slot: int) -> Any:
+    async def _rerun(self, args: tuple[Any, ...], slot: int, first: Outcome | None = None) -> Any:
+        """Run one command alone through the client's retry path; ``first`` hands over the
+        reply that failed in the pipeline (a MOVED is followed as a single command's is)."""
         client = self._client
         try:
             if client._router is None or slot < 0:
                 return await client._execute_routed(args)
             router = client._router
-            return await router.keyed(args, router.table.lookup(args), slot)
+            return await router.keyed(args, router.table.lookup(args), slot, first=first)
         except rx.RedisError as exc:
             return exc
 
@@ -284,14 +336,21 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                 replies[i] = answer
 
         await asyncio.gather(*(send(pool, indices) for pool, indices in groups.values()))
-        for i, (_, _slot, _args, _) in enumerate(ops):
+        failed: dict[int, Outcome] = {}
+        for i, (_, _slot, _args, pool) in enumerate(ops):
             reply = replies[i]
-            if isinstance(reply, rx.MovedError):
-                state.apply_moved(reply.slot_id, f"{reply.host}:{reply.port}")
-                rerun.append(i)
-            elif isinstance(reply, _RETRYABLE):
+            if isinstance(reply, _RETRYABLE) and pool is not None:
+                # MOVED, ASK, TRYAGAIN...: the command's own flow follows it, knowing which
+                # node answered (``MOVED 3999 :6381`` names that node's host).
+                failed[i] = Outcome(error=reply, sent=True, address=pool.settings.address)
                 rerun.append(i)
         for i in sorted(set(rerun)):
             _, slot, args, _ = ops[i]
-            replies[i] = await self._rerun(args, slot)
+            replies[i] = await self._rerun(args, slot, failed.get(i))
         return assemble(plans, [op[0] for op in ops], replies, router.table)
+
+
+async def _send_batch(pool: AsyncConnectionPool, batch: list[tuple[Any, ...]]) -> list[Any]:
+    """Send ``batch`` on a dedicated connection of ``pool`` and read every reply."""
+    async with pool.dedicated() as conn:
+        return await conn.execute_many(batch)

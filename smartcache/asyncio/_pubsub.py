@@ -28,8 +28,8 @@ from redis.commands.helpers import list_or_args, parse_pubsub_subscriptions
 from redis.utils import str_if_bytes
 
 from smartcache._pubsub_messages import Handler, Subscriptions, group_by_slot
+from smartcache.core.redirect import resolve_redirect
 from smartcache.exceptions import ClusterUnavailableError, SmartConnectionError
-from smartcache.wire.errors import redirect_from_error
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -424,10 +424,10 @@ class AsyncPubSub(Subscriptions):
     ) -> tuple[bool, dict[str, Any] | None]:
         """Handle one reply; ``(False, None)`` when it was ours alone (a redirect, an OK)."""
         if isinstance(reply, rx.RedisError):
-            redirect = redirect_from_error(reply)
+            redirect = resolve_redirect(reply, link.conn.address)
             if redirect is None or not link.shard:
                 raise reply
-            target = f"{redirect.host or link.conn.settings.host}:{redirect.port}"
+            target = redirect.address
             async with self._lock:
                 moved = [c for c, home in self._shard_home.items() if home is link]
                 moved = [c for c in moved if self._slot(c) == redirect.slot]

@@ -11,20 +11,30 @@ written a second time for asyncio.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import redis.exceptions as rx
 from redis.asyncio.lock import Lock
 from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
+from redis.commands.helpers import list_or_args
 
 from smartcache._client_common import BLOCKING as _BLOCKING
 from smartcache._client_common import ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache._redis_surface import (
+    SETTINGS_FIELDS,
+    AsyncClusterManagement,
+    RedisSurface,
+    take_over_pool,
+)
 from smartcache._scripts import PipelineAwareAsyncScript
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
+from smartcache.asyncio._connection import AsyncConnection
+from smartcache.asyncio._monitor import AsyncMonitor
 from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._pubsub import AsyncPubSub
@@ -37,7 +47,8 @@ from smartcache.core.flow import (
     Sleep,
     keyed_flow,
 )
-from smartcache.core.retry import RetryPolicy
+from smartcache.core.retry import RetryPolicy, is_network_failure
+from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionPool, ConnectionSettings
 
@@ -50,7 +61,9 @@ _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins disagree on command_info
     ClientCommon,
+    RedisSurface,
     ClusterNodesMixin,
+    AsyncClusterManagement,
     AsyncRedisModuleCommands,
     AsyncCoreCommands,
     AsyncSentinelCommands,
@@ -61,7 +74,14 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     ``startup_nodes=``, redis-py keyword arguments, ``read_from=``, ``retry_policy=``).
     The topology is detected on first use (or ``await client.initialize()``). Many tasks may
     share one client. ``autopipeline=False`` gives each command a connection of its own.
+    ``single_connection_client=True`` (a standalone server) sends every command, blocking
+    ones included, over the one shared connection (:attr:`connection`); pipelines,
+    transactions and pub/sub keep connections of their own, as with redis-py.
     """
+
+    #: the one connection of ``single_connection_client=True`` once initialized (as
+    #: ``redis.asyncio.Redis.connection``); ``None`` otherwise
+    connection: Any = None
 
     _is_async_client: Literal[True] = True
     _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
@@ -86,8 +106,20 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
         wait_aof: bool = False,
+        connection_pool: Any = None,
         **kwargs: Any,
     ) -> None:
+        given = dict(locals())  # for client(): the same arguments again
+        del given["self"], given["kwargs"], given["connection_pool"]
+        self._given = {**given, **kwargs}
+        self.single_connection_client = self._check_single_connection(kwargs)
+        if connection_pool is not None:
+            kwargs, pool_limit = take_over_pool(connection_pool, kwargs, SETTINGS_FIELDS)
+            if max_connections is None:
+                max_connections = pool_limit
+            host = kwargs.pop("host", host)
+            port = kwargs.pop("port", port)
+            self._given.update(kwargs, host=host, port=port, max_connections=max_connections)
         self._init_common(
             host,
             port,
@@ -141,6 +173,12 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
+    def from_pool(cls, connection_pool: Any) -> AsyncSmartClient:
+        """A client with the settings of a redis-py ``connection_pool`` (as
+        ``redis.asyncio.Redis.from_pool``); smartcache opens its own connections."""
+        return cls(connection_pool=connection_pool)
+
+    @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncSmartClient:
         """Build from ``redis://...``, ``rediss://...`` (a server or a cluster) or
         ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
@@ -190,8 +228,10 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 else:
                     is_cluster = self._cluster_hint
             except _NET as exc:
-                errors.append(f"{settings.address}: {exc}")
                 await pool.aclose()
+                if not is_network_failure(exc):
+                    raise  # credentials refused: every other node would refuse them too
+                errors.append(f"{settings.address}: {exc}")
                 continue
             if is_cluster:
                 await pool.aclose()
@@ -201,6 +241,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 self._router = AsyncClusterRouter(state, self.retry_policy, self.read_from)
             else:
                 self._pool = pool
+                if self.single_connection_client:
+                    self.connection = pool.connection
             return
         raise NoReachableNodeError(
             f"none of the startup nodes answered: {'; '.join(errors)}", addresses=tried
@@ -216,6 +258,102 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     def pubsub(self, **kwargs: Any) -> AsyncPubSub:
         """A pub/sub object on this client (as ``redis.asyncio.Redis.pubsub``)."""
         return AsyncPubSub(self, **kwargs)
+
+    @property
+    def connection_pool(self) -> AsyncConnectionPool | None:
+        """The pool of the standalone server (Sentinel: of the primary; a cluster: of its
+        first primary); ``None`` until the client has connected."""
+        if self._pool is not None:
+            return self._pool
+        if self._sentinel is not None:
+            return self._sentinel.current_pool
+        if self._cluster is not None and self._cluster.slot_map is not None:
+            return self._cluster.pool(self._cluster.slot_map.primaries[0])
+        return None
+
+    def client(self) -> AsyncSmartClient:
+        """A new client to the same servers with ``single_connection_client=True`` (as
+        ``redis.asyncio.Redis.client``); close it when done."""
+        return type(self)(**{**self._given, "single_connection_client": True})
+
+    async def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        """Read one reply from ``connection`` (any connection with redis-py's awaitable
+        ``read_response``) and apply ``command_name``'s response callback, as
+        ``redis.asyncio.Redis.parse_response`` (``EMPTY_RESPONSE``, ``NEVER_DECODE``)."""
+        try:
+            if _NEVER_DECODE in options:
+                response = await connection.read_response(disable_decoding=True)
+            else:
+                response = await connection.read_response()
+        except rx.ResponseError:
+            if _EMPTY_RESPONSE in options:
+                return options[_EMPTY_RESPONSE]
+            raise
+        return self._parsed(command_name, response, options)
+
+    def monitor(self, target_node: Any = None) -> AsyncMonitor:
+        """A ``redis.asyncio.client.Monitor`` on a connection of its own (as
+        ``redis.asyncio.Redis.monitor``; on a cluster ``target_node``, else a primary)."""
+
+        async def open_connection() -> AsyncConnection:
+            await self.initialize()
+            if target_node is not None:
+                host, port = parse_address(str(getattr(target_node, "name", target_node)))
+            elif self._router is not None:
+                host, port = parse_address(self._router.primaries()[0])
+            else:
+                pool = await self._one_node_pool()
+                assert pool is not None
+                host, port = pool.settings.host, pool.settings.port
+            conn = AsyncConnection(self._settings.with_address(host, port))
+            await conn.connect()
+            return conn
+
+        return AsyncMonitor(open_connection, self._encoder)
+
+    def keyspace_notifications(
+        self, key_prefix: str | bytes | None = None, ignore_subscribe_messages: bool = True
+    ) -> Any:
+        """redis-py's ``AsyncKeyspaceNotifications`` on this client's pub/sub (as
+        ``redis.asyncio.Redis.keyspace_notifications``; a standalone server or Sentinel)."""
+        if self._cluster is not None:
+            raise NotImplementedError(
+                "keyspace notifications on a cluster need one subscription per primary "
+                "(redis-py's ClusterKeyspaceNotifications); smartcache does not offer it yet"
+            )
+        from redis.asyncio.keyspace_notifications import (  # noqa: PLC0415
+            AsyncKeyspaceNotifications,
+        )
+
+        return AsyncKeyspaceNotifications(
+            self,  # type: ignore[arg-type]  # drop-in client
+            key_prefix=key_prefix,
+            ignore_subscribe_messages=ignore_subscribe_messages,
+        )
+
+    async def transaction(
+        self,
+        func: Callable[[AsyncPipeline], Any],
+        *watches: Any,
+        shard_hint: Any = None,
+        value_from_callable: bool = False,
+        watch_delay: float | None = None,
+    ) -> Any:
+        """Run ``func(pipe)`` (a function or a coroutine function) under WATCH ``watches``
+        until EXEC succeeds, as ``redis.asyncio.Redis.transaction``."""
+        async with self.pipeline(True, shard_hint) as pipe:
+            while True:
+                try:
+                    if watches:
+                        await pipe.watch(*watches)
+                    func_value = func(pipe)
+                    if inspect.isawaitable(func_value):
+                        func_value = await func_value
+                    exec_value = await pipe.execute()
+                    return func_value if value_from_callable else exec_value
+                except rx.WatchError:
+                    if watch_delay is not None and watch_delay > 0:
+                        await asyncio.sleep(watch_delay)
 
     def register_script(self, script: Any) -> PipelineAwareAsyncScript:  # type: ignore[override]
         """A callable Lua script (as redis.asyncio's), which smartcache pipelines preload."""
@@ -257,12 +395,28 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         )
 
     async def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
-        """MGET across slots (as ``RedisCluster.mget_nonatomic``)."""
-        return await self.mget(keys, *args)
+        """MGET split by slot, as ``RedisCluster.mget_nonatomic``: the values in the order
+        of ``keys``, read by one MGET per slot (not atomic across slots; ``mget()`` refuses
+        keys on several slots)."""
+        await self.initialize()
+        command = ("MGET", *list_or_args(keys, args))
+        if self._router is None or len(command) == 1:
+            return await self.mget(command[1:])
+        reply = await self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
 
-    async def mset_nonatomic(self, mapping: dict[Any, Any]) -> bool:
-        """MSET across slots (as ``RedisCluster.mset_nonatomic``)."""
-        return bool(await self.mset(mapping))
+    async def mset_nonatomic(self, mapping: Mapping[Any, Any]) -> list[bool]:
+        """MSET split by slot, as ``RedisCluster.mset_nonatomic``: one MSET per slot, and
+        its result per slot (not atomic across slots; ``mset()`` refuses keys on several
+        slots). On a single server the one MSET's result."""
+        await self.initialize()
+        command = self._mset_args(mapping)
+        if len(command) == 1:
+            return []
+        if self._router is None:
+            return [await self.mset(mapping)]
+        reply = await self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
 
     async def scan_iter(  # type: ignore[override]
         self,
@@ -336,9 +490,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             ):
                 try:
                     reply = await pool.connection.execute(*args)
-                except rx.ResponseError:
-                    raise
-                except _NET as exc:
+                except (*_NET, rx.ResponseError) as exc:
+                    # The core decides (MASTERDOWN waits; READONLY, WRONGTYPE... raise).
                     reply = await self._single_node_retry(args, exc)
                 callback = self.response_callbacks.get(name)
                 return callback(reply) if callback is not None else reply
@@ -346,13 +499,14 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         router = self._router
         if router is None:  # Sentinel
             return await self._execute_slow(args, options)
-        index = router.single_key.get(name)
+        fast = router.single_key.get(name)
         state = self._cluster
         assert state is not None
-        if index is None or len(args) <= index or not self.autopipeline:
+        if fast is None or len(args) <= fast[0] or not self.autopipeline:
             return await self._execute_slow(args, options)
-        slot = state.slot_of(args[index])
-        node = state.slot_pools[slot]
+        # The node is the general path's choice (primary, or a replica for reads).
+        slot = state.slot_of(args[fast[0]])
+        node = state.pool_for(slot, fast[1])
         if node is None or state.refresh_pending or state.suspects:
             reply = await router.keyed(args, router.table.lookup(args), slot)
         else:
@@ -374,11 +528,15 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         command_name = args[0]
         args = normalize_command(args)
         empty = options.pop(_EMPTY_RESPONSE, _MISSING)
+        undecoded = _NEVER_DECODE in options and self._settings.decode_responses
         options.pop(_NEVER_DECODE, None)
         options.pop("keys", None)
         target_nodes = options.pop("target_nodes", None)
         try:
-            reply = await self._execute_routed(args, target_nodes)
+            if undecoded:
+                reply = await self._execute_undecoded(args, target_nodes)
+            else:
+                reply = await self._execute_routed(args, target_nodes)
         except rx.ResponseError:
             if empty is not _MISSING:
                 return empty
@@ -393,6 +551,16 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             return await self._single_node_retry(args, None)
         assert self._router is not None
         return await self._router.execute(args, target_nodes)
+
+    async def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+        """A command whose reply must stay bytes (redis-py's NEVER_DECODE, e.g. DUMP), on a
+        dedicated connection: the shared one must never meet a reply it cannot decode."""
+        if self._router is not None:
+            return await self._router.execute(args, target_nodes, undecoded=True)
+        pool = await self._one_node_pool()
+        assert pool is not None
+        async with pool.dedicated() as conn:
+            return await conn.execute_undecoded(*args)
 
     async def _single_node_retry(self, args: tuple[Any, ...], first: BaseException | None) -> Any:
         """A command on the one server, through the same flow the cluster uses."""
@@ -412,6 +580,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             read_from="primary",
             clock=time.monotonic,
             first=start,
+            reroutable=False,  # one fixed server: a retry reaches the same node
         )
         result: Any = None
         try:
@@ -419,7 +588,12 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 effect = flow.send(result)
                 result = None
                 if isinstance(effect, Attempt):
-                    result = await _attempt_on(pool, args, blocking or not self.autopipeline)
+                    result = await _attempt_on(
+                        pool,
+                        args,
+                        (blocking or not self.autopipeline) and not self.single_connection_client,
+                        blocking=blocking,
+                    )
                 elif isinstance(effect, IsSuspect):
                     result = False
                 elif isinstance(effect, Sleep):
@@ -428,7 +602,9 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             return done.value
 
 
-async def _attempt_on(pool: AsyncConnectionPool, args: tuple[Any, ...], dedicated: bool) -> Outcome:
+async def _attempt_on(
+    pool: AsyncConnectionPool, args: tuple[Any, ...], dedicated: bool, *, blocking: bool = False
+) -> Outcome:
     address = pool.settings.address
     try:
         if dedicated:
@@ -436,6 +612,13 @@ async def _attempt_on(pool: AsyncConnectionPool, args: tuple[Any, ...], dedicate
                 if args and str(args[0]).upper() in _BLOCKING:
                     conn.settimeout(None)
                 reply = await conn.execute(*args)
+        elif blocking:  # single_connection_client: a blocking command on the one connection
+            shared = await pool.shared()
+            before = shared.timeout
+            shared.settimeout(None)  # commands queued before keep their timeout
+            pending = shared.execute(*args)
+            shared.settimeout(before)  # flushes it with none; later commands get theirs
+            reply = await pending
         else:
             reply = await pool.connection.execute(*args)
     except rx.ResponseError as exc:

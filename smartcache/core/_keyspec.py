@@ -35,9 +35,12 @@ def token(arg: object) -> str:
 
 
 def to_int(arg: object) -> int | None:
-    """Return ``arg`` as an int (``2``, ``"2"``, ``b"2"``), or None if it is not one."""
+    """Return ``arg`` as an int (``2``, ``"2"``, ``b"2"``, any bytes-like ``2``), or None if
+    it is not one."""
     if isinstance(arg, int) and not isinstance(arg, bool):
         return arg
+    if isinstance(arg, memoryview):  # redis-py sends its bytes, so the server reads a number
+        arg = arg.tobytes()
     if isinstance(arg, str | bytes | bytearray):
         try:
             return int(arg)

@@ -105,12 +105,8 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     if at:
         user, colon, secret = userinfo.partition(":")
         username = unquote(user) or None
+        # A user name alone is an ACL user with ``nopass`` (as redis-py's URLs allow).
         password = unquote(secret) if colon else None
-        if username is not None and password is None:
-            raise ConfigurationError(
-                f"Sentinel URL {_redact(url)!r} has a user name but no password "
-                "(write :password@ for a password alone)"
-            )
     sentinels = _parse_hosts(hosts, url)
     parts = [unquote(p) for p in path.split("/") if p]
     if not parts:

@@ -16,6 +16,12 @@ Where the server's metadata is wrong for routing we correct it in one place:
   the STOREDIST key when both are given (Valkey's native rule keeps only the last one).
 - MSETNX is never split (Redis 7.0 tags it ``multi_shard``; split parts would lose its
   all-or-nothing guarantee, and Valkey dropped the tag).
+- Of the other ``multi_shard`` commands, only DEL, EXISTS, TOUCH and UNLINK are split by
+  slot when their keys span slots, as redis-py's ``RedisCluster`` splits them: each key is
+  independent and the replies add up. MGET and MSET promise one atomic step, so across
+  slots they are refused (:class:`~smartcache.exceptions.CrossSlotError`, which is also
+  ``RedisClusterException``, what ``RedisCluster`` raises) unless the caller asks for the
+  split (``mget_nonatomic()`` / ``mset_nonatomic()``): :func:`plan_across_slots`.
 - WAIT and WAITAOF always block (Redis 7.0 lacks the ``blocking`` flag on WAIT).
 - Sharded Pub/Sub channels (SPUBLISH, SSUBSCRIBE; spec flag ``not_key``) are returned by
   :meth:`CommandTable.keys` because they route by their slot exactly like keys.
@@ -36,7 +42,7 @@ from typing import Any, Final
 from smartcache.core._command_reply import parse_command_reply
 from smartcache.core._command_static import parse_static_table
 from smartcache.core._idempotency import ArgsRule, idempotency
-from smartcache.core._keyspec import Extractor, KeySpec, compile_key_rule, token
+from smartcache.core._keyspec import Extractor, KeySpec, compile_key_rule, to_int, token
 from smartcache.exceptions import CrossSlotError
 
 __all__ = [
@@ -48,6 +54,8 @@ __all__ = [
     "SplitPlan",
     "merge_replies",
     "normalize_command",
+    "plan_across_slots",
+    "slot_argument",
     "split_multi_key",
 ]
 
@@ -82,6 +90,21 @@ class ResponsePolicy(enum.Enum):
 _REQUEST_TIPS = {p.value: p for p in RequestPolicy} | {"default_keyed": RequestPolicy.KEYED}
 _RESPONSE_TIPS = {p.value: p for p in ResponsePolicy}
 _NEVER_SPLIT = frozenset({"msetnx"})
+#: split by slot whenever their keys span slots (RedisCluster's delete/exists/touch/unlink)
+_SPLIT_ACROSS_SLOTS = frozenset({"del", "exists", "touch", "unlink"})
+#: atomic on one node: split only when the caller asks, with the method named here
+_SPLIT_ON_REQUEST = {"mget": "mget_nonatomic()", "mset": "mset_nonatomic()"}
+#: keyless subcommands whose first argument is a hash slot: they concern the node serving it
+#: (redis-py RedisCluster's ``SLOT_ID`` commands)
+_SLOT_ARGUMENT = frozenset(
+    {
+        "cluster|countkeysinslot",
+        "cluster|delslots",
+        "cluster|delslotsrange",
+        "cluster|getkeysinslot",
+        "cluster|setslot",
+    }
+)
 _ALWAYS_BLOCKING = frozenset({"wait", "waitaof"})
 
 
@@ -534,6 +557,46 @@ class SplitPlan:
             for position, value in zip(positions, result, strict=True):
                 ordered[position] = value
         return ordered
+
+
+def slot_argument(spec: CommandSpec | None, args: Sequence[Any]) -> int | None:
+    """The hash slot a keyless command names (``CLUSTER COUNTKEYSINSLOT 42``: 42), so it
+    goes to the node serving that slot; ``None`` for any other command."""
+    if spec is None or spec.name not in _SLOT_ARGUMENT or len(args) < 3:
+        return None
+    slot = to_int(args[2])
+    return slot if slot is not None and 0 <= slot < 16384 else None
+
+
+def plan_across_slots(
+    args: Sequence[Any],
+    spec: CommandSpec | None,
+    slot_of: Callable[[Any], int],
+    slots: Sequence[int],
+    *,
+    nonatomic: bool = False,
+) -> SplitPlan:
+    """Split a command whose keys hash to ``slots`` (more than one), or refuse it.
+
+    DEL, EXISTS, TOUCH and UNLINK are split; MGET and MSET only with ``nonatomic=True``
+    (``mget_nonatomic()`` / ``mset_nonatomic()``); anything else raises
+    :class:`~smartcache.exceptions.CrossSlotError` before a byte is sent. Raises
+    :class:`ValueError` when the arguments do not fit the command (the server says why).
+    """
+    name = spec.name if spec is not None else (_name_of(args[0]) if args else "")
+    splittable = name in _SPLIT_ACROSS_SLOTS or (nonatomic and name in _SPLIT_ON_REQUEST)
+    if splittable and spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
+        return split_multi_key(args, spec, slot_of)
+    upper = name.replace("|", " ").upper()
+    instead = _SPLIT_ON_REQUEST.get(name)
+    remedy = f"use {instead} to split it by slot, or " if instead else "use "
+    raise CrossSlotError(
+        f"{upper}: its keys hash to {len(slots)} different slots, and {upper} is atomic only "
+        f"on one node, so it is not split (redis-py's RedisCluster refuses it too); {remedy}"
+        "a hash tag such as '{user:1}:a' and '{user:1}:b' to keep the keys on one slot",
+        command=upper,
+        slots=sorted(slots),
+    )
 
 
 def _split_shape(spec: CommandSpec) -> tuple[int, int] | None:

@@ -29,8 +29,14 @@ from typing import Any, NoReturn
 import redis.exceptions as rx
 
 from smartcache.core.commands import CommandSpec
-from smartcache.core.retry import Action, AwaitingTopology, RetryPolicy, decide
-from smartcache.core.slotmap import parse_address
+from smartcache.core.node_choice import reads_from_replica
+from smartcache.core.retry import (
+    Action,
+    AwaitingTopology,
+    RetryPolicy,
+    decide,
+    is_network_failure,
+)
 from smartcache.exceptions import AmbiguousCommandError, ClusterUnavailableError
 
 __all__ = [
@@ -48,8 +54,7 @@ __all__ = [
     "keyed_flow",
 ]
 
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
-_REPLICA_TROUBLE = (*_NET, rx.BusyLoadingError)
+_REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +130,21 @@ def keyed_flow(
     read_from: str,
     clock: Callable[[], float],
     first: Outcome | None = None,
+    reroutable: bool = True,
 ) -> Generator[Effect, Any, Any]:
     """Carry one keyed command to its node through redirects, failover and retries.
 
     Returns the reply; raises what the node said, :class:`ClusterUnavailableError` when the
     cluster kept refusing past the budget, or :class:`AmbiguousCommandError` when a
     non-idempotent command's fate is unknown. ``first`` hands over a failure the caller's
-    fast path already met.
+    fast path already met. ``reroutable=False``: the shell talks to one fixed server
+    (see :func:`~smartcache.core.retry.decide`).
     """
     start = clock()
     attempts = redirects = 0
     asking: str | None = None
     last_real: BaseException | None = None
-    use_replica = read_from != "primary" and spec is not None and spec.readonly and not spec.write
+    use_replica = reads_from_replica(read_from, spec)
     blocking = spec is not None and spec.blocking and spec.is_blocking(args)
     outcome = first
     while True:
@@ -151,7 +158,7 @@ def keyed_flow(
                     return outcome.reply
         error = outcome.error
         assert error is not None
-        if isinstance(error, _NET) and outcome.address is not None:
+        if outcome.address is not None and is_network_failure(error):
             yield MarkSuspect(outcome.address)
         if not isinstance(error, AwaitingTopology):
             last_real = error
@@ -172,6 +179,8 @@ def keyed_flow(
             elapsed=clock() - start,
             idempotent=spec.is_idempotent(args) if spec is not None else False,
             sent=outcome.sent,
+            answered_by=outcome.address,
+            reroutable=reroutable,
         )
         if decision.action is Action.RAISE:
             if isinstance(error, AwaitingTopology):
@@ -186,9 +195,7 @@ def keyed_flow(
                     )
                 error = last_real
             command_error(error, decision.ambiguous, args, attempts)
-        target = decision.target
-        if target is not None and target.startswith(":") and outcome.address is not None:
-            target = parse_address(outcome.address)[0] + target  # "MOVED 7 :6381": same host
+        target = decision.target  # an empty-host redirect already names the host that answered
         if decision.action is Action.MOVED:
             assert target is not None and decision.slot is not None
             yield ApplyMoved(decision.slot, target)

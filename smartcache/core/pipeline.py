@@ -4,14 +4,15 @@ A queued command becomes one or more *wire operations* (a cross-slot MGET in a p
 split into per-slot parts, merged back into one result); operations are grouped per node,
 written to every node before any reply is read, and failed operations are re-planned one by
 one by the caller. A transaction must stay on one slot: that is checked here, before any
-byte is sent.
+byte is sent; :func:`transaction_flow` carries it through MOVED, ASK and TRYAGAIN (which
+prove that EXEC ran nothing) within one budget, for both shells.
 
-Pure: no sockets, no clocks.
+Pure: no sockets, no clocks (``clock`` is a parameter).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +25,17 @@ from smartcache.core.commands import (
     ResponsePolicy,
     SplitPlan,
     merge_replies,
-    split_multi_key,
+    plan_across_slots,
 )
+from smartcache.core.flow import (
+    ApplyMoved,
+    Attempt,
+    Effect,
+    RefreshIfPending,
+    RequestRefresh,
+    Sleep,
+)
+from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
 __all__ = [
@@ -40,6 +50,8 @@ __all__ = [
     "finish_transaction",
     "plan_command",
     "raise_first_error",
+    "transaction_flow",
+    "transaction_refusal",
     "transaction_slot",
 ]
 
@@ -79,11 +91,6 @@ class PlannedCommand:
     split: SplitPlan | None = None
 
 
-def _name(args: Sequence[Any]) -> str:
-    first = args[0]
-    return (first.decode(errors="replace") if isinstance(first, bytes) else str(first)).upper()
-
-
 def plan_command(
     table: CommandTable, args: tuple[Any, ...], slot_of: Callable[[Any], int]
 ) -> PlannedCommand:
@@ -97,16 +104,9 @@ def plan_command(
         return PlannedCommand(((ANY_SLOT, args),))
     slot = slot_of(keys[0])
     if len(keys) > 1 and any(slot_of(k) != slot for k in keys[1:]):
-        if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-            plan = split_multi_key(args, spec, slot_of)
-            return PlannedCommand(tuple((s, part) for s, part, _ in plan.parts), plan)
-        name = _name(args)
-        raise CrossSlotError(
-            f"{name} in a pipeline: its keys hash to different slots and it cannot be split "
-            "without losing atomicity; use a hash tag to keep them on one slot",
-            command=name,
-            slots=sorted({slot_of(k) for k in keys}),
-        )
+        slots = sorted({slot_of(k) for k in keys})
+        plan = plan_across_slots(args, spec, slot_of, slots)  # or CrossSlotError
+        return PlannedCommand(tuple((s, part) for s, part, _ in plan.parts), plan)
     return PlannedCommand(((slot, args),))
 
 
@@ -131,6 +131,72 @@ def transaction_slot(
             slots=sorted(slots),
         )
     return slots.pop() if slots else None
+
+
+def transaction_refusal(replies: Sequence[Any]) -> BaseException | None:
+    """The redirect or refusal that aborted a ``MULTI ... EXEC`` batch, else ``None``.
+
+    ``replies`` are those of ``MULTI, *commands, EXEC``. Only when EXEC failed (so nothing
+    ran) and a queued command, or EXEC itself, was refused with a MOVED, ASK, TRYAGAIN,
+    CLUSTERDOWN... (:data:`RETRYABLE_REPLIES`): sending the batch again is then safe.
+    """
+    if not isinstance(replies[-1], rx.ResponseError):
+        return None  # EXEC ran (or WATCH made it return nil)
+    for reply in replies[1:]:
+        if isinstance(reply, RETRYABLE_REPLIES):
+            return reply
+    return None
+
+
+def transaction_flow(
+    slot: int, *, policy: RetryPolicy, clock: Callable[[], float]
+) -> Generator[Effect, Any, list[Any]]:
+    """Carry one cluster transaction (its keys on ``slot``) through redirects and retries.
+
+    Yields :class:`~smartcache.core.flow.Attempt` (``asking``: send ``ASKING`` first, to
+    that node) and expects an :class:`~smartcache.core.flow.Outcome` whose ``reply`` is
+    the list of replies to ``MULTI, *commands, EXEC`` and whose ``address`` is the node
+    that gave them; also ``RefreshIfPending``, ``ApplyMoved``, ``RequestRefresh`` and
+    ``Sleep`` as :func:`~smartcache.core.flow.keyed_flow` does. Returns the replies of the
+    last attempt, for :func:`finish_transaction` (which raises the refusal if the budget
+    ran out). Transport errors are the shell's: the flow never sees them.
+    """
+    start = clock()
+    attempts = redirects = 0
+    asking: str | None = None
+    while True:
+        yield RefreshIfPending()
+        outcome = yield Attempt(slot, asking)
+        replies: list[Any] = outcome.reply
+        refusal = transaction_refusal(replies)
+        if refusal is None:
+            return replies
+        if isinstance(refusal, rx.AskError):  # MovedError too
+            redirects += 1
+        else:
+            attempts += 1
+        decision = decide(
+            policy,
+            refusal,
+            attempt=attempts,
+            redirects=redirects,
+            elapsed=clock() - start,
+            idempotent=True,  # EXEC was aborted: nothing ran
+            sent=True,
+            answered_by=outcome.address,
+        )
+        asking = None
+        if decision.action is Action.RAISE:
+            return replies
+        if decision.action is Action.MOVED:
+            assert decision.target is not None and decision.slot is not None
+            yield ApplyMoved(decision.slot, decision.target)
+        elif decision.action is Action.ASK:
+            asking = decision.target
+        else:
+            if decision.refresh:
+                yield RequestRefresh()
+            yield Sleep(decision.delay)
 
 
 def apply_callback(

@@ -10,7 +10,12 @@ Rules:
 - ``ASK``: retry once on the named node after ``ASKING``; the map is not touched.
 - ``TRYAGAIN`` / ``CLUSTERDOWN`` / ``LOADING`` / ``MASTERDOWN``: back off with jitter and retry.
 - ``READONLY`` (we wrote to a replica, e.g. a demoted primary): refresh and retry; the
-  server refused the write, so it did not run.
+  server refused the write, so it did not run. Only when a retry can reach another node
+  (``reroutable``: a cluster's slot map or Sentinel's primary may change); a client given
+  one server's address would only ask the same replica again, so it raises at once.
+- Authentication refused (``NOAUTH``, ``WRONGPASS``: redis-py's ``AuthenticationError``, which
+  it files under ``ConnectionError``) or not permitted (``AuthorizationError``): raise at once.
+  It is the server's answer, not a broken link; no retry and no other node can change it.
 - Connection refused / reset before the request was written: refresh and retry.
 - Connection lost or timed out after the request was written: the command may have run;
   retry only when it is idempotent (or the policy opts in), else raise "ambiguous".
@@ -27,7 +32,17 @@ from typing import Any
 import redis.exceptions as rx
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-__all__ = ["Action", "AwaitingTopology", "Decision", "RetryPolicy", "decide"]
+from smartcache.core.redirect import resolve_redirect
+
+__all__ = [
+    "Action",
+    "AwaitingTopology",
+    "Decision",
+    "RetryPolicy",
+    "decide",
+    "is_credentials_refusal",
+    "is_network_failure",
+]
 
 
 class AwaitingTopology(Exception):
@@ -114,6 +129,23 @@ _BACKOFF_ERRORS = (
 )
 
 
+_NETWORK_ERRORS = (rx.ConnectionError, rx.TimeoutError, OSError)
+#: redis-py files these under ConnectionError, yet they are replies: the link is fine.
+_CREDENTIALS_REFUSED = (rx.AuthenticationError, rx.AuthorizationError)
+
+
+def is_credentials_refusal(error: BaseException) -> bool:
+    """True when the server refused the credentials or the user's rights (NOAUTH,
+    WRONGPASS, ...): another attempt, on this node or another, would be refused too."""
+    return isinstance(error, _CREDENTIALS_REFUSED)
+
+
+def is_network_failure(error: BaseException) -> bool:
+    """True when the link to a node failed (refused, reset, timed out): another attempt,
+    or another node, may succeed. False for everything else, credential refusals included."""
+    return isinstance(error, _NETWORK_ERRORS) and not isinstance(error, _CREDENTIALS_REFUSED)
+
+
 def decide(
     policy: RetryPolicy,
     error: BaseException,
@@ -123,44 +155,44 @@ def decide(
     elapsed: float,
     idempotent: bool,
     sent: bool,
+    answered_by: str | None = None,
+    reroutable: bool = True,
 ) -> Decision:
     """Decide what to do after ``error``.
 
     ``attempt``: failed attempts so far, this one included (redirects not counted).
     ``redirects``: MOVED/ASK hops so far. ``sent``: the request was written to the socket,
-    so a connection error leaves its outcome unknown.
+    so a connection error leaves its outcome unknown. ``answered_by``: the ``host:port``
+    that sent the error (a redirect with an empty host means that host).
+    ``reroutable``: a retry may reach another node (cluster, Sentinel); ``False`` for a
+    client of one fixed server.
     """
     if isinstance(error, rx.AskError):  # redis-py's MovedError derives from AskError
         if redirects >= policy.max_redirects or policy.should_stop(0, elapsed):
             return Decision(Action.RAISE)
         kind = Action.MOVED if isinstance(error, rx.MovedError) else Action.ASK
-        return Decision(
-            kind, target=_address(error), slot=int(error.slot_id), refresh=kind is Action.MOVED
-        )
+        redirect = resolve_redirect(error, answered_by)
+        target = redirect.address if redirect is not None else f"{error.host}:{error.port}"
+        return Decision(kind, target=target, slot=int(error.slot_id), refresh=kind is Action.MOVED)
     if isinstance(error, AwaitingTopology):
         # Bounded by the deadline only: polls are not attempts.
         if policy.should_stop(0, elapsed):
             return Decision(Action.RAISE)
         return Decision(Action.RETRY, delay=policy.topology_poll, refresh=True)
-    if isinstance(error, _BACKOFF_ERRORS) or _is_readonly(error):
+    if isinstance(error, rx.ReadOnlyError):
+        if not reroutable:
+            return Decision(Action.RAISE)  # the same replica would refuse it again
         return _retry(policy, attempt, elapsed, refresh=True)
-    if isinstance(error, rx.ConnectionError | rx.TimeoutError | OSError):
+    if isinstance(error, _BACKOFF_ERRORS):
+        return _retry(policy, attempt, elapsed, refresh=True)
+    if is_network_failure(error):
         if sent and not (idempotent or policy.retry_non_idempotent):
             return Decision(Action.RAISE, ambiguous=True)
         return _retry(policy, attempt, elapsed, refresh=True)
     return Decision(Action.RAISE)
 
 
-def _is_readonly(error: BaseException) -> bool:
-    return isinstance(error, rx.ReadOnlyError)
-
-
 def _retry(policy: RetryPolicy, attempt: int, elapsed: float, *, refresh: bool) -> Decision:
     if policy.should_stop(attempt, elapsed):
         return Decision(Action.RAISE)
     return Decision(Action.RETRY, delay=policy.backoff(attempt, elapsed), refresh=refresh)
-
-
-def _address(error: rx.AskError) -> str:
-    host, port = error.host, error.port
-    return f"{host}:{port}"

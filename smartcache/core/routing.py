@@ -24,11 +24,12 @@ from smartcache.core.commands import (
     CommandTable,
     RequestPolicy,
     SplitPlan,
-    split_multi_key,
+    plan_across_slots,
+    slot_argument,
 )
-from smartcache.core.flow import command_name
+from smartcache.core.node_choice import reads_from_replica
 from smartcache.core.slotmap import SlotMap
-from smartcache.exceptions import ConfigurationError, CrossSlotError
+from smartcache.exceptions import ConfigurationError
 
 __all__ = [
     "TARGET_NAMES",
@@ -36,6 +37,8 @@ __all__ = [
     "Split",
     "ToNodes",
     "ToSlot",
+    "fast_key_index",
+    "fast_path_entry",
     "resolve_group",
     "route",
     "target_names",
@@ -93,14 +96,21 @@ def route(
     slot_of: Callable[[Any], int],
     random_slot: Callable[[], int],
     target_nodes: Any = None,
+    *,
+    nonatomic: bool = False,
 ) -> Route:
-    """Decide where ``args`` goes; raises :class:`CrossSlotError` for unsplittable keys."""
+    """Decide where ``args`` goes; raises :class:`CrossSlotError` for keys on several slots
+    that may not be split (:func:`~smartcache.core.commands.plan_across_slots`;
+    ``nonatomic=True`` lets MGET and MSET be split)."""
     spec = table.lookup(args)
     if target_nodes is not None:
         chosen = target_names(target_nodes)
         return ToNodes(spec, chosen.group, chosen.addresses)
     keys = spec.keys(args) if spec is not None else ()
     if not keys:
+        named = slot_argument(spec, args)  # CLUSTER COUNTKEYSINSLOT <slot>...
+        if named is not None:
+            return ToSlot(spec, named)
         policy = spec.request_policy if spec is not None else RequestPolicy.DEFAULT_KEYLESS
         if policy is RequestPolicy.ALL_SHARDS:
             return ToNodes(spec, group="primaries")
@@ -112,20 +122,13 @@ def route(
         per_key = [slot_of(k) for k in keys]
         slots = set(per_key)
         if len(slots) > 1:
-            if spec is not None and spec.request_policy is RequestPolicy.MULTI_SHARD:
-                try:
-                    plan = split_multi_key(args, spec, _memo(keys, per_key, slot_of))
-                except ValueError:
-                    return ToSlot(spec, slot)  # malformed (MSET k v k): the server says why
-                return Split(spec, plan)
-            name = command_name(args)
-            raise CrossSlotError(
-                f"{name}: its keys hash to {len(slots)} different slots, and {name} "
-                "cannot be split without losing atomicity; use a hash tag such as "
-                "'{user:1}:a' and '{user:1}:b' to keep keys on one slot",
-                command=name,
-                slots=sorted(slots),
-            )
+            memo = _memo(keys, per_key, slot_of)
+            try:
+                plan = plan_across_slots(args, spec, memo, sorted(slots), nonatomic=nonatomic)
+            except ValueError:
+                return ToSlot(spec, slot)  # malformed (MSET k v k): the server says why
+            assert spec is not None  # only a known command is split
+            return Split(spec, plan)
     return ToSlot(spec, slot)
 
 
@@ -139,6 +142,21 @@ def fast_key_index(spec: CommandSpec | None, name: object) -> int:
     ):
         return spec.single_key_index
     return 0
+
+
+def fast_path_entry(
+    spec: CommandSpec | None, name: object, read_from: str
+) -> tuple[int, bool] | None:
+    """What a client's single-key fast path needs to send ``name`` as the general path
+    would: ``(position of its only key, whether it goes to a replica)``; ``None`` when the
+    command must take the general path. The replica flag is
+    :func:`~smartcache.core.node_choice.reads_from_replica`, the very rule
+    :func:`~smartcache.core.flow.keyed_flow` applies.
+    """
+    index = fast_key_index(spec, name)
+    if not index:
+        return None
+    return index, reads_from_replica(read_from, spec)
 
 
 def _memo(

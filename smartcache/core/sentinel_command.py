@@ -38,6 +38,7 @@ import redis.exceptions as rx
 
 from smartcache.core.commands import CommandSpec
 from smartcache.core.flow import Outcome, Sleep, command_error, command_name
+from smartcache.core.node_choice import reads_from_replica
 from smartcache.core.retry import Action, RetryPolicy, decide
 from smartcache.exceptions import DurabilityError
 
@@ -121,7 +122,7 @@ def sentinel_command_flow(
     blocking = spec is not None and spec.blocking and spec.is_blocking(args)
     idempotent = spec.is_idempotent(args) if spec is not None else False
     wait = wait_replicas if write and not readonly else 0
-    use_replica = readonly and read_from != "primary"
+    use_replica = reads_from_replica(read_from, spec)
     start = clock()
     attempts = 0
     outcome = first

@@ -252,9 +252,22 @@ class Connection:
             reply = self.read_next()
         return reply
 
-    def read_response(self) -> Any:
-        """Return the next reply, raising it if it is an error reply."""
-        reply = self.read_raw()
+    def read_response(self, disable_decoding: bool = False) -> Any:
+        """Return the next reply, raising it if it is an error reply.
+
+        ``disable_decoding=True`` returns it as bytes even with ``decode_responses`` (as
+        redis-py's connections take it, for ``parse_response`` with ``NEVER_DECODE``).
+        """
+        reader = self._reader
+        if disable_decoding and self.settings.decode_responses and reader is not None:
+            reader.set_encoding(None)
+            try:
+                reply = self.read_raw()
+            finally:
+                if self._reader is reader:
+                    reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
+        else:
+            reply = self.read_raw()
         if isinstance(reply, _RedisError):
             raise reply
         return reply

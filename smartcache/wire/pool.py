@@ -19,7 +19,7 @@ from smartcache.exceptions import ConfigurationError, SmartConnectionError
 from smartcache.wire.connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
-__all__ = ["ConnectionPool", "PoolExhaustedError"]
+__all__ = ["ConnectionPool", "PoolExhaustedError", "SingleConnectionPool"]
 
 # Guards the one-time reset of a pool in a forked child. Re-created in every child, so
 # it can never be inherited in a locked state from a parent thread.
@@ -235,3 +235,52 @@ class ConnectionPool:
     def disconnect(self) -> None:
         """Alias of :meth:`close`, as redis-py's pools call it."""
         self.close()
+
+
+class SingleConnectionPool(ConnectionPool):
+    """``single_connection_client=True``: every user gets the same one connection, one
+    at a time (``lock``, re-entrant as redis-py's ``single_connection_lock``).
+
+    The connection object stays the same for the pool's life (``connection``): after a
+    failure it closes its socket and reconnects on next use, as redis-py's does.
+    """
+
+    def __init__(self, settings: ConnectionSettings, lock: Any) -> None:
+        super().__init__(settings, max_connections=1)
+        self.lock = lock
+        #: the one connection (redis-py's ``Redis.connection``)
+        self.connection = Connection(settings)
+
+    def get(self) -> Connection:
+        """The one connection, connected; waits while another thread uses it."""
+        self._check_open()
+        self.lock.acquire()
+        conn = self.connection
+        try:
+            if conn.pid and conn.pid != current_pid():
+                conn.forget()  # inherited across fork(): the parent's conversation
+            if not conn.is_healthy():
+                conn.connect()
+        except BaseException:
+            self.lock.release()
+            raise
+        return conn
+
+    get_connection = get
+
+    def release(self, conn: Connection) -> None:
+        """Let the next user have it (the connection stays open)."""
+        conn.last_used = time.monotonic()
+        self.lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SmartConnectionError(
+                f"connection pool for {self.settings.address} is closed",
+                node=self.settings.address,
+            )
+
+    def close(self) -> None:
+        """Close the connection and refuse new users."""
+        self._closed = True
+        self.connection.close()

@@ -148,8 +148,6 @@ class ConnectionSettings:
             raise ConfigurationError("health_check_interval must be >= 0")
         if self.socket_read_size < 1024:
             raise ConfigurationError("socket_read_size must be at least 1024 bytes")
-        if self.username is not None and self.password is None and not self.credential_provider:
-            raise ConfigurationError("username was given without a password")
         if isinstance(self.ssl_cert_reqs, str) and self.ssl_cert_reqs not in _CERT_REQS:
             raise ConfigurationError(
                 f"ssl_cert_reqs must be one of none/optional/required, got {self.ssl_cert_reqs!r}"

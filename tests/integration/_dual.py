@@ -18,7 +18,7 @@ from typing import Any
 from smartcache.asyncio.client import AsyncSmartClient
 from smartcache.client import SmartClient
 
-__all__ = ["KINDS", "AsyncRunner", "SyncProxy", "make_client"]
+__all__ = ["KINDS", "AsyncRunner", "SyncProxy", "make_client", "make_reference"]
 
 KINDS = ("sync", "async")
 
@@ -123,6 +123,33 @@ def close_client(client: Any) -> None:
         client.aclose()
     else:
         client.close()
+
+
+def make_reference(
+    kind: str, runner_box: list[AsyncRunner], *, cluster: bool = False, **kwargs: Any
+) -> Any:
+    """The redis-py client a SmartClient (``kind="sync"``) or an AsyncSmartClient
+    (``"async"``, behind a SyncProxy) stands in for: ``redis.Redis`` /
+    ``redis.asyncio.Redis``, or with ``cluster=True`` their ``RedisCluster`` twins.
+    ``url=`` works as for :func:`make_client`."""
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    url = kwargs.pop("url", None)
+    if kind == "sync":
+        cls: Any = redis.cluster.RedisCluster if cluster else redis.Redis
+        return cls.from_url(url, **kwargs) if url else cls(**kwargs)
+    if not runner_box:
+        runner_box.append(AsyncRunner())
+    runner = runner_box[0]
+    acls: Any = redis.asyncio.cluster.RedisCluster if cluster else redis.asyncio.Redis
+
+    async def build() -> Any:
+        return acls.from_url(url, **kwargs) if url else acls(**kwargs)
+
+    return SyncProxy(runner.run(build()), runner)
 
 
 Factory = Callable[..., Any]

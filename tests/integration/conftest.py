@@ -32,3 +32,28 @@ def client_factory(request: pytest.FixtureRequest):  # type: ignore[no-untyped-d
             close_client(client)
     for runner in runner_box:
         runner.stop()
+
+
+@pytest.fixture
+def redis_py_factory(client_factory):  # type: ignore[no-untyped-def]
+    """``redis_py_factory(url=... | host=..., cluster=False, **kwargs)``: the redis-py client
+    the ``client_factory`` client of this run stands in for (``redis.Redis`` /
+    ``redis.cluster.RedisCluster`` for a SmartClient, their ``redis.asyncio`` twins behind
+    a SyncProxy for an AsyncSmartClient); closed at teardown."""
+    from tests.integration._dual import close_client, make_reference
+
+    runner_box: list = []
+    made: list = []
+
+    def factory(**kwargs):  # type: ignore[no-untyped-def]
+        client = make_reference(client_factory.kind, runner_box, **kwargs)
+        made.append(client)
+        return client
+
+    factory.kind = client_factory.kind  # type: ignore[attr-defined]
+    yield factory
+    for client in made:
+        with contextlib.suppress(Exception):
+            close_client(client)
+    for runner in runner_box:
+        runner.stop()

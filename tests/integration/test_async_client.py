@@ -24,7 +24,7 @@ def url(
 
 async def test_many_tasks_share_one_client_and_few_writes(url: str) -> None:
     async with AsyncSmartClient.from_url(url) as client:
-        await client.mset({f"at:{i}": i for i in range(200)})
+        await client.mset_nonatomic({f"at:{i}": i for i in range(200)})
         writes_before = _writes(client)
         values = await asyncio.gather(*(client.get(f"at:{i}") for i in range(200)))
         assert values == [str(i).encode() for i in range(200)]
@@ -41,7 +41,7 @@ def _writes(client: AsyncSmartClient) -> int:
 
 async def test_cancelled_tasks_leave_no_reply_behind(url: str) -> None:
     async with AsyncSmartClient.from_url(url) as client:
-        await client.mset({f"cx:{i}": i for i in range(100)})
+        await client.mset_nonatomic({f"cx:{i}": i for i in range(100)})
         tasks = [asyncio.ensure_future(client.get(f"cx:{i}")) for i in range(100)]
         await asyncio.sleep(0)  # let them queue
         for task in tasks[::2]:

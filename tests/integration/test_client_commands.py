@@ -77,12 +77,20 @@ def test_streams_geo_hll_bitmaps(client: SmartClient) -> None:
     assert client.setbit("bits", 7, 1) == 0 and client.bitcount("bits") == 1
 
 
-def test_multi_key_commands_split_across_slots(client: SmartClient) -> None:
+def test_multi_key_commands_across_slots(client: SmartClient) -> None:
     keys = [f"mk:{i}" for i in range(200)]
-    assert len({key_slot(k) for k in keys}) > 50
-    assert client.mset({k: k for k in keys}) is True
-    assert client.mget(keys) == [k.encode() for k in keys]
-    assert client.mget([*keys[:3], "nope"]) == [b"mk:0", b"mk:1", b"mk:2", None]
+    slots = list(dict.fromkeys(key_slot(k) for k in keys))
+    assert len(slots) > 50
+    if client.is_cluster:  # MSET/MGET are atomic: refused across slots, as RedisCluster does
+        with pytest.raises(redis.exceptions.RedisClusterException, match="mset_nonatomic"):
+            client.mset({k: k for k in keys})
+        with pytest.raises(CrossSlotError, match="mget_nonatomic"):
+            client.mget(keys)
+        assert client.dbsize() == 0
+    per_slot = [True] * (len(slots) if client.is_cluster else 1)
+    assert client.mset_nonatomic({k: k for k in keys}) == per_slot
+    assert client.mget_nonatomic(keys) == [k.encode() for k in keys]
+    assert client.mget_nonatomic([*keys[:3], "nope"]) == [b"mk:0", b"mk:1", b"mk:2", None]
     assert client.exists(*keys) == 200
     assert client.touch(*keys) == 200
     assert client.delete(*keys[:100]) == 100
@@ -138,7 +146,7 @@ def test_decode_responses(redis_cluster: Cluster) -> None:
     with SmartClient.from_url(redis_cluster.url, decode_responses=True) as c:
         c.set("dec", "é")
         assert c.get("dec") == "é"
-        assert c.mget(["dec", "nope"]) == ["é", None]
+        assert c.mget_nonatomic(["dec", "nope"]) == ["é", None]
         c.delete("dec")
 
 

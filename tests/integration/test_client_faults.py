@@ -105,7 +105,7 @@ def test_primary_sigkill_under_load(redis_topologies: TopologyFactory, client_fa
     # replicated show up as reads of an older value during the run: they are counted.
     last = {k: v for part in acked for k, v in part.items()}
     assert len(last) == len(keys)
-    final = client.mget(keys)
+    final = client.mget_nonatomic(keys)
     assert final == [str(last[k]).encode() for k in keys]
     lost_at_failover = len(wrong)
     print(f"acknowledged writes lost with the dead primary: {lost_at_failover}")
@@ -169,3 +169,62 @@ def test_primary_hung_sigstop(redis_topologies: TopologyFactory, client_factory:
     # to a replica in a cluster is refused with MOVED and counted as rejected).
     assert stats.get("calls", 0) == len(keys)
     assert stats.get("rejected_calls", 0) == 0
+
+
+def _mixed_load(
+    client: Any, keys: list[str], mode: str, stop: threading.Event, errors: list[str]
+) -> None:
+    """GET/SET, a pipeline, a MULTI/EXEC or an MGET over ``keys``, until ``stop``."""
+    i = 0
+    while not stop.is_set():
+        key = keys[i % len(keys)]
+        batch = keys[i % len(keys) : i % len(keys) + 8] or [key]
+        i += 1
+        try:
+            if mode == "commands":
+                client.set(key, i)
+                assert client.get(key) == str(i).encode()
+            elif mode == "pipeline":
+                pipe = client.pipeline(transaction=False)
+                for k in batch:
+                    pipe.set(k, i).get(k)
+                assert pipe.execute() == [True, str(i).encode()] * len(batch)
+            elif mode == "transaction":
+                pipe = client.pipeline()  # MULTI/EXEC, one key
+                pipe.set(key, i).get(key)
+                assert pipe.execute() == [True, str(i).encode()]
+            else:
+                assert len(client.mget_nonatomic(batch)) == len(batch)
+        except Exception as exc:  # every failure counts, the load goes on
+            errors.append(f"{mode}: {type(exc).__module__}.{type(exc).__name__}: {exc}")
+
+
+def test_resharding_under_mixed_load_follows_every_redirect(
+    redis_topologies: TopologyFactory, client_factory: Any
+) -> None:
+    """1,000 slots move while GET/SET, pipelines, transactions and MGET run: no MOVED or
+    ASK reaches the application (transactions did not follow them)."""
+    cluster = redis_topologies.cluster(primaries=3, replicas=1)
+    source, target, _ = cluster.primaries()
+    moving = set(cluster.slots_of(source)[:1000])
+    keys = [k for k in (f"mx:{i}" for i in range(10**6)) if key_slot(k) in moving][:1600]
+    client = client_factory(startup_nodes=cluster.startup_nodes)
+    stop = threading.Event()
+    errors: list[str] = []
+    modes = ["commands", "pipeline", "transaction", "transaction", "mget"]
+    threads = [
+        threading.Thread(
+            target=_mixed_load, args=(client, keys[n :: len(modes)], mode, stop, errors)
+        )
+        for n, mode in enumerate(modes)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        moved = cluster.migrate_slots(source, target, len(moving), batch=50)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert set(moved) == moving
+    assert errors == [], f"{len(errors)} error(s), first: {errors[0]}"

@@ -8,10 +8,12 @@ for every protocol/decoding variant. Return values are compared by type and valu
 is normalised inside the case (TIME, ids from ``*``, idle times, memory sizes, INFO values).
 
 Multi-key cases keep their keys on one slot with the ``{dt}`` hash tag, so they are valid on a
-cluster; the ``xslot_*`` cases use keys on different slots for the commands SmartClient splits
-(MGET, MSET, DEL, EXISTS, TOUCH, UNLINK) and compare the cluster's answer with the standalone
-reference. A run that leaves a socket to the garbage collector (a connection never given back
-to its pool) differs too, whatever it returned.
+cluster; the ``xslot_*`` cases use keys on different slots. On a cluster their reference is
+redis-py's own ``RedisCluster`` (``cluster_reference=True``): DEL, EXISTS, TOUCH and UNLINK
+are split by slot, MGET/MSET/MSETNX are refused (a ``RedisClusterException``, recorded as a
+value by :func:`_xslot`), and ``mget_nonatomic``/``mset_nonatomic`` split them. A run that
+leaves a socket to the garbage collector (a connection never given back to its pool) differs
+too, whatever it returned.
 
 A case SmartClient gets wrong carries a ``Differs`` (where, and what differs) and runs as
 ``xfail(strict=True)``; it is never weakened. A case the cluster server itself refuses (its own
@@ -33,6 +35,7 @@ from typing import Any
 import pytest
 import redis
 import redis.exceptions as rx
+from redis.cluster import RedisCluster
 
 from smartcache import SmartClient, key_slot
 from smartcache.testing import Cluster, Standalone
@@ -184,6 +187,8 @@ class Case:
     variants: tuple[str, ...] = ()
     #: also flush the server's script cache and function libraries before the run
     scripts: bool = False
+    #: on a cluster, compare with redis-py's RedisCluster on that cluster (not redis.Redis)
+    cluster_reference: bool = False
 
 
 CASES: list[Case] = []
@@ -196,6 +201,7 @@ def case(
     cluster_rule: str = "",
     variants: tuple[str, ...] = (),
     scripts: bool = False,
+    cluster_reference: bool = False,
 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
     """Register a case; ``min_version`` is the Redis-compatible version it needs."""
     assert set(variants) <= {v.id for v in VARIANTS}, variants
@@ -211,11 +217,33 @@ def case(
                 cluster_rule=cluster_rule,
                 variants=variants,
                 scripts=scripts,
+                cluster_reference=cluster_reference,
             )
         )
         return fn
 
     return register
+
+
+def _xslot(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a refusal of keys on several slots (``RedisClusterException``, what
+    RedisCluster raises and SmartClient's CrossSlotError also is) becomes a value."""
+    try:
+        return fn()
+    except rx.RedisClusterException:
+        return "refused: keys on several slots"
+
+
+def _mset_nonatomic(r: Any, mapping: dict[Any, Any]) -> Any:
+    """``mset_nonatomic`` where the client has it; ``redis.Redis`` has one MSET."""
+    nonatomic = getattr(r, "mset_nonatomic", None)
+    return nonatomic(mapping) if nonatomic is not None else [r.mset(mapping)]
+
+
+def _mget_nonatomic(r: Any, keys: Any) -> Any:
+    """``mget_nonatomic`` where the client has it; ``redis.Redis`` has one MGET."""
+    nonatomic = getattr(r, "mget_nonatomic", None)
+    return nonatomic(keys) if nonatomic is not None else r.mget(keys)
 
 
 def _raises(fn: Callable[[], Any]) -> Any:
@@ -440,7 +468,7 @@ def key_argument_types(r: Any) -> Any:
         r.set("clé", "é"),
         r.get("clé"),
         r.set(2.5, "float"),
-        r.mget(123, 2.5, "clé"),
+        _mget_nonatomic(r, [123, 2.5, "clé"]),  # three slots on a cluster
         r.delete(123, 2.5, "clé"),
     )
 
@@ -645,14 +673,14 @@ def scan_iter_all(r: Any) -> Any:
     )
 )
 def scan_one_call(r: Any) -> Any:
-    r.mset(dict.fromkeys(XSLOT, 1))
+    _mset_nonatomic(r, dict.fromkeys(XSLOT, 1))
     cursor, keys = r.scan(0, count=1000)
     return cursor, sorted(keys)
 
 
 @case()
 def keys_pattern(r: Any) -> Any:
-    r.mset({A: 1, B: 2, "other": 3})
+    _mset_nonatomic(r, {A: 1, B: 2, "other": 3})
     return sorted(r.keys("{dt}:*")), sorted(r.keys())
 
 
@@ -680,7 +708,7 @@ def randomkey(r: Any) -> Any:
 
 @case()
 def dbsize_flushdb(r: Any) -> Any:
-    r.mset(dict.fromkeys(XSLOT, 1))
+    _mset_nonatomic(r, dict.fromkeys(XSLOT, 1))
     return r.dbsize(), r.flushdb(), r.dbsize()
 
 
@@ -733,65 +761,78 @@ def unsendable_key_types(r: Any) -> Any:
     return out
 
 
-# -- keys on different slots: SmartClient splits these on a cluster ----------------------
-@case()
+# -- keys on different slots: compared with RedisCluster on a cluster ------------------------
+@case(cluster_reference=True)
 def xslot_mset_mget(r: Any) -> Any:
     return (
-        r.mset({k: k.upper() for k in XSLOT}),
-        r.mget(*XSLOT),
-        r.mget([*XSLOT[:2], "nope", XSLOT[3]]),
-        r.mget_nonatomic(list(XSLOT)) if hasattr(r, "mget_nonatomic") else r.mget(list(XSLOT)),
+        _xslot(lambda: r.mset({k: k.upper() for k in XSLOT})),
+        r.exists(*XSLOT),  # a refused MSET wrote nothing
+        _mset_nonatomic(r, {k: k.upper() for k in XSLOT}),
+        _xslot(lambda: r.mget(*XSLOT)),
+        _mget_nonatomic(r, list(XSLOT)),
+        _mget_nonatomic(r, [*XSLOT[:2], "nope", XSLOT[3]]),
+        _xslot(lambda: r.msetnx(dict.fromkeys(XSLOT[:2], 1))),
+        _mget_nonatomic(r, XSLOT[:2]),
     )
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_del_exists(r: Any) -> Any:
-    r.mset(dict.fromkeys(XSLOT, 1))
+    _mset_nonatomic(r, dict.fromkeys(XSLOT, 1))
     return r.exists(*XSLOT, "nope", XSLOT[0]), r.delete(*XSLOT[:3], "nope"), r.exists(*XSLOT)
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_touch_unlink(r: Any) -> Any:
-    r.mset(dict.fromkeys(XSLOT[:3], 1))
-    return r.touch(*XSLOT), r.unlink(*XSLOT), r.unlink(*XSLOT), r.dbsize()
+    _mset_nonatomic(r, dict.fromkeys(XSLOT[:3], 1))
+    return r.touch(*XSLOT), r.unlink(*XSLOT), r.unlink(*XSLOT), r.exists(*XSLOT)
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_mget_decoded_values(r: Any) -> Any:
-    r.mset({XSLOT[0]: "é", XSLOT[1]: b"\x01\x02", XSLOT[2]: 3.5})
-    return r.mget(XSLOT[:3])
+    _mset_nonatomic(r, {XSLOT[0]: "é", XSLOT[1]: b"\x01\x02", XSLOT[2]: 3.5})
+    return _mget_nonatomic(r, XSLOT[:3])
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_mget_non_string(r: Any) -> Any:
     r.set(XSLOT[0], "s")
     r.rpush(XSLOT[1], 1)
     r.hset(XSLOT[2], "f", 1)
-    return r.mget(*XSLOT), r.exists(*XSLOT), r.touch(*XSLOT), r.delete(*XSLOT)
-
-
-@case()
-def xslot_duplicate_keys(r: Any) -> Any:
-    r.mset({XSLOT[0]: 1, XSLOT[1]: 2})
-    keys = [XSLOT[0], XSLOT[1], XSLOT[0], XSLOT[2], XSLOT[1]]
-    return r.mget(keys), r.exists(*keys), r.touch(*keys), r.unlink(*keys), r.mget(keys)
-
-
-@case()
-def xslot_mset_overwrites_in_order(r: Any) -> Any:
-    r.execute_command("MSET", XSLOT[0], 1, XSLOT[1], 2, XSLOT[0], 3)
-    return r.mget(XSLOT[:2])
-
-
-@case(
-    Differs(
-        "MSET with an odd argument count across slots raises builtins.ValueError from "
-        "split_multi_key (core/commands.py) instead of the server's ResponseError",
-        topology="cluster",
+    return (
+        _mget_nonatomic(r, XSLOT),
+        _xslot(lambda: r.mget(*XSLOT)),
+        r.exists(*XSLOT),
+        r.touch(*XSLOT),
+        r.delete(*XSLOT),
     )
-)
+
+
+@case(cluster_reference=True)
+def xslot_duplicate_keys(r: Any) -> Any:
+    _mset_nonatomic(r, {XSLOT[0]: 1, XSLOT[1]: 2})
+    keys = [XSLOT[0], XSLOT[1], XSLOT[0], XSLOT[2], XSLOT[1]]
+    return (
+        _mget_nonatomic(r, keys),
+        r.exists(*keys),
+        r.touch(*keys),
+        r.unlink(*keys),
+        _mget_nonatomic(r, keys),
+    )
+
+
+@case(cluster_reference=True)
+def xslot_mset_refused_whole(r: Any) -> Any:
+    return (
+        _xslot(lambda: r.execute_command("MSET", XSLOT[0], 1, XSLOT[1], 2, XSLOT[0], 3)),
+        _xslot(lambda: r.execute_command("MGET", *XSLOT)),
+        r.exists(*XSLOT),
+    )
+
+
+@case(cluster_reference=True)
 def xslot_mset_wrong_arity(r: Any) -> Any:
-    return r.execute_command("MSET", XSLOT[0], 1, XSLOT[1]), r.dbsize()
+    return _xslot(lambda: r.execute_command("MSET", XSLOT[0], 1, XSLOT[1])), r.exists(*XSLOT)
 
 
 @case()
@@ -806,28 +847,26 @@ def xslot_no_keys(r: Any) -> Any:
     )
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_many_keys(r: Any) -> Any:
     keys = [f"many:{i}" for i in range(300)]
     return (
-        r.mset({k: i for i, k in enumerate(keys)}),
-        r.mget(keys)
-        == [
-            str(i).encode() if isinstance(r.mget(keys[0])[0], bytes) else str(i) for i in range(300)
-        ],
+        _mset_nonatomic(r, {k: i for i, k in enumerate(keys)}),
+        _mget_nonatomic(r, keys)
+        == [str(i).encode() if isinstance(r.get(keys[0]), bytes) else str(i) for i in range(300)],
         r.exists(*keys),
         r.delete(*keys[::2]),
-        r.mget(keys[:4]),
-        r.dbsize(),
+        _mget_nonatomic(r, keys[:4]),
+        r.exists(*keys),  # RedisCluster's dbsize() counts one node only
     )
 
 
-@case()
+@case(cluster_reference=True)
 def xslot_odd_hash_tags(r: Any) -> Any:
     keys = ["{}a", "{}b", "a{b", "{a}}", "{{a}", "x{}{y}", "{y}z"]
     return (
-        r.mset({k: k for k in keys}),
-        r.mget(keys),
+        _mset_nonatomic(r, {k: k for k in keys}),
+        _mget_nonatomic(r, keys),
         r.exists(*keys),
         [r.get(k) for k in keys],
         r.delete(*keys),
@@ -1817,7 +1856,7 @@ def encoding_errors_replace(r: Any) -> Any:
     try:
         twin.set(A, b"ok\xff")
         twin.rpush(B, b"\xfe")
-        return twin.get(A), twin.lrange(B, 0, -1), twin.mget(A, XSLOT[0])
+        return twin.get(A), twin.lrange(B, 0, -1), _mget_nonatomic(twin, [A, XSLOT[0]])
     finally:
         twin.close()
 
@@ -1974,7 +2013,8 @@ def explicit_multi_on_plain_pipeline(r: Any) -> Any:
 def pipeline_plain(r: Any) -> Any:
     pipe = r.pipeline(transaction=False)
     pipe.set(XSLOT[0], 1).set(XSLOT[1], 2).incr(XSLOT[2]).rpush(A, 1, 2).lrange(A, 0, -1)
-    pipe.mget(*XSLOT).get("nope").sadd(B, "x").smembers(B)
+    # cross-slot DEL/EXISTS/TOUCH/UNLINK are split in a pipeline too (MGET is refused)
+    pipe.exists(*XSLOT).touch(*XSLOT, "nope").get("nope").sadd(B, "x").smembers(B)
     return pipe.execute()
 
 
@@ -2014,7 +2054,7 @@ def pipeline_empty_and_reuse(r: Any) -> Any:
 
 @case()
 def pipeline_keyless(r: Any) -> Any:
-    r.mset(dict.fromkeys(XSLOT, 1))
+    _mset_nonatomic(r, dict.fromkeys(XSLOT, 1))
     pipe = r.pipeline(transaction=False)
     pipe.ping().echo("x").dbsize().keys().time().config_get("maxmemory-policy")
     pong, echo, size, keys, now, config = pipe.execute()
@@ -2288,9 +2328,10 @@ class Clients:
         self._tag_port = cluster.primary_of_slot(key_slot(A)).port
         assert 6379 not in (self._port, self._tag_port), "never the shared server on 6379"
         self._refs: dict[Variant, redis.Redis] = {}
+        self._cluster_refs: dict[Variant, RedisCluster] = {}
         self._direct: dict[Variant, redis.Redis] = {}
         self._smart: dict[tuple[str, Variant], SmartClient] = {}
-        self.expected: dict[tuple[str, Variant], Outcome] = {}
+        self.expected: dict[tuple[str, Variant, str], Outcome] = {}
         info = self.reference(VARIANTS[0]).info("server")
         self.version = tuple(int(p) for p in str(info["redis_version"]).split("."))
         self.flavor = "valkey" if "valkey_version" in info else "redis"
@@ -2299,6 +2340,14 @@ class Clients:
         if variant not in self._refs:
             self._refs[variant] = redis.Redis(host="127.0.0.1", port=self._port, **variant.kwargs())
         return self._refs[variant]
+
+    def cluster_reference(self, variant: Variant) -> RedisCluster:
+        """redis-py's ``RedisCluster`` on the cluster (for ``cluster_reference`` cases)."""
+        if variant not in self._cluster_refs:
+            self._cluster_refs[variant] = RedisCluster.from_url(
+                self._urls["cluster"], **variant.kwargs()
+            )
+        return self._cluster_refs[variant]
 
     def direct(self, variant: Variant) -> redis.Redis:
         """``redis.Redis`` on the cluster primary that serves the ``{dt}`` slot."""
@@ -2318,6 +2367,8 @@ class Clients:
     def close(self) -> None:
         for client in [*self._refs.values(), *self._direct.values(), *self._smart.values()]:
             client.close()
+        for cluster_client in self._cluster_refs.values():
+            cluster_client.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2392,9 +2443,15 @@ def test_dropin(
 ) -> None:
     if case.min_version and clients.version < case.min_version:
         pytest.skip(f"needs server >= {case.min_version}, have {clients.version}")
-    key = (case.name, variant)
+    against = "RedisCluster" if case.cluster_reference and topology == "cluster" else "redis.Redis"
+    key = (case.name, variant, against)
     if key not in clients.expected:
-        clients.expected[key] = _outcome(case, clients.reference(variant))
+        reference = (
+            clients.cluster_reference(variant)
+            if against == "RedisCluster"
+            else clients.reference(variant)
+        )
+        clients.expected[key] = _outcome(case, reference)
     expected = clients.expected[key]
     for differs in case.differs:  # known discrepancies: server and reference known only now
         if differs.applies(topology, variant, clients.flavor, expected):
@@ -2413,5 +2470,5 @@ def test_dropin(
         pytest.skip(f"the cluster server's own rule: {case.cluster_rule}")
     assert got.key() == expected.key(), (
         f"SmartClient: {got.shown} (leaked sockets: {got.leaked})\n"
-        f"redis.Redis: {expected.shown} (leaked sockets: {expected.leaked})"
+        f"{against}: {expected.shown} (leaked sockets: {expected.leaked})"
     )

@@ -207,6 +207,13 @@ def test_keys_returns_the_callers_objects(table: CommandTable) -> None:
     assert got[1] is other
 
 
+@pytest.mark.parametrize("numkeys", [2, "2", b"2", bytearray(b"2"), memoryview(b"2")])
+def test_numkeys_of_any_bytes_like_type(table: CommandTable, numkeys: Any) -> None:
+    # redis-py packs every bytes-like argument as its bytes: the server reads the number
+    assert table.keys(("EVAL", "return 1", numkeys, "a", "b", "arg")) == ("a", "b")
+    assert table.keys(("ZUNION", numkeys, "a", "b")) == ("a", "b")
+
+
 def test_tables_agree_on_sample_keys() -> None:
     samples = [tuple(args) for args, _, _ in RECORDED["valkey9"]["getkeys"]]
     samples += [args for args, _ in KEY_CASES]

@@ -46,6 +46,7 @@ class Shell:
         read_from: str = "primary",
         first: Outcome | None = None,
         policy: RetryPolicy = POLICY,
+        reroutable: bool = True,
     ) -> Any:
         flow = keyed_flow(
             args,
@@ -55,6 +56,7 @@ class Shell:
             read_from=read_from,
             clock=self.clock,
             first=first,
+            reroutable=reroutable,
         )
         result: Any = None
         try:
@@ -102,6 +104,29 @@ def test_moved_to_same_host_shorthand() -> None:
     )
     shell.run(("GET", "k"))
     assert ApplyMoved(7, "10.0.0.1:7001") in shell.log
+
+
+def test_moved_to_the_unknown_endpoint() -> None:
+    shell = Shell(
+        [
+            Outcome(error=rx.MovedError("7 ?:7001"), sent=True, address="10.0.0.1:7000"),
+            Outcome(reply=b"v"),
+        ]
+    )
+    shell.run(("GET", "k"))
+    assert ApplyMoved(7, "10.0.0.1:7001") in shell.log
+
+
+def test_readonly_from_a_fixed_server_raises_at_once() -> None:
+    refused = rx.ReadOnlyError("You can't write against a read only replica.")
+    shell = Shell([Outcome(error=refused, sent=True, address="a:1")])
+    with pytest.raises(rx.ReadOnlyError):
+        shell.run(("SET", "k", "v"), reroutable=False)
+    assert len(shell.attempts()) == 1 and not any(isinstance(e, Sleep) for e in shell.log)
+    # In a cluster the map may change: READONLY is retried after a refresh.
+    cluster = Shell([Outcome(error=refused, sent=True, address="a:1"), Outcome(reply=True)])
+    assert cluster.run(("SET", "k", "v")) is True
+    assert RequestRefresh() in cluster.log
 
 
 def test_ask_goes_once_to_target_without_touching_map() -> None:

@@ -4,7 +4,13 @@ import pytest
 import redis.exceptions as rx
 from tenacity import stop_after_attempt, stop_after_delay, wait_fixed
 
-from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.retry import (
+    Action,
+    RetryPolicy,
+    decide,
+    is_credentials_refusal,
+    is_network_failure,
+)
 
 POLICY = RetryPolicy(stop=stop_after_attempt(3) | stop_after_delay(5), wait=wait_fixed(0.1))
 
@@ -103,3 +109,32 @@ def test_awaiting_topology_polls_until_the_deadline() -> None:
         policy, AwaitingTopology(), attempt=0, redirects=0, elapsed=5.1, idempotent=True, sent=False
     )
     assert late.action is Action.RAISE
+
+
+def test_readonly_is_retried_only_where_a_retry_can_reach_another_node() -> None:
+    # Cluster / Sentinel: the map or the primary may change; retrying is worth it.
+    assert d(rx.ReadOnlyError("x")).action is Action.RETRY
+    # One fixed server (a client given a replica's address): the same replica would
+    # refuse again, so the error goes to the caller at once, not after the whole budget.
+    assert d(rx.ReadOnlyError("x"), reroutable=False).action is Action.RAISE
+    # Errors a single server recovers from by itself are still retried there.
+    assert d(rx.BusyLoadingError("x"), reroutable=False).action is Action.RETRY
+    assert d(rx.MasterDownError("x"), reroutable=False).action is Action.RETRY
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        rx.AuthenticationError("invalid username-password pair or user is disabled."),
+        rx.AuthenticationError("Authentication required."),
+        rx.AuthorizationError("NOPERM"),
+    ],
+)
+def test_credentials_refusals_raise_at_once(error: rx.RedisError) -> None:
+    # redis-py files them under ConnectionError, but they are the server's answer
+    assert isinstance(error, rx.ConnectionError)
+    for sent in (True, False):
+        decision = d(error, sent=sent)
+        assert (decision.action, decision.ambiguous) == (Action.RAISE, False)
+    assert not is_network_failure(error) and is_credentials_refusal(error)
+    assert is_network_failure(rx.ConnectionError("reset")) and is_network_failure(OSError())

@@ -449,6 +449,13 @@ def test_url_minimal_tls_and_password_only() -> None:
     assert parse_sentinel_url("redis+sentinel://h/svc/?db=3").db == 3
 
 
+def test_url_user_without_password() -> None:
+    # an ACL user with ``nopass``: redis-py's URLs take a user name alone too
+    url = parse_sentinel_url("redis+sentinel://alice@h/svc")
+    assert (url.username, url.password) == ("alice", None)
+    assert url.connection_kwargs() == {"db": 0, "username": "alice"}
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [
@@ -467,7 +474,6 @@ def test_url_minimal_tls_and_password_only() -> None:
         ("redis+sentinel://:26379/svc", "bad host"),
         ("redis+sentinel://h/svc?socket_timeout=soon", "invalid value 'soon' for socket_timeout"),
         ("redis+sentinel://h/svc?decode_responses=maybe", "decode_responses"),
-        ("redis+sentinel://user@h/svc", "user name but no password"),
     ],
 )
 def test_url_errors(url: str, match: str) -> None:

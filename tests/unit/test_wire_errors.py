@@ -26,6 +26,7 @@ from smartcache.wire import (
     redirect_from_error,
 )
 from smartcache.wire.errors import ERROR_CLASSES
+from smartcache.wire.handshake import handshake_commands
 from smartcache.wire.packing import packer_for
 
 pytestmark = pytest.mark.dropin
@@ -278,7 +279,6 @@ def test_from_redis_kwargs_refuses_unknown_and_unsupported() -> None:
         {"port": True},
         {"db": -1},
         {"socket_timeout": 0},
-        {"username": "alice"},
         {"ssl_cert_reqs": "sometimes"},
         {"encoding": "no-such-codec"},
     ],
@@ -359,3 +359,29 @@ def test_pool_arguments() -> None:
     assert (pool.max_connections, pool.timeout, pool.settings.host) == (3, 0.5, "h")
     assert issubclass(PoolExhaustedError, SmartConnectionError)
     assert issubclass(PoolExhaustedError, rx.ConnectionError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "first"),
+    [
+        # what the installed redis-py's Connection.on_connect sends first, for the same kwargs
+        ({"username": "alice"}, ("HELLO", 3, "AUTH", "alice", "")),
+        ({"username": "alice", "protocol": 2}, ("AUTH", "alice", "")),
+        ({"password": ""}, ("HELLO", 3)),
+        ({"password": "pw"}, ("HELLO", 3, "AUTH", "default", "pw")),
+        ({"password": "pw", "protocol": 2}, ("AUTH", "pw")),
+        ({"username": "u", "password": "p"}, ("HELLO", 3, "AUTH", "u", "p")),
+        ({}, ("HELLO", 3)),
+    ],
+)
+def test_handshake_authenticates_as_redis_py(
+    kwargs: dict[str, Any], first: tuple[Any, ...]
+) -> None:
+    assert handshake_commands(ConnectionSettings(**kwargs))[0] == first
+
+
+def test_handshake_with_credential_provider() -> None:
+    provider = redis.UsernamePasswordCredentialProvider("bob", "pw")
+    assert handshake_commands(ConnectionSettings(credential_provider=provider, protocol=2)) == [
+        ("AUTH", "bob", "pw")
+    ]
