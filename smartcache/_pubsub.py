@@ -155,7 +155,7 @@ class PubSub(Subscriptions):
             if command == "SSUBSCRIBE" and self._cluster:
                 self._ssubscribe_at(list(new), None)
             else:
-                self._send_classic((command, *new))
+                self._send_classic((command, *new), home=next(iter(new), None))
             self._registered(command, new)
             self.subscribed_event.set()
 
@@ -175,20 +175,28 @@ class PubSub(Subscriptions):
                     conn.send_command(command, *group)
 
     # -- connections ------------------------------------------------------------------
-    def _send_classic(self, args: tuple[Any, ...]) -> None:
-        conn = self._classic()
+    def _send_classic(self, args: tuple[Any, ...], home: Any = None) -> None:
+        conn = self._classic(home)
         try:
             conn.send_command(*args)
         except _LOST:
-            self._classic().send_command(*args)  # reconnected and replayed; one more try
+            self._classic(home).send_command(*args)  # reconnected and replayed; one more try
 
-    def _classic(self) -> Connection:
-        """The classic connection, (re)opened with its subscriptions replayed if needed."""
+    def _classic(self, home: Any = None) -> Connection:
+        """The classic connection, (re)opened with its subscriptions replayed if needed.
+
+        On a cluster it opens at the primary of ``home``'s slot (the first channel
+        subscribed), as redis-py's ClusterPubSub does, so ``publish()`` to that channel,
+        which goes to the same node, counts this subscriber.
+        """
         conn = self.connection
         if conn is not None and conn.is_connected:
             return conn
         self.connection = None
-        conn = self._client._new_dedicated_connection()
+        address = None
+        if self._cluster and home is not None:
+            address = self._client._address_for_slot(self._slot(home))
+        conn = self._client._new_dedicated_connection(address)
         conn.connect()
         self.connection = conn
         kinds = (

@@ -211,7 +211,7 @@ class AsyncPubSub(Subscriptions):
             if command == "SSUBSCRIBE" and router is not None:
                 await self._ssubscribe_at(list(new), None)
             else:
-                await self._send_classic((command, *new))
+                await self._send_classic((command, *new), home=next(iter(new), None))
             self._registered(command, new)
 
     async def _remove(self, command: str, args: tuple[Any, ...]) -> None:
@@ -259,15 +259,20 @@ class AsyncPubSub(Subscriptions):
         if not link.retired:
             self._queue.put_nowait((link, reply))
 
-    async def _send_classic(self, args: tuple[Any, ...]) -> None:
-        link = await self._classic_link()
+    async def _send_classic(self, args: tuple[Any, ...], home: Any = None) -> None:
+        link = await self._classic_link(home)
         try:
             await _send(link, args)
         except _NET:
-            await _send(await self._classic_link(), args)  # reopened and replayed; once more
+            await _send(await self._classic_link(home), args)  # reopened and replayed; once more
 
-    async def _classic_link(self) -> _Link:
-        """The classic link, (re)opened with its subscriptions replayed if needed."""
+    async def _classic_link(self, home: Any = None) -> _Link:
+        """The classic link, (re)opened with its subscriptions replayed if needed.
+
+        On a cluster it opens at the primary of ``home``'s slot (the first channel
+        subscribed), as redis-py's ClusterPubSub does, so ``publish()`` to that channel,
+        which goes to the same node, counts this subscriber.
+        """
         link = self._classic
         if link is not None and link.alive:
             return link
@@ -275,8 +280,11 @@ class AsyncPubSub(Subscriptions):
         if link is not None:
             link.retire()
         router = self._client._router
+        address = None
+        if router is not None and home is not None:
+            address = self._address_for_slot(self._slot(home))
         try:
-            link = await self._open(None, shard=False)
+            link = await self._open(address, shard=False)
         except _NET:
             if router is None:
                 raise

@@ -21,7 +21,7 @@ import re
 
 from smartcache.core._keyspec import KeySpec
 
-__all__ = ["StaticEntry", "parse_static_table"]
+__all__ = ["StaticEntry", "key_spec", "parse_static_table"]
 
 #: (name, arity, flags, key specs, tips) of one command, tips spelled as the server spells them.
 StaticEntry = tuple[str, int, frozenset[str], tuple[KeySpec, ...], frozenset[str]]
@@ -35,7 +35,7 @@ _SPEC = re.compile(
 _TIP_PREFIX = {"req": "request_policy", "resp": "response_policy"}
 
 
-def _key_spec(text: str) -> KeySpec:
+def key_spec(text: str) -> KeySpec:
     match = _SPEC.fullmatch(text)
     if match is None:
         raise ValueError(f"bad key spec {text!r} in the static command table")
@@ -72,7 +72,7 @@ def parse_static_table() -> list[StaticEntry]:
     entries: list[StaticEntry] = []
     for line in _TABLE.splitlines():
         name, arity, flags, *rest = line.split()
-        specs = tuple(_key_spec(item) for item in rest if "=" not in item)
+        specs = tuple(key_spec(item) for item in rest if "=" not in item)
         tips = frozenset(
             f"{_TIP_PREFIX[kind]}:{value}"
             for kind, _, value in (item.partition("=") for item in rest if "=" in item)

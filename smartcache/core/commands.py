@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from smartcache.core._command_reply import parse_command_reply
-from smartcache.core._command_static import parse_static_table
+from smartcache.core._command_static import key_spec, parse_static_table
 from smartcache.core._idempotency import ArgsRule, idempotency
 from smartcache.core._keyspec import Extractor, KeySpec, compile_key_rule, to_int, token
 from smartcache.exceptions import CrossSlotError
@@ -85,6 +85,11 @@ class ResponsePolicy(enum.Enum):
     AGG_MAX = "agg_max"
     AGG_SUM = "agg_sum"
     SPECIAL = "special"
+    #: smartcache's own (no server sends these): a list of names without repeats
+    #: (PUBSUB CHANNELS over every node), and ``[name, count, ...]`` summed per name
+    #: (PUBSUB NUMSUB over every node)
+    UNION = "smartcache:union"
+    SUM_PER_NAME = "smartcache:sum_per_name"
 
 
 _REQUEST_TIPS = {p.value: p for p in RequestPolicy} | {"default_keyed": RequestPolicy.KEYED}
@@ -106,6 +111,22 @@ _SLOT_ARGUMENT = frozenset(
     }
 )
 _ALWAYS_BLOCKING = frozenset({"wait", "waitaof"})
+#: Pub/sub on a cluster: a subscription lives on the node its connection reached, and
+#: PUBLISH counts the receivers of the node it is sent to. PUBLISH goes to the node of the
+#: channel's slot (as redis-py's RedisCluster sends it; a pub/sub connection subscribes
+#: there too), and the PUBSUB questions ask every node and add up, so the answer is the
+#: cluster's, as a single server's would be (RedisCluster asks one "default node").
+_PUBLISH_KEY: Final = "@1!not_key"
+_CLUSTER_TIPS: Final[dict[str, frozenset[str]]] = {
+    name: frozenset({f"request_policy:{request}", f"response_policy:{response.value}"})
+    for name, request, response in (
+        ("pubsub|channels", "all_nodes", ResponsePolicy.UNION),
+        ("pubsub|numpat", "all_nodes", ResponsePolicy.AGG_SUM),
+        ("pubsub|numsub", "all_nodes", ResponsePolicy.SUM_PER_NAME),
+        ("pubsub|shardchannels", "all_shards", ResponsePolicy.UNION),
+        ("pubsub|shardnumsub", "all_shards", ResponsePolicy.SUM_PER_NAME),
+    )
+}
 
 
 def _block_option(args: Sequence[Any]) -> bool:
@@ -209,6 +230,11 @@ def _make_spec(
 ) -> CommandSpec:
     request: RequestPolicy | None = None
     response = ResponsePolicy.DEFAULT
+    if name in _CLUSTER_TIPS:
+        policies = ("request_policy:", "response_policy:")
+        tips = frozenset(t for t in tips if not t.startswith(policies)) | _CLUSTER_TIPS[name]
+    elif name == "publish" and not key_specs:
+        key_specs = (key_spec(_PUBLISH_KEY),)
     for tip in tips:
         kind, _, value = tip.partition(":")
         if kind == "request_policy":
@@ -500,6 +526,10 @@ def merge_replies(policy: ResponsePolicy, replies: Sequence[object], command_nam
         return replies[0]
     if policy is ResponsePolicy.SPECIAL:
         return list(replies)
+    if policy is ResponsePolicy.UNION:
+        return list(dict.fromkeys(item for reply in replies for item in _items(reply)))
+    if policy is ResponsePolicy.SUM_PER_NAME:
+        return _sum_per_name(replies)
     aggregate = _AGGREGATORS.get(policy)
     if aggregate is None:
         return _concatenate(replies)
@@ -509,6 +539,27 @@ def merge_replies(policy: ResponsePolicy, replies: Sequence[object], command_nam
     if len(lists) != len(replies) or len({len(reply) for reply in lists}) != 1:
         raise ValueError(f"{command_name}: node replies differ in shape")
     return [aggregate(column) for column in zip(*lists, strict=True)]
+
+
+def _items(reply: object) -> list[Any]:
+    return list(reply) if isinstance(reply, list | tuple | set | frozenset) else [reply]
+
+
+def _sum_per_name(replies: Sequence[object]) -> object:
+    """``[name, count, ...]`` (or ``{name: count}`` in RESP3) added up per name, in the
+    order of the first reply; the shape of the first reply is kept."""
+    totals: dict[Any, int] = {}
+    for reply in replies:
+        pairs = (
+            reply.items()
+            if isinstance(reply, dict)
+            else zip(_items(reply)[::2], _items(reply)[1::2], strict=True)
+        )
+        for name, count in pairs:
+            totals[name] = totals.get(name, 0) + int(count)
+    if isinstance(replies[0], dict):
+        return totals
+    return [item for pair in totals.items() for item in pair]
 
 
 def _concatenate(replies: Sequence[object]) -> object:

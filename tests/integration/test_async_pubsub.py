@@ -157,6 +157,24 @@ async def test_subscribe_publish_unsubscribe(client: AsyncSmartClient, ns: str) 
         assert (p.subscribed, p.channels, p.patterns) == (False, {}, {})
 
 
+async def test_publish_and_pubsub_counts_are_the_clusters(client: AsyncSmartClient) -> None:
+    """PUBLISH counts the subscriber and PUBSUB answers for the whole cluster, for channels
+    on every primary (a pub/sub subscribes where redis-py's ClusterPubSub does: at the
+    node of its first channel's slot, where PUBLISH to that channel is sent)."""
+    ns = f"{uuid.uuid4().hex[:8]}:"
+    channels = [f"{ns}{name}" for name in ("alpha", "bravo", "echo", "charlie")]
+    for channel in channels:
+        async with AsyncPubSub(client) as p:
+            await p.subscribe(channel)
+            await _take(p, 1)
+            assert await client.publish(channel, "m") == 1, channel
+            assert await client.pubsub_numsub(channel) == [(channel.encode(), 1)]
+            assert channel.encode() in await client.pubsub_channels(f"{ns}*")
+            await p.psubscribe(f"{ns}pattern*")
+            await _take(p, 1)
+            assert await client.pubsub_numpat() >= 1
+
+
 async def test_handlers_and_ignore_subscribe_messages(client: AsyncSmartClient, ns: str) -> None:
     received: list[dict[str, Any]] = []
 

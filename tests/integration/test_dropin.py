@@ -2187,14 +2187,7 @@ def pubsub_sharded(r: Any) -> Any:
         pubsub.close()
 
 
-@case(
-    Differs(
-        "PUBLISH returns the receivers on the node that got it; SmartClient sends this keyless "
-        "command to a random primary while the subscriber sits on another, so it mostly "
-        "returns 0 where redis.Redis returns 1",
-        topology="cluster",
-    )
-)
+@case()
 def publish_receiver_count(r: Any) -> Any:
     fresh, pubsub = _Fresh(), r.pubsub()
     try:
@@ -2240,13 +2233,7 @@ def pubsub_ping(r: Any) -> Any:
         pubsub.close()
 
 
-@case(
-    Differs(
-        "PUBSUB NUMSUB/CHANNELS answer for the node they reach; SmartClient sends them to a "
-        "random primary, not the one holding the subscription (nor to all of them)",
-        topology="cluster",
-    )
-)
+@case()
 def pubsub_introspection(r: Any) -> Any:
     fresh, pubsub = _Fresh(), r.pubsub()
     try:
@@ -2262,14 +2249,7 @@ def pubsub_introspection(r: Any) -> Any:
         pubsub.close()
 
 
-@case(
-    Differs(
-        "PUBSUB SHARDNUMSUB goes to a random primary, not the one owning the channel's "
-        "slot, and PUBSUB SHARDCHANNELS to one primary instead of all",
-        topology="cluster",
-    ),
-    min_version=(7, 0),
-)
+@case(min_version=(7, 0))
 def pubsub_shardnumsub(r: Any) -> Any:
     pubsub = r.pubsub()
     try:

@@ -258,7 +258,14 @@ POLICY_CASES = [
     (("SCAN", 0), RP.SPECIAL, None),  # Redis 7.0 has no response tip for SCAN
     (("RANDOMKEY",), RP.ALL_SHARDS, None),
     (("TIME",), RP.DEFAULT_KEYLESS, SP.DEFAULT),
-    (("PUBLISH", "ch", "m"), RP.DEFAULT_KEYLESS, SP.DEFAULT),
+    # routed by the channel's slot, as redis-py's RedisCluster routes it
+    (("PUBLISH", "ch", "m"), RP.KEYED, SP.DEFAULT),
+    # subscriptions are per node: ask every node and add up
+    (("PUBSUB", "NUMSUB", "ch"), RP.ALL_NODES, SP.SUM_PER_NAME),
+    (("PUBSUB", "NUMPAT"), RP.ALL_NODES, SP.AGG_SUM),
+    (("PUBSUB", "CHANNELS"), RP.ALL_NODES, SP.UNION),
+    (("PUBSUB", "SHARDCHANNELS"), RP.ALL_SHARDS, SP.UNION),
+    (("PUBSUB", "SHARDNUMSUB", "ch"), RP.ALL_SHARDS, SP.SUM_PER_NAME),
     (("SPUBLISH", "ch", "m"), RP.KEYED, SP.DEFAULT),
     (("EVAL", "s", 0), RP.KEYED, SP.DEFAULT),
     (("OBJECT", "ENCODING", "k"), RP.KEYED, SP.DEFAULT),
@@ -584,8 +591,8 @@ def test_malformed_reply_raises_value_error(reply: object) -> None:
 
 def test_static_table_parser_rejects_bad_spec() -> None:
     with pytest.raises(ValueError, match="bad key spec"):
-        _command_static._key_spec("@x")
-    spec = _command_static._key_spec("KEYS@-2:-1!incomplete")
+        _command_static.key_spec("@x")
+    spec = _command_static.key_spec("KEYS@-2:-1!incomplete")
     assert spec == KeySpec(
         begin="keyword", index=0, keyword="KEYS", startfrom=-2, lastkey=-1,
         flags=frozenset({"incomplete"}),
@@ -630,6 +637,15 @@ def test_key_spec_positions(spec: KeySpec, args: tuple[Any, ...], expected: list
 
 class Boom(Exception):
     pass
+
+
+def test_merge_pubsub_answers_of_every_node() -> None:
+    per_node = [[b"a", 1, b"b", 0], [b"a", 2, b"b", 1], [b"a", 0, b"b", 0]]
+    assert merge_replies(SP.SUM_PER_NAME, per_node, "PUBSUB") == [b"a", 3, b"b", 1]
+    resp3 = [{b"a": 1}, {b"a": 2}]
+    assert merge_replies(SP.SUM_PER_NAME, resp3, "PUBSUB") == {b"a": 3}
+    channels = [[b"x", b"y"], [], [b"y", b"z"]]
+    assert merge_replies(SP.UNION, channels, "PUBSUB") == [b"x", b"y", b"z"]
 
 
 def test_merge_aggregates() -> None:
