@@ -12,7 +12,7 @@ OLDEST_VENV := .venv-redis-oldest
 OLDEST_STAMP := $(OLDEST_VENV)/.smartcache-installed
 PIP := --quiet --disable-pip-version-check
 
-.PHONY: demo test test-unit test-integration lint typecheck bench bench-deps venv venv-oldest lock clean
+.PHONY: demo test test-unit test-integration test-differential lint typecheck bench bench-deps venv venv-oldest lock clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,12 @@ test: $(STAMP) $(OLDEST_STAMP)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
+
+# The generated differential check in its full matrix (every client pair x RESP2/RESP3 x
+# decode_responses); `make test` runs one variant per client pair. Report:
+# .smartcache/differential-report.json
+test-differential: $(STAMP)
+	SMARTCACHE_DIFF_FULL=1 $(PY) -m pytest tests/integration/test_differential.py -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(PY) -m ruff check smartcache tests benchmarks scripts

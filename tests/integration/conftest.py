@@ -34,6 +34,18 @@ def client_factory(request: pytest.FixtureRequest):  # type: ignore[no-untyped-d
         runner.stop()
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The generated differential check's coverage and divergences (when it ran)."""
+    from tests.differential import report
+
+    summary = report.lines()
+    if summary:
+        terminalreporter.section("differential check")
+        for line in summary:
+            terminalreporter.write_line(line)
+        report.write()
+
+
 @pytest.fixture
 def redis_py_factory(client_factory):  # type: ignore[no-untyped-def]
     """``redis_py_factory(url=... | host=..., cluster=False, **kwargs)``: the redis-py client
