@@ -44,6 +44,7 @@ from smartcache.core.commands import (
 )
 from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide, is_network_failure
+from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import (
@@ -703,6 +704,32 @@ class SmartClient(
             return [self.mset(mapping)]
         reply = self._router.execute(command, None, nonatomic=True)
         return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
+
+    def scan(
+        self,
+        cursor: int = 0,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """SCAN, as ``redis.Redis.scan``. On a cluster (without ``target_nodes=``) the int
+        cursor runs over every primary in turn (:mod:`smartcache.core.scan`), so a loop
+        ``while cursor != 0`` visits every key, as on one server."""
+        router = self._router
+        if router is None or "target_nodes" in kwargs:
+            return super().scan(cursor, match, count, _type, **kwargs)
+        primaries = sorted(router.primaries())
+        step = first_step(cursor, len(primaries))
+        keys: list[Any] = []
+        while True:
+            reply_cursor, data = super().scan(
+                step.cursor, match, count, _type, target_nodes=[primaries[step.node]], **kwargs
+            )
+            keys.extend(data)
+            step = next_step(step, reply_cursor, len(primaries))
+            if step.done or step.cursor:  # finished, or a primary is part-way: hand back
+                return step.to_cursor(), keys
 
     def scan_iter(
         self, match: Any = None, count: int | None = None, _type: str | None = None, **kwargs: Any

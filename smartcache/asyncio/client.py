@@ -48,6 +48,7 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.retry import RetryPolicy, is_network_failure
+from smartcache.core.scan import first_step, next_step
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionPool, ConnectionSettings
@@ -417,6 +418,33 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             return [await self.mset(mapping)]
         reply = await self._router.execute(command, None, nonatomic=True)
         return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
+
+    async def scan(
+        self,
+        cursor: int = 0,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """SCAN, as ``redis.asyncio.Redis.scan``. On a cluster (without ``target_nodes=``)
+        the int cursor runs over every primary in turn (:mod:`smartcache.core.scan`), so a
+        loop ``while cursor != 0`` visits every key, as on one server."""
+        await self.initialize()
+        router = self._router
+        if router is None or "target_nodes" in kwargs:
+            return await super().scan(cursor, match, count, _type, **kwargs)
+        primaries = sorted(router.primaries())
+        step = first_step(cursor, len(primaries))
+        keys: list[Any] = []
+        while True:
+            reply_cursor, data = await super().scan(
+                step.cursor, match, count, _type, target_nodes=[primaries[step.node]], **kwargs
+            )
+            keys.extend(data)
+            step = next_step(step, reply_cursor, len(primaries))
+            if step.done or step.cursor:  # finished, or a primary is part-way: hand back
+                return step.to_cursor(), keys
 
     async def scan_iter(  # type: ignore[override]
         self,

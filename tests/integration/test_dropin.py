@@ -665,13 +665,7 @@ def scan_iter_all(r: Any) -> Any:
     )
 
 
-@case(
-    Differs(
-        "one SCAN call on a cluster scans one random primary (cursor 0 = done), so keys "
-        "on the other primaries are never returned",
-        topology="cluster",
-    )
-)
+@case()
 def scan_one_call(r: Any) -> Any:
     _mset_nonatomic(r, dict.fromkeys(XSLOT, 1))
     cursor, keys = r.scan(0, count=1000)
