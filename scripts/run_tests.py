@@ -57,6 +57,8 @@ def launch(
 ) -> Any:
     """Start one pytest run against ``binary``; its output goes to ``log`` (or ours)."""
     env = dict(os.environ, SMARTCACHE_SERVER_BIN=binary)
+    # the generated differential check's full matrix fits in CI (~40 s a run): run it all
+    env.setdefault("SMARTCACHE_DIFF_FULL", "1")
     cmd = [
         python,
         "-m",
