@@ -17,9 +17,18 @@ from smartcache._cluster_state import ClusterState
 from smartcache.core.slotmap import parse_address
 from smartcache.wire import ConnectionPool
 
-__all__ = ["ClusterNodesMixin"]
+__all__ = ["ClusterNodesMixin", "merged_by"]
 
 PRIMARY, REPLICA = "primary", "replica"
+
+
+def merged_by(cluster_class: type) -> frozenset[str]:
+    """The commands whose replies ``cluster_class`` (redis-py's ``RedisCluster`` or its
+    asyncio twin, as installed) merges into one when they went to several nodes: the names
+    of its ``RESULT_CALLBACKS`` (``"DBSIZE"``, ``"CONFIG SET"``...). Every other command
+    sent to nodes the caller named answers a dict node -> reply
+    (:func:`~smartcache.core.fanout.answers_by_node`)."""
+    return frozenset(str(name).upper() for name in getattr(cluster_class, "RESULT_CALLBACKS", {}))
 
 
 class ClusterNodesMixin:

@@ -168,12 +168,20 @@ def _cluster_methods(source: type) -> dict[str, Any]:
 
 def _with_cluster_callback(command: str, method: str) -> Callable[..., Any]:
     # RedisCluster applies these three parsers (its CLUSTER_COMMANDS_RESPONSE_CALLBACKS) to
-    # what its cluster_* methods return; redis.Redis has none for them, so a plain
-    # execute_command("CLUSTER SLOTS") stays redis.Redis's raw reply.
-    parse = RedisCluster.CLUSTER_COMMANDS_RESPONSE_CALLBACKS[command]
+    # what its cluster_* methods return, node by node when several answer; redis.Redis has
+    # none for them, so a plain execute_command("CLUSTER SLOTS") stays redis.Redis's raw reply.
+    parse: Callable[..., Any] = RedisCluster.CLUSTER_COMMANDS_RESPONSE_CALLBACKS[command]
+    # Some releases' CLUSTER MYSHARDID parser decodes the reply itself (8.1: resp.decode()),
+    # others accept both: read it undecoded, so every parser gets the bytes it can take.
+    options: dict[str, Any] = {NEVER_DECODE: []} if command == "CLUSTER MYSHARDID" else {}
+
+    def each(reply: Any) -> Any:
+        if isinstance(reply, dict):  # nodes named by target_nodes=: {'host:port': reply}
+            return {node: parse(value) for node, value in reply.items()}
+        return parse(reply)
 
     def call(self: Any, target_nodes: Any = None) -> Any:
-        return _then(self.execute_command(command, target_nodes=target_nodes), parse)
+        return _then(self.execute_command(command, target_nodes=target_nodes, **options), each)
 
     call.__name__ = method
     call.__doc__ = f"``{command}``, parsed as ``RedisCluster.{method}`` returns it."

@@ -14,14 +14,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.exceptions as rx
+from redis.cluster import RedisCluster
 
+from smartcache._cluster_compat import merged_by
 from smartcache._cluster_state import ClusterState
 from smartcache.core.commands import (
     CommandSpec,
     CommandTable,
     ResponsePolicy,
-    merge_replies,
 )
+from smartcache.core.fanout import fan_out_reply
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -51,6 +53,8 @@ from smartcache.wire import Connection, ConnectionPool
 __all__ = ["ClusterRouter", "blocking_round_trip"]
 
 _ERROR = rx.RedisError
+#: what RedisCluster merges when the caller names several nodes (the rest answer by node)
+_MERGED = merged_by(RedisCluster)
 
 
 def _random_slot() -> int:
@@ -106,7 +110,13 @@ class ClusterRouter:
             self.try_refresh()
         self.ensure_table()
         where = route(
-            self.table, args, self.state.slot_of, _random_slot, target_nodes, nonatomic=nonatomic
+            self.table,
+            args,
+            self.state.slot_of,
+            _random_slot,
+            target_nodes,
+            nonatomic=nonatomic,
+            merged=_MERGED,
         )
         fast = fast_path_entry(where.spec, args[0], self.read_from)
         if fast is not None:
@@ -117,8 +127,9 @@ class ClusterRouter:
             case Split(plan=plan):
                 results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
                 return plan.merge(results)
-            case ToNodes(spec=spec, group=group, addresses=addresses):
-                return self.fan_out(args, spec, self.resolve_targets(group, addresses))
+            case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
+                targets = self.resolve_targets(group, addresses)
+                return self.fan_out(args, spec, targets, by_node=by_node, undecoded=undecoded)
         raise AssertionError(where)  # pragma: no cover - route() returns one of the above
 
     def keyed(
@@ -243,9 +254,17 @@ class ClusterRouter:
         return resolve_group(current, group, addresses, random.choice)
 
     def fan_out(
-        self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
+        self,
+        args: tuple[Any, ...],
+        spec: CommandSpec | None,
+        addresses: Iterable[str],
+        *,
+        by_node: bool = False,
+        undecoded: bool = False,
     ) -> Any:
-        """Send one command to several nodes (all writes first) and merge the replies."""
+        """Send one command to several nodes (all writes first), then merge the replies or,
+        ``by_node``, answer them by node (:func:`~smartcache.core.fanout.fan_out_reply`);
+        ``undecoded`` reads them as bytes whatever ``decode_responses`` says."""
         state = self.state
         addresses = list(addresses)
         taken = []
@@ -257,18 +276,14 @@ class ClusterRouter:
                 taken.append((pool, conn))
                 conn.send_command(*args)
             for _, conn in taken:
-                replies.append(conn.read_raw())
+                replies.append(conn.read_undecoded() if undecoded else conn.read_raw())
         finally:
             for i, (pool, conn) in enumerate(taken):
                 if i >= len(replies):
                     conn.close()  # its reply was never read: never hand it out again
                 pool.release(conn)
-        if len(replies) == 1:
-            if isinstance(replies[0], BaseException):
-                raise replies[0]
-            return replies[0]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-        return _merge_special(command_name(args), policy, replies)
+        return fan_out_reply(command_name(args), policy, addresses, replies, by_node=by_node)
 
     def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Send every part to its node (all writes first), then read; retry failed parts."""
@@ -325,15 +340,3 @@ def blocking_round_trip(conn: Connection, args: tuple[Any, ...]) -> Any:
     reply = conn.read_raw()
     conn.settimeout(conn.settings.socket_timeout)
     return reply
-
-
-def _merge_special(name: str, policy: ResponsePolicy, replies: list[Any]) -> Any:
-    merged = merge_replies(policy, replies, name)
-    if policy is ResponsePolicy.SPECIAL:
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        if name == "RANDOMKEY":
-            return merged
-        return replies[0]
-    return merged

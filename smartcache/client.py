@@ -42,6 +42,7 @@ from smartcache.core.commands import (
     CommandTable,
     normalize_command,
 )
+from smartcache.core.fanout import parse_each
 from smartcache.core.flow import Outcome, command_error, command_name
 from smartcache.core.retry import Action, RetryPolicy, decide, is_network_failure
 from smartcache.core.scan import first_step, next_step
@@ -578,8 +579,7 @@ class SmartClient(
             if empty is not _MISSING:
                 return empty
             raise
-        callback = self.response_callbacks.get(command_name)
-        return callback(reply, **options) if callback is not None else reply
+        return parse_each(reply, self.response_callbacks.get(command_name), options)
 
     def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
         """Run a normalised command on whatever topology this client talks to."""

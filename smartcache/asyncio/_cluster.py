@@ -13,15 +13,18 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import redis.exceptions as rx
+from redis.asyncio.cluster import RedisCluster
 
+from smartcache._cluster_compat import merged_by
 from smartcache._slot_routing import SlotRouting
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool
-from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy, merge_replies
+from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy
+from smartcache.core.fanout import fan_out_reply
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -191,7 +194,13 @@ class AsyncClusterRouter:
             await self.try_refresh()
         await self.ensure_table()
         where = route(
-            self.table, args, self.state.slot_of, _random_slot, target_nodes, nonatomic=nonatomic
+            self.table,
+            args,
+            self.state.slot_of,
+            _random_slot,
+            target_nodes,
+            nonatomic=nonatomic,
+            merged=_MERGED,
         )
         fast = fast_path_entry(where.spec, args[0], self.read_from)
         if fast is not None:
@@ -201,8 +210,9 @@ class AsyncClusterRouter:
                 return await self.keyed(args, spec, slot, undecoded=undecoded)
             case Split(plan=plan):
                 return plan.merge(await self.run_parts([(s, p) for s, p, _ in plan.parts]))
-            case ToNodes(spec=spec, group=group, addresses=addresses):
-                return await self.fan_out(args, spec, self.resolve_targets(group, addresses))
+            case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
+                targets = self.resolve_targets(group, addresses)
+                return await self.fan_out(args, spec, targets, by_node=by_node, undecoded=undecoded)
         raise AssertionError(where)  # pragma: no cover
 
     async def keyed(
@@ -344,25 +354,40 @@ class AsyncClusterRouter:
         return resolve_group(current, group, addresses, random.choice)
 
     async def fan_out(
-        self, args: tuple[Any, ...], spec: CommandSpec | None, addresses: Iterable[str]
+        self,
+        args: tuple[Any, ...],
+        spec: CommandSpec | None,
+        addresses: Iterable[str],
+        *,
+        by_node: bool = False,
+        undecoded: bool = False,
     ) -> Any:
-        """Send one command to several nodes at once and merge the replies."""
-        calls = [self.state.pool(a).connection.execute(*args) for a in addresses]
+        """Send one command to several nodes at once, then merge the replies or, ``by_node``,
+        answer them by node (:func:`~smartcache.core.fanout.fan_out_reply`); ``undecoded``
+        reads them as bytes whatever ``decode_responses`` says (on dedicated connections)."""
+        addresses = list(addresses)
+        pools = [self.state.pool(a) for a in addresses]
+        calls: list[Awaitable[Any]]
+        if undecoded:
+            calls = [_undecoded(pool, args) for pool in pools]
+        else:
+            calls = [pool.connection.execute(*args) for pool in pools]
         replies = list(await asyncio.gather(*calls, return_exceptions=True))
         for reply in replies:
             if isinstance(reply, BaseException) and not isinstance(reply, rx.RedisError):
                 raise reply
-        if len(replies) == 1:
-            if isinstance(replies[0], BaseException):
-                raise replies[0]
-            return replies[0]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-        merged = merge_replies(policy, replies, command_name(args))
-        special = policy is ResponsePolicy.SPECIAL and command_name(args) != "RANDOMKEY"
-        return replies[0] if special else merged
+        return fan_out_reply(command_name(args), policy, addresses, replies, by_node=by_node)
+
+
+async def _undecoded(pool: AsyncConnectionPool, args: tuple[Any, ...]) -> Any:
+    async with pool.dedicated() as conn:
+        return await conn.execute_undecoded(*args)
 
 
 _UNSENT: Any = object()
+#: what RedisCluster merges when the caller names several nodes (the rest answer by node)
+_MERGED = merged_by(RedisCluster)
 
 
 def _random_slot() -> int:

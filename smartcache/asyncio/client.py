@@ -40,6 +40,7 @@ from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._pubsub import AsyncPubSub
 from smartcache.asyncio._sentinel import AsyncSentinelExecutor, AsyncSentinelState
 from smartcache.core.commands import normalize_command
+from smartcache.core.fanout import parse_each
 from smartcache.core.flow import (
     Attempt,
     IsSuspect,
@@ -569,8 +570,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             if empty is not _MISSING:
                 return empty
             raise
-        callback = self.response_callbacks.get(command_name)
-        return callback(reply, **options) if callback is not None else reply
+        return parse_each(reply, self.response_callbacks.get(command_name), options)
 
     async def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
         if self._sentinel_exec is not None:

@@ -6,7 +6,8 @@ of four small values; the shells only carry it out:
 - :class:`ToSlot` — the node serving one slot (a keyed command, or a keyless one that any
   primary can serve: a random slot spreads those);
 - :class:`ToNodes` — several nodes (``"primaries"`` or ``"all"``, or named addresses from
-  redis-py's ``target_nodes=``), replies merged by the command's response policy;
+  redis-py's ``target_nodes=``), replies merged by the command's response policy, or one
+  reply per node where the caller named the nodes (:mod:`smartcache.core.fanout`);
 - :class:`Split` — a multi-key command cut by slot (MGET, MSET, DEL...), parts merged back;
 - otherwise :class:`~smartcache.exceptions.CrossSlotError`, before anything is sent.
 
@@ -15,7 +16,7 @@ Pure: randomness is a parameter, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from smartcache.core.commands import (
     plan_across_slots,
     slot_argument,
 )
+from smartcache.core.fanout import answers_by_node
 from smartcache.core.node_choice import reads_from_replica
 from smartcache.core.slotmap import SlotMap
 from smartcache.exceptions import ConfigurationError
@@ -59,11 +61,13 @@ class ToSlot:
 @dataclass(frozen=True, slots=True)
 class ToNodes:
     """Send to several nodes: ``group`` (``"primaries"``, ``"all"``, ``"replicas"``,
-    ``"random"``, ``"default-node"``) or the explicit ``addresses``."""
+    ``"random"``, ``"default-node"``) or the explicit ``addresses``; ``by_node``: answer
+    one reply per node (:func:`~smartcache.core.fanout.fan_out_reply`), not a merged one."""
 
     spec: CommandSpec | None
     group: str | None = None
     addresses: tuple[str, ...] = ()
+    by_node: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,8 @@ Route = ToSlot | ToNodes | Split
 
 
 def target_names(target: Any) -> ToNodes:
-    """Interpret redis-py's ``target_nodes=`` (a group name, a node, or a list of nodes)."""
+    """Interpret redis-py's ``target_nodes=`` (a group name, a node, a list of nodes, or a
+    dict whose values are nodes, as RedisCluster takes them)."""
     if isinstance(target, str):
         lowered = target.lower()
         if lowered not in TARGET_NAMES:
@@ -86,6 +91,8 @@ def target_names(target: Any) -> ToNodes:
                 f"target_nodes={target!r}: use one of {sorted(TARGET_NAMES)} or node objects"
             )
         return ToNodes(None, group=lowered)
+    if isinstance(target, dict):
+        target = list(target.values())
     items: Sequence[Any] = target if isinstance(target, list | tuple) else [target]
     return ToNodes(None, addresses=tuple(str(getattr(item, "name", item)) for item in items))
 
@@ -98,14 +105,19 @@ def route(
     target_nodes: Any = None,
     *,
     nonatomic: bool = False,
+    merged: Collection[str] | None = None,
 ) -> Route:
     """Decide where ``args`` goes; raises :class:`CrossSlotError` for keys on several slots
     that may not be split (:func:`~smartcache.core.commands.plan_across_slots`;
-    ``nonatomic=True`` lets MGET and MSET be split)."""
+    ``nonatomic=True`` lets MGET and MSET be split). Nodes named by ``target_nodes``
+    answer one reply each unless the command is in ``merged`` (redis-py names, ``"DBSIZE"``,
+    ``"CONFIG SET"``: the commands RedisCluster merges; None: merge every command);
+    broadcasts the command's own request policy asks for are always merged."""
     spec = table.lookup(args)
     if target_nodes is not None:
         chosen = target_names(target_nodes)
-        return ToNodes(spec, chosen.group, chosen.addresses)
+        by_node = merged is not None and answers_by_node(spec, args, merged)
+        return ToNodes(spec, chosen.group, chosen.addresses, by_node)
     keys = spec.keys(args) if spec is not None else ()
     if not keys:
         named = slot_argument(spec, args)  # CLUSTER COUNTKEYSINSLOT <slot>...

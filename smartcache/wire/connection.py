@@ -252,22 +252,26 @@ class Connection:
             reply = self.read_next()
         return reply
 
+    def read_undecoded(self) -> Any:
+        """:meth:`read_raw`, the reply as bytes even with ``decode_responses`` (redis-py's
+        ``NEVER_DECODE``: DUMP, SLOWLOG GET and other replies whose parser wants bytes)."""
+        reader = self._reader
+        if not self.settings.decode_responses or reader is None:
+            return self.read_raw()
+        reader.set_encoding(None)
+        try:
+            return self.read_raw()
+        finally:
+            if self._reader is reader:
+                reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
+
     def read_response(self, disable_decoding: bool = False) -> Any:
         """Return the next reply, raising it if it is an error reply.
 
         ``disable_decoding=True`` returns it as bytes even with ``decode_responses`` (as
         redis-py's connections take it, for ``parse_response`` with ``NEVER_DECODE``).
         """
-        reader = self._reader
-        if disable_decoding and self.settings.decode_responses and reader is not None:
-            reader.set_encoding(None)
-            try:
-                reply = self.read_raw()
-            finally:
-                if self._reader is reader:
-                    reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
-        else:
-            reply = self.read_raw()
+        reply = self.read_undecoded() if disable_decoding else self.read_raw()
         if isinstance(reply, _RedisError):
             raise reply
         return reply
@@ -341,17 +345,7 @@ class Connection:
         (redis-py's ``NEVER_DECODE``: DUMP and other binary replies); an error reply is
         returned as an exception instance."""
         self.send_command(*args)
-        reader = self._reader
-        decoding = self.settings.decode_responses and reader is not None
-        if decoding:
-            reader.set_encoding(None)  # type: ignore[union-attr]
-        try:
-            return self.read_raw()
-        finally:
-            if decoding and self._reader is reader:
-                reader.set_encoding(  # type: ignore[union-attr]
-                    self.settings.encoding, self.settings.encoding_errors
-                )
+        return self.read_undecoded()
 
     def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all ``commands`` in one write, then return all replies in order.

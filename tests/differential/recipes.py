@@ -351,6 +351,8 @@ SHAPE, UNORDERED, TYPE = "shape", "unordered", "type"
 #: TYPE keeps the reply's type only
 NORMALISE: dict[str, tuple[str, str]] = {
     "time": (SHAPE, "the clock"),
+    "wait": (TYPE, "how many replicas acknowledged within the timeout is replication timing"),
+    "waitaof": (TYPE, "how many replicas fsynced within the timeout is replication timing"),
     "lastsave": (SHAPE, "the clock"),
     "client_id": (SHAPE, "connection ids"),
     "client_list": (SHAPE, "connections, addresses, ages"),
