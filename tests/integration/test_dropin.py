@@ -15,10 +15,11 @@ value by :func:`_xslot`), and ``mget_nonatomic``/``mset_nonatomic`` split them. 
 leaves a socket to the garbage collector (a connection never given back to its pool) differs
 too, whatever it returned.
 
-A case SmartClient gets wrong carries a ``Differs`` (where, and what differs) and runs as
-``xfail(strict=True)``; it is never weakened. A case the cluster server itself refuses (its own
-rule, which ``redis.Redis`` on that node meets too) is skipped with that rule, and so is a
-command the server does not have. Never touches the server on port 6379.
+A case SmartClient gets wrong has an entry ``method = "dropin:<case name>"`` in the project's
+one reviewed allow-list, ``tests/differential/allowlist.toml`` (where, and what differs), and
+runs as ``xfail(strict=True)``; it is never weakened. A case the cluster server itself
+refuses (its own rule, which ``redis.Redis`` on that node meets too) is skipped with that
+rule, and so is a command the server does not have. Never touches the server on port 6379.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from redis.cluster import RedisCluster
 
 from smartcache import SmartClient, key_slot
 from smartcache.testing import Cluster, Standalone
+from tests.differential import allowlist
 
 pytestmark = pytest.mark.dropin
 
@@ -144,41 +146,12 @@ VARIANTS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class Differs:
-    """A known discrepancy: where it shows (None = everywhere) and what differs."""
-
-    reason: str
-    topology: str | None = None
-    decode: bool | None = None
-    protocol: int | str | None = "any"
-    #: only against this server ("redis" or "valkey"); None: any
-    server: str | None = None
-    #: only where the installed redis-py itself raises this (a bug of some redis-py
-    #: releases that SmartClient does not copy): probed on the reference's outcome, never
-    #: by redis-py's version number
-    reference_raises: str | None = None
-
-    def applies(self, topology: str, variant: Variant, server: str, expected: Outcome) -> bool:
-        return (
-            (self.topology is None or self.topology == topology)
-            and (self.decode is None or self.decode == variant.decode)
-            and (self.protocol == "any" or self.protocol == variant.protocol)
-            and (self.server is None or self.server == server)
-            and (
-                self.reference_raises is None
-                or (expected.typed[0] == "raise" and expected.typed[1] == self.reference_raises)
-            )
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class Case:
     """One differential case: ``run(client)`` returns what the calls returned."""
 
     name: str
     run: Callable[[Any], Any]
     min_version: tuple[int, ...] = ()
-    differs: tuple[Differs, ...] = ()
     #: an "unknown command" reply from the reference means the server lacks it: skip
     skip_unknown: bool = True
     #: a rule of the cluster server itself (not of the client) that may refuse the case
@@ -195,7 +168,6 @@ CASES: list[Case] = []
 
 
 def case(
-    *differs: Differs,
     min_version: tuple[int, ...] = (),
     skip_unknown: bool = True,
     cluster_rule: str = "",
@@ -212,7 +184,6 @@ def case(
                 fn.__name__,
                 fn,
                 min_version=min_version,
-                differs=differs,
                 skip_unknown=skip_unknown,
                 cluster_rule=cluster_rule,
                 variants=variants,
@@ -252,13 +223,6 @@ def _raises(fn: Callable[[], Any]) -> Any:
         return fn()
     except rx.RedisError as exc:
         return exc
-
-
-LEAKS_ON_CLIENT_ERROR = Differs(
-    "a command that fails before it is sent (DataError, UnicodeEncodeError) never gives its "
-    "connection back to the pool: execute_command/_standalone_round_trip (client.py) and "
-    "Pipeline._send_grouped (_pipeline.py) only release on ResponseError/network errors"
-)
 
 
 def _twin(r: Any, **kwargs: Any) -> Any:
@@ -1764,15 +1728,7 @@ def client_id_type(r: Any) -> Any:
     return type(r.client_id()).__name__
 
 
-@case(
-    Differs(
-        "CLIENT SETNAME/GETNAME are keyless and routed to a random primary, each over any "
-        "pooled connection: GETNAME mostly sees a connection without the name (Valkey tags "
-        "CLIENT SETNAME request_policy:all_nodes, Redis 7.0 does not)",
-        topology="cluster",
-        server="redis",
-    )
-)
+@case()
 def client_setname_getname(r: Any) -> Any:
     return r.client_setname("dt-client"), [r.client_getname() for _ in range(8)]
 
@@ -2207,15 +2163,7 @@ def pubsub_handler(r: Any) -> Any:
         pubsub.close()
 
 
-@case(
-    Differs(
-        "PubSub.ping() with RESP3 and decode_responses=True: redis.Redis 8.1 itself fails "
-        "with IndexError (a redis-py bug, fixed in 8.2), SmartClient returns the pong "
-        "message (_pubsub.py handle_message does not copy the bug)",
-        decode=True,
-        reference_raises="IndexError",
-    ),
-)
+@case()
 def pubsub_ping(r: Any) -> Any:
     fresh, pubsub = _Fresh(), r.pubsub()
     try:
@@ -2401,6 +2349,23 @@ def clients(redis_standalone: Standalone, redis_cluster: Cluster) -> Iterator[Cl
     pool.close()
 
 
+#: the project's one allow-list; this test's entries are named ``dropin:<case name>``
+KNOWN = [e for e in allowlist.load() if str(e.method).startswith("dropin:")]
+
+
+def _reference_raises(entry: allowlist.Entry, expected: Outcome) -> bool:
+    """The entry's ``reference_raises`` probe, on the reference's recorded outcome."""
+    if entry.reference_raises is None:
+        return True
+    kind, *rest = expected.typed
+    return kind == "raise" and str(rest[0]).rsplit(".", 1)[-1] == entry.reference_raises
+
+
+def test_allowlist_names_only_existing_cases() -> None:
+    names = {c.name for c in CASES}
+    assert {str(e.method).removeprefix("dropin:") for e in KNOWN} <= names
+
+
 def test_cross_slot_keys_really_spread() -> None:
     assert len({key_slot(k) for k in XSLOT}) == len(XSLOT)
     assert len({key_slot(k) * 3 // 16384 for k in XSLOT}) == 3
@@ -2427,9 +2392,16 @@ def test_dropin(
         )
         clients.expected[key] = _outcome(case, reference)
     expected = clients.expected[key]
-    for differs in case.differs:  # known discrepancies: server and reference known only now
-        if differs.applies(topology, variant, clients.flavor, expected):
-            request.applymarker(pytest.mark.xfail(strict=True, reason=differs.reason))
+    where = {
+        "topology": topology,
+        "client": "sync",
+        "protocol": variant.protocol,
+        "decode": variant.decode,
+        "server": clients.flavor,
+    }
+    for entry in KNOWN:  # known discrepancies: server and reference known only now
+        if entry.covers(f"dropin:{case.name}", where) and _reference_raises(entry, expected):
+            request.applymarker(pytest.mark.xfail(strict=True, reason=entry.reason))
             break
     if case.skip_unknown and expected.unknown_command:
         pytest.skip(f"the server lacks it: {expected.shown}")
