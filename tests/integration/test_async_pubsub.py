@@ -168,10 +168,12 @@ async def test_publish_and_pubsub_counts_are_the_clusters(client: AsyncSmartClie
             await p.subscribe(channel)
             await _take(p, 1)
             assert await client.publish(channel, "m") == 1, channel
+            assert [m["type"] for m in await _take(p, 1)] == ["message"]
             assert await client.pubsub_numsub(channel) == [(channel.encode(), 1)]
             assert channel.encode() in await client.pubsub_channels(f"{ns}*")
             await p.psubscribe(f"{ns}pattern*")
-            await _take(p, 1)
+            # the server has the pattern once its confirmation arrived
+            assert [m["type"] for m in await _take(p, 1)] == ["psubscribe"]
             assert await client.pubsub_numpat() >= 1
 
 
