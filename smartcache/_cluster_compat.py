@@ -85,8 +85,33 @@ class ClusterNodesMixin:
         return None
 
     def get_default_node(self) -> ClusterNode:
-        """The node keyless commands go to by default (the first primary)."""
-        return self.get_primaries()[0]
+        """The node keyless commands without a routing rule of their own go to (CLIENT
+        SETNAME, CONFIG GET...): a primary, kept while it serves slots (as RedisCluster's)."""
+        if self._cluster is None:
+            return self.get_primaries()[0]
+        return self._node(self._cluster.default_address(), PRIMARY)
+
+    def set_default_node(self, node: ClusterNode | None) -> bool:
+        """Send keyless commands to ``node`` from now on (as ``RedisCluster.set_default_node``).
+
+        False, and nothing changes, when ``node`` is None or not a primary serving slots.
+        """
+        if node is None or self._cluster is None:
+            return False
+        return self._cluster.set_default(str(node.name))
+
+    def replace_default_node(self, target_node: ClusterNode | None = None) -> None:
+        """Move the default node to ``target_node``, or to another primary chosen at random
+        (as ``RedisCluster.replace_default_node``); unchanged when there is no other one."""
+        if self._cluster is None:
+            return
+        if target_node is not None:
+            self.set_default_node(target_node)
+            return
+        current = self._cluster.default_address()
+        others = [n for n in self.get_primaries() if n.name != current]
+        if others:
+            self.set_default_node(random.choice(others))
 
     def get_random_node(self) -> ClusterNode:
         """A random node."""

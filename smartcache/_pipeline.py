@@ -10,7 +10,6 @@ connection and, on a cluster, must keep every key on one slot.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -37,6 +36,7 @@ from smartcache.core.pipeline import (
     finish_transaction,
     plan_command,
     raise_first_error,
+    reads_undecoded,
     transaction_flow,
     transaction_slot,
 )
@@ -53,7 +53,7 @@ from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
 from smartcache.exceptions import AmbiguousCommandError
-from smartcache.wire import Connection, ConnectionPool
+from smartcache.wire import Connection, ConnectionPool, Undecoded
 
 if TYPE_CHECKING:
     from smartcache.client import SmartClient
@@ -278,11 +278,16 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
     ) -> list[Any]:
         client = self._client
+        decode = client._settings.decode_responses
+        commands = [
+            Undecoded(normalize_command(a)) if reads_undecoded(o, decode) else normalize_command(a)
+            for a, o in stack
+        ]
         single = client._single_node_pool()
         if single is not None:
-            raw = self._run_on_pool(single, [normalize_command(a) for a, _ in stack])
+            raw = self._run_on_pool(single, commands)
         else:
-            raw = self._run_on_cluster([normalize_command(a) for a, _ in stack])
+            raw = self._run_on_cluster(commands)
         results = []
         for reply, (args, options) in zip(raw, stack, strict=True):
             if isinstance(reply, Exception):
@@ -300,8 +305,8 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         results: list[Any] = []
         try:
             conn.send_many(commands)
-            for _ in commands:
-                results.append(conn.read_raw())
+            for args in commands:
+                results.append(conn.read_for(args))
         except _NET as exc:
             if not results and not connected:
                 pool.release(conn)
@@ -334,15 +339,17 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         """Run one command alone through the client's retry path; ``first`` hands over the
         reply that failed in the pipeline (a MOVED is followed as a single command's is)."""
         client = self._client
+        undecoded = args.__class__ is Undecoded
         try:
             if client._router is None:
+                if undecoded:
+                    return client._execute_undecoded(args, None)
                 return client._execute_routed(args)
-            if slot is None or slot < 0:
-                assert client._router is not None
-                return client._router.execute(args, None)
-            assert client._router is not None
             router = client._router
-            return router.keyed(args, router.table.lookup(args), slot, first=first)
+            if slot is None or slot < 0:
+                return router.execute(args, None, undecoded)
+            spec = router.table.lookup(args)
+            return router.keyed(args, spec, slot, first=first, undecoded=undecoded)
         except rx.RedisError as exc:
             return exc
 
@@ -353,7 +360,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         assert state is not None and state.slot_map is not None
         plans = [plan_command(table, args, state.slot_of) for args in commands]
         primaries = list(state.slot_map.primaries)
-        any_primary = random.choice(primaries)
+        default = state.default_address()
         # wire operations: (command index, op index, slot, args, pool)
         ops: list[tuple[int, int, int, tuple[Any, ...], ConnectionPool | None]] = []
         for ci, plan in enumerate(plans):
@@ -363,7 +370,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                         (ci, -1 - j, slot, args, state.pool(p)) for j, p in enumerate(primaries)
                     )
                 elif slot == ANY_SLOT:
-                    ops.append((ci, oi, slot, args, state.pool(any_primary)))
+                    ops.append((ci, oi, slot, args, state.pool(default)))
                 else:
                     ops.append((ci, oi, slot, args, state.slot_pools[slot]))
         replies: list[Any] = [None] * len(ops)
@@ -414,7 +421,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             done = 0
             try:
                 for i in indices:
-                    replies[i] = conn.read_raw()
+                    replies[i] = conn.read_for(ops[i][3])
                     done += 1
             except _NET as exc:
                 unread = indices[done:]

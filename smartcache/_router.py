@@ -57,10 +57,6 @@ _ERROR = rx.RedisError
 _MERGED = merged_by(RedisCluster)
 
 
-def _random_slot() -> int:
-    return random.randrange(16384)
-
-
 _REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -113,7 +109,7 @@ class ClusterRouter:
             self.table,
             args,
             self.state.slot_of,
-            _random_slot,
+            self.state.default_slot,
             target_nodes,
             nonatomic=nonatomic,
             merged=_MERGED,
@@ -251,7 +247,7 @@ class ClusterRouter:
         """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
         current = self.state.slot_map
         assert current is not None
-        return resolve_group(current, group, addresses, random.choice)
+        return resolve_group(current, group, addresses, random.choice, self.state.default_address())
 
     def fan_out(
         self,

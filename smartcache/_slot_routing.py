@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
-from smartcache.core.node_choice import choose_node
+from smartcache.core.node_choice import choose_node, default_node
 from smartcache.core.refresh import AskTopology, Probe, refresh_flow
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
@@ -62,6 +62,8 @@ class SlotRouting(Generic[P]):
         #: the slot of a key as it is sent (its bytes under the client's ``encoding``)
         self.slot_of = slot_function(settings)
         self._probe_timeout = min(settings.socket_timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+        self._default: str | None = None  # the default node's address, once chosen
+        self._default_memo: tuple[SlotMap | None, str, int] | None = None
 
     # -- pools --------------------------------------------------------------------------
     def pool(self, address: str) -> P:
@@ -108,6 +110,37 @@ class SlotRouting(Generic[P]):
         if not replica:
             return primary
         return choose_node(primary, self.replica_pools_for_slot(slot), random.choice)
+
+    # -- default node -------------------------------------------------------------------
+    def default_address(self) -> str:
+        """The node keyless commands without a routing rule go to: RedisCluster's default
+        node (:func:`~smartcache.core.node_choice.default_node`)."""
+        return self._default_target()[0]
+
+    def default_slot(self) -> int:
+        """A slot the default node serves: keyless commands are routed to it like a keyed
+        command to its slot, so a MOVED or a failover moves them along."""
+        return self._default_target()[1]
+
+    def set_default(self, address: str) -> bool:
+        """Make the primary at ``address`` the default node; False when it serves no slot."""
+        current = self.slot_map
+        if current is None or current.first_slot_of(address) is None:
+            return False
+        self._default, self._default_memo = address, None
+        return True
+
+    def _default_target(self) -> tuple[str, int]:
+        current = self.slot_map
+        memo = self._default_memo
+        if memo is not None and memo[0] is current:
+            return memo[1], memo[2]
+        address = default_node(self._default, current.primaries if current else ())
+        slot = current.first_slot_of(address) if current and address else None
+        if address is None or slot is None:  # no slot covered: any slot, the server says why
+            return (current.nodes[0] if current and current.nodes else self._startup[0]), 0
+        self._default, self._default_memo = address, (current, address, slot)
+        return address, slot
 
     @property
     def pools(self) -> dict[str, P]:

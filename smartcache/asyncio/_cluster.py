@@ -197,7 +197,7 @@ class AsyncClusterRouter:
             self.table,
             args,
             self.state.slot_of,
-            _random_slot,
+            self.state.default_slot,
             target_nodes,
             nonatomic=nonatomic,
             merged=_MERGED,
@@ -351,7 +351,7 @@ class AsyncClusterRouter:
         """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
         current = self.state.slot_map
         assert current is not None
-        return resolve_group(current, group, addresses, random.choice)
+        return resolve_group(current, group, addresses, random.choice, self.state.default_address())
 
     async def fan_out(
         self,
@@ -388,10 +388,6 @@ async def _undecoded(pool: AsyncConnectionPool, args: tuple[Any, ...]) -> Any:
 _UNSENT: Any = object()
 #: what RedisCluster merges when the caller names several nodes (the rest answer by node)
 _MERGED = merged_by(RedisCluster)
-
-
-def _random_slot() -> int:
-    return random.randrange(16384)
 
 
 def connection_error_sent(exc: BaseException) -> bool:

@@ -34,7 +34,7 @@ from smartcache.asyncio._protocol import (
     transport_error,
 )
 from smartcache.exceptions import ConfigurationError, SmartConnectionError, SmartTimeoutError
-from smartcache.wire.connection import _with_node
+from smartcache.wire.connection import Undecoded, _with_node
 from smartcache.wire.errors import parse_error
 from smartcache.wire.handshake import handshake_commands
 from smartcache.wire.packing import pack_command, packer_for
@@ -212,7 +212,8 @@ class AsyncConnection:
 
         Error replies are returned in place as exception instances, not raised; a
         transport failure raises. Nothing from other tasks is interleaved, so this is
-        the primitive for pipelines, ``MULTI``...``EXEC`` and ``ASKING`` + command.
+        the primitive for pipelines, ``MULTI``...``EXEC`` and ``ASKING`` + command. The
+        replies of :class:`~smartcache.wire.Undecoded` commands stay bytes.
         """
         count = len(commands)
         if not count:
@@ -229,7 +230,12 @@ class AsyncConnection:
             and (len(proto.pending) + count <= self.max_in_flight or not proto.pending)
         ):
             proto = await self._room_for(count)
-        batch = Batch(proto.loop.create_future(), count)
+        raw = None
+        if self.settings.decode_responses:
+            raw = frozenset(i for i, c in enumerate(commands) if c.__class__ is Undecoded) or None
+        batch = Batch(proto.loop.create_future(), count, raw)
+        if raw is not None:
+            proto.raw_pending += len(raw)
         proto.enqueue(data, batch, count)
         return await batch.future
 

@@ -36,6 +36,7 @@ from smartcache.core.pipeline import (
     finish_transaction,
     plan_command,
     raise_first_error,
+    reads_undecoded,
     transaction_flow,
     transaction_slot,
 )
@@ -52,6 +53,7 @@ from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
 from smartcache.exceptions import AmbiguousCommandError
+from smartcache.wire import Undecoded
 
 if TYPE_CHECKING:
     from smartcache.asyncio.client import AsyncSmartClient
@@ -243,8 +245,12 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     async def _execute_pipeline(
         self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
     ) -> list[Any]:
-        commands = [normalize_command(args) for args, _ in stack]
         client = self._client
+        decode = client._settings.decode_responses
+        commands = [
+            Undecoded(normalize_command(a)) if reads_undecoded(o, decode) else normalize_command(a)
+            for a, o in stack
+        ]
         single = await client._one_node_pool()
         if single is not None:
             raw = await self._on_pool(single, commands)
@@ -293,11 +299,15 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         """Run one command alone through the client's retry path; ``first`` hands over the
         reply that failed in the pipeline (a MOVED is followed as a single command's is)."""
         client = self._client
+        undecoded = args.__class__ is Undecoded
         try:
+            if undecoded and (client._router is None or slot < 0):
+                return await client._execute_undecoded(args, None)
             if client._router is None or slot < 0:
                 return await client._execute_routed(args)
             router = client._router
-            return await router.keyed(args, router.table.lookup(args), slot, first=first)
+            spec = router.table.lookup(args)
+            return await router.keyed(args, spec, slot, first=first, undecoded=undecoded)
         except rx.RedisError as exc:
             return exc
 
@@ -314,7 +324,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                 if slot == ALL_PRIMARIES:
                     ops.extend((ci, slot, args, state.pool(p)) for p in primaries)
                 elif slot == ANY_SLOT:
-                    ops.append((ci, slot, args, state.pool(primaries[0])))
+                    ops.append((ci, slot, args, state.pool(state.default_address())))
                 else:
                     ops.append((ci, slot, args, state.slot_pools[slot]))
         replies: list[Any] = [None] * len(ops)

@@ -62,12 +62,16 @@ def transport_error(
 class Batch:
     """The replies of an ``execute_many``: one FIFO slot per command, one future for all."""
 
-    __slots__ = ("future", "remaining", "replies")
+    __slots__ = ("future", "raw", "remaining", "replies")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+    def __init__(
+        self, future: asyncio.Future[list[Any]], count: int, raw: frozenset[int] | None = None
+    ) -> None:
         self.future = future
         self.remaining = count
         self.replies: list[Any] = []
+        #: positions whose replies are read undecoded (redis-py's NEVER_DECODE), or None
+        self.raw = raw
 
     def add(self, reply: Any) -> None:
         self.replies.append(reply)
@@ -94,6 +98,7 @@ class RespProtocol(asyncio.Protocol):
         "paused",
         "pending",
         "queued",
+        "raw_pending",
         "reader",
         "ready",
         "sent",
@@ -119,6 +124,8 @@ class RespProtocol(asyncio.Protocol):
         #: commands ever queued / ever handed to the transport (answered = queued - pending)
         self.queued = 0
         self.sent = 0
+        #: replies owed to batches that want them undecoded (see :meth:`deliver_carefully`)
+        self.raw_pending = 0
         #: (``sent`` after a flush, deadline of that flush), oldest first
         self.marks: deque[tuple[int, float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
@@ -133,6 +140,9 @@ class RespProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         reader, pending = self.reader, self.pending
         reader.feed(data)
+        if self.raw_pending:
+            self.deliver_carefully()
+            return
         try:
             reply = reader.gets()
             while reply is not NOT_ENOUGH:
@@ -151,6 +161,63 @@ class RespProtocol(asyncio.Protocol):
         except (hiredis.ProtocolError, UnsolicitedReplyError) as exc:
             self.abort(f"protocol error: {exc}")
             return
+        except UnicodeDecodeError as exc:  # hiredis consumed that reply: it is the answer
+            self.deliver(exc)
+            self.deliver_carefully()
+            return
+        self.after_replies()
+
+    def deliver_carefully(self) -> None:
+        """Deliver every complete reply one by one: read undecoded where the waiting batch
+        asks for it, and hand a reply that cannot be decoded to its waiter as the
+        ``UnicodeDecodeError`` redis-py raises, the connection staying usable."""
+        reader, pending = self.reader, self.pending
+        settings = self.conn.settings
+        try:
+            while True:
+                head = pending[0] if pending else None
+                raw = (
+                    head.__class__ is Batch
+                    and head.raw is not None
+                    and len(head.replies) in head.raw
+                )
+                if raw:
+                    reader.set_encoding(None)
+                try:
+                    reply = reader.gets()
+                except UnicodeDecodeError as exc:
+                    reply = exc
+                finally:
+                    if raw:
+                        reader.set_encoding(settings.encoding, settings.encoding_errors)
+                if reply is NOT_ENOUGH:
+                    break
+                if raw and reply.__class__ is not _Push:
+                    self.raw_pending -= 1
+                self.deliver(reply)
+        except (hiredis.ProtocolError, UnsolicitedReplyError) as exc:
+            self.abort(f"protocol error: {exc}")
+            return
+        self.after_replies()
+
+    def deliver(self, reply: Any) -> None:
+        """Hand one parsed reply (or push) to the oldest waiter."""
+        pending = self.pending
+        if reply.__class__ is _Push or not pending:
+            self.conn._on_push(reply)
+            return
+        entry = pending.popleft()
+        if entry.__class__ is Batch:
+            entry.add(reply)
+        elif not entry.done():  # done: its caller was cancelled; drop the reply
+            if isinstance(reply, _RedisError | UnicodeDecodeError):
+                entry.set_exception(reply)
+            else:
+                entry.set_result(reply)
+
+    def after_replies(self) -> None:
+        """After replies arrived: drop the deadlines they met, wake writers waiting for room."""
+        pending = self.pending
         marks = self.marks
         if marks:
             answered = self.queued - len(pending)
@@ -253,6 +320,7 @@ class RespProtocol(asyncio.Protocol):
         if transport is not None:
             transport.abort()  # at once; bytes it still buffered count as sent (may be half read)
         pending, self.pending = self.pending, deque()
+        self.raw_pending = 0
         self.out.clear()
         self.marks.clear()
         conn = self.conn

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from smartcache.core.commands import CommandSpec
 
-__all__ = ["READ_FROM", "choose_node", "reads_from_replica"]
+__all__ = ["READ_FROM", "choose_node", "default_node", "reads_from_replica"]
 
 #: the values ``read_from=`` accepts
 READ_FROM = frozenset({"primary", "replica", "replica_preferred"})
@@ -42,3 +42,13 @@ def choose_node(
     if replicas:
         return pick(replicas)
     return primary
+
+
+def default_node(current: str | None, primaries: Sequence[str]) -> str | None:
+    """The primary that keyless commands without a routing rule of their own go to (CLIENT
+    SETNAME, CLIENT GETNAME, CONFIG GET, LASTSAVE...), as RedisCluster's default node: kept
+    while it serves slots, so consecutive keyless commands meet the same server; else the
+    first primary of the map (``None`` when no primary serves a slot)."""
+    if current is not None and current in primaries:
+        return current
+    return primaries[0] if primaries else None

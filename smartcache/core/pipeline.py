@@ -40,6 +40,8 @@ from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
 __all__ = [
     "EMPTY_RESPONSE",
+    "NEVER_DECODE",
+    "reads_undecoded",
     "RETRYABLE_REPLIES",
     "TRANSPORT_ERRORS",
     "UNWATCH_COMMANDS",
@@ -73,6 +75,7 @@ RETRYABLE_REPLIES = (
 UNWATCH_COMMANDS = frozenset({"DISCARD", "EXEC", "UNWATCH"})
 #: redis-py's option: the reply to return when the command fails
 EMPTY_RESPONSE = "EMPTY_RESPONSE"
+NEVER_DECODE = "NEVER_DECODE"
 _CALLBACK_SKIP = ("EMPTY_RESPONSE", "NEVER_DECODE", "keys", "target_nodes")
 
 ANY_SLOT = -1  # keyless: any primary will do
@@ -244,6 +247,8 @@ def finish_transaction(
         raise exec_reply
     if exec_reply is None:
         raise rx.WatchError("Watched variable changed.")
+    if isinstance(exec_reply, UnicodeDecodeError):
+        raise exec_reply  # a binary reply under decode_responses (DUMP): as redis-py raises
     results = list(exec_reply)
     if len(results) != len(stack):
         raise rx.ResponseError("Wrong number of response items from pipeline execution")
@@ -282,3 +287,10 @@ def assemble(
         except rx.RedisError as exc:
             out.append(exc)
     return out
+
+
+def reads_undecoded(options: Mapping[str, Any], decode_responses: bool) -> bool:
+    """Whether a queued command's reply is read as bytes although the client decodes
+    replies: redis-py's ``NEVER_DECODE`` option (DUMP, FUNCTION DUMP...), as redis-py's
+    own pipelines honour it outside MULTI."""
+    return decode_responses and NEVER_DECODE in options

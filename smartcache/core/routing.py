@@ -3,15 +3,16 @@
 ``route()`` looks at a command's keys and the server's request policy and answers with one
 of four small values; the shells only carry it out:
 
-- :class:`ToSlot` — the node serving one slot (a keyed command, or a keyless one that any
-  primary can serve: a random slot spreads those);
+- :class:`ToSlot` — the node serving one slot (a keyed command, or a keyless one without a
+  routing rule of its own: a slot of the default node, as RedisCluster sends those to its
+  default node);
 - :class:`ToNodes` — several nodes (``"primaries"`` or ``"all"``, or named addresses from
   redis-py's ``target_nodes=``), replies merged by the command's response policy, or one
   reply per node where the caller named the nodes (:mod:`smartcache.core.fanout`);
 - :class:`Split` — a multi-key command cut by slot (MGET, MSET, DEL...), parts merged back;
 - otherwise :class:`~smartcache.exceptions.CrossSlotError`, before anything is sent.
 
-Pure: randomness is a parameter, no I/O.
+Pure: randomness and the default node are parameters, no I/O.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def route(
     table: CommandTable,
     args: tuple[Any, ...],
     slot_of: Callable[[Any], int],
-    random_slot: Callable[[], int],
+    default_slot: Callable[[], int],
     target_nodes: Any = None,
     *,
     nonatomic: bool = False,
@@ -128,7 +129,7 @@ def route(
             return ToNodes(spec, group="primaries")
         if policy is RequestPolicy.ALL_NODES:
             return ToNodes(spec, group="all")
-        return ToSlot(spec, random_slot())
+        return ToSlot(spec, default_slot())  # RedisCluster's default node
     slot = slot_of(keys[0])
     if len(keys) > 1:
         per_key = [slot_of(k) for k in keys]
@@ -194,8 +195,10 @@ def resolve_group(
     group: str | None,
     addresses: Sequence[str],
     choose: Callable[[Sequence[str]], str],
+    default: str | None = None,
 ) -> list[str]:
-    """Addresses of a :class:`ToNodes` target in ``slot_map`` (``choose`` picks "random")."""
+    """Addresses of a :class:`ToNodes` target in ``slot_map`` (``choose`` picks "random",
+    ``default`` is the default node's address)."""
     if group is None:
         return list(addresses)
     primaries = list(slot_map.primaries)
@@ -206,5 +209,5 @@ def resolve_group(
     if group == "replicas":
         return [n for n in slot_map.nodes if n not in set(primaries)]
     if group == "default-node":
-        return primaries[:1]
+        return [default] if default is not None else primaries[:1]
     return [choose(primaries)]

@@ -158,6 +158,13 @@ class SlotMap:
             return []
         return [s for s, owner in enumerate(self._index) if owner == i]
 
+    def first_slot_of(self, primary: str) -> int | None:
+        """The lowest slot ``primary`` owns, or None when it owns none."""
+        try:
+            return self._index.index(self._primaries.index(primary))
+        except ValueError:
+            return None
+
     def signature(self) -> tuple[tuple[str, tuple[str, ...], bytes], ...]:
         """A hashable description: equal for maps that route every slot the same way."""
         parts = []

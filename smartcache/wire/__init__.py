@@ -8,7 +8,7 @@ the layers above, which get redirects and error replies as values from here.
 
 from __future__ import annotations
 
-from smartcache.wire.connection import Connection
+from smartcache.wire.connection import Connection, Undecoded
 from smartcache.wire.errors import Redirect, parse_error, parse_redirect, redirect_from_error
 from smartcache.wire.packing import pack_command, pack_commands
 from smartcache.wire.pool import ConnectionPool, PoolExhaustedError
@@ -20,6 +20,7 @@ __all__ = [
     "ConnectionSettings",
     "PoolExhaustedError",
     "Redirect",
+    "Undecoded",
     "pack_command",
     "pack_commands",
     "parse_error",

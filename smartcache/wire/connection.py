@@ -62,6 +62,17 @@ def current_pid() -> int:
 STALE_CHECK_AFTER: Final = 1.0
 
 
+class Undecoded(tuple):  # type: ignore[type-arg]
+    """A command (its arguments) whose reply is read as bytes even with ``decode_responses``:
+    redis-py's ``NEVER_DECODE`` (DUMP, FUNCTION DUMP...) inside a pipeline batch.
+
+    ``execute_many`` and :meth:`Connection.read_for` see the mark; everything else treats it
+    as the plain tuple it is.
+    """
+
+    __slots__ = ()
+
+
 class Connection:
     """A connection to one node. Not thread-safe: one user at a time (the pool sees to it).
 
@@ -265,6 +276,13 @@ class Connection:
             if self._reader is reader:
                 reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
 
+    def read_for(self, args: Sequence[Any]) -> Any:
+        """The reply to ``args``: :meth:`read_undecoded` for an :class:`Undecoded` command,
+        else :meth:`read_raw`."""
+        if args.__class__ is Undecoded:
+            return self.read_undecoded()
+        return self.read_raw()
+
     def read_response(self, disable_decoding: bool = False) -> Any:
         """Return the next reply, raising it if it is an error reply.
 
@@ -353,6 +371,8 @@ class Connection:
         Error replies are returned in place as exception instances, not raised.
         """
         count = self.send_many(commands)
+        if self.settings.decode_responses:
+            return [self.read_for(args) for args in commands]
         read = self.read_raw
         return [read() for _ in range(count)]
 

@@ -15,8 +15,6 @@ Still missing, and why (the list is ``MISSING``):
   ``client.retry_policy``), which a ``Retry`` cannot describe.
 - ``himport_prepare``, ``himport_discard``, ``himport_discard_all``, ``himport_registry``:
   HIMPORT field sets are not implemented (``himport_registry=`` is refused).
-- ``set_default_node``, ``replace_default_node``: a keyless command goes to a random
-  primary (or to ``target_nodes=``); there is no default node to move.
 - ``get_redis_connection``: RedisCluster keeps a ``redis.Redis`` per node; smartcache
   keeps one pool per node: use ``target_nodes=node`` (or ``get_node()``) instead.
 - ``load_balancing_strategy``: ``read_from=`` ("primary", "replica",
@@ -56,7 +54,6 @@ pytestmark = pytest.mark.dropin
 
 _RETRY = "smartcache retries by its RetryPolicy (retry_policy=), not by redis-py's Retry"
 _HIMPORT = "HIMPORT field sets are not implemented (himport_registry= is refused)"
-_DEFAULT_NODE = "keyless commands go to a random primary or target_nodes=; no default node"
 _MACHINERY = "RedisCluster's routing machinery; smartcache routes by its own core"
 
 #: public names of redis-py's clients that smartcache's do not have, with the reason
@@ -68,8 +65,6 @@ MISSING: dict[str, str] = {
     "himport_discard": _HIMPORT,
     "himport_discard_all": _HIMPORT,
     "himport_registry": _HIMPORT,
-    "set_default_node": _DEFAULT_NODE,
-    "replace_default_node": _DEFAULT_NODE,
     "get_redis_connection": "one pool per node, no redis.Redis per node: use target_nodes=",
     "load_balancing_strategy": "read_from= (and read_from_replicas=True) replaces it",
     "maint_notifications_config": "maintenance push notifications are not implemented",
@@ -450,3 +445,44 @@ def test_keyspace_notifications(redis_topologies: Any, client_factory: Any) -> N
     finally:
         closer = getattr(notifications, "aclose", None) or notifications.close
         closer()
+
+
+# -- the default node ---------------------------------------------------------------------------
+def test_keyless_commands_meet_one_default_node_like_redis_cluster(
+    redis_cluster: Cluster, client_factory: Any, redis_py_factory: Any
+) -> None:
+    """CLIENT SETNAME then CLIENT GETNAME (no routing rule of their own on Redis 7.0) reach
+    the same server, the default node: RedisCluster's behaviour, and ``get_default_node()``
+    says which node that is."""
+
+    def session(r: Any) -> Any:
+        r.client_setname("default-node-check")
+        names = [r.client_getname() for _ in range(10)]
+        default = r.get_default_node()
+        served_by = str(r.client_info()["laddr"]).rsplit(":", 1)[1]  # the server's port
+        return names, served_by == str(default.port), default.server_type
+
+    expected = session(redis_py_factory(url=redis_cluster.url, cluster=True))
+    got = session(client_factory(url=redis_cluster.url))
+    assert got == expected
+    assert got[0] == ["default-node-check"] * 10 and got[1] is True
+
+
+def test_set_and_replace_default_node(redis_cluster: Cluster, client_factory: Any) -> None:
+    r = client_factory(url=redis_cluster.url)
+    primaries = r.get_primaries()
+    first = r.get_default_node()
+    assert first.name in {p.name for p in primaries}
+    other = next(p for p in primaries if p.name != first.name)
+    assert r.set_default_node(other) is True
+    assert r.get_default_node().name == other.name
+    # keyless commands follow: CLIENT INFO answered by that node
+    assert str(r.client_info()["laddr"]).endswith(f":{other.port}")
+    assert r.set_default_node(None) is False
+    replica = r.get_replicas()[0]
+    assert r.set_default_node(replica) is False  # serves no slots
+    assert r.get_default_node().name == other.name
+    r.replace_default_node()
+    assert r.get_default_node().name != other.name
+    r.replace_default_node(first)
+    assert r.get_default_node().name == first.name

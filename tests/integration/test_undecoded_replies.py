@@ -77,3 +77,68 @@ def test_dump_stays_bytes_and_leaves_the_shared_connection_working(
     assert client.restore(copy, 0, dumped) == "OK"
     assert client.get(copy) == VALUE
     assert client.dump(copy) == dumped  # and once more, alone
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["pipeline", "transaction"])
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_dump_in_a_pipeline_is_read_as_redis_py_reads_it(
+    redis_standalone: Standalone,
+    redis_cluster: Cluster,
+    client_factory: Any,
+    redis_py_factory: Any,
+    topology: str,
+    transaction: bool,
+) -> None:
+    """A pipeline honours NEVER_DECODE as redis-py's does: DUMP replies stay bytes among
+    decoded ones; inside MULTI (one EXEC reply) both raise UnicodeDecodeError. Either way
+    the connection keeps serving: GETs sent together with it (the async client's shared
+    connection) get their values."""
+    url = redis_cluster.url if topology == "cluster" else redis_standalone.url
+    cluster = topology == "cluster"
+    tag = f"{{pipe-dump:{client_factory.kind}}}"
+    key, hkey = f"{tag}value", f"{tag}hash"
+
+    def scenario(r: Any) -> Any:
+        r.set(key, VALUE)
+        r.hset(hkey, mapping={"a": "1"})
+        pipe = r.pipeline(transaction=transaction)
+        pipe.get(key).dump(key).dump(hkey).get(key)
+        try:
+            out = pipe.execute()
+        except UnicodeDecodeError:
+            return "UnicodeDecodeError", r.get(key)
+        return [type(x).__name__ for x in out], out[0], out[3], r.get(key)
+
+    expected = scenario(redis_py_factory(url=url, cluster=cluster, decode_responses=True))
+    client = client_factory(url=url, decode_responses=True)
+    assert scenario(client) == expected
+    if not transaction:
+        assert expected[0] == ["str", "bytes", "bytes", "str"]
+
+    def pipeline_with_dump() -> Any:
+        pipe = client.pipeline(transaction=transaction)
+        pipe.dump(key).get(key)
+        try:
+            return pipe.execute()
+        except UnicodeDecodeError as exc:
+            return exc
+
+    if isinstance(client, SyncProxy):
+        target, runner = client._target, client._runner
+
+        async def mixed() -> list[Any]:
+            pipe = target.pipeline(transaction=transaction)
+            pipe.dump(key).get(key)
+            started = [pipe.execute(), *(target.get(key) for _ in range(TOGETHER))]
+            return list(await asyncio.gather(*started, return_exceptions=True))
+
+        got = runner.run(mixed())
+        assert got[1:] == [VALUE] * TOGETHER  # the shared connection kept working
+        first = got[0]
+    else:
+        first = pipeline_with_dump()
+    if transaction:
+        assert isinstance(first, UnicodeDecodeError)
+    else:
+        assert isinstance(first[0], bytes) and first[1] == VALUE
+    assert client.get(key) == VALUE

@@ -16,7 +16,7 @@ import pytest
 from smartcache._slot_routing import SlotRouting
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Attempt, keyed_flow
-from smartcache.core.node_choice import READ_FROM, choose_node, reads_from_replica
+from smartcache.core.node_choice import READ_FROM, choose_node, default_node, reads_from_replica
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.routing import fast_path_entry
 from smartcache.core.slotmap import Shard, SlotMap
@@ -102,3 +102,10 @@ def test_pool_for_follows_the_choice() -> None:
         "R 10.0.0.3:7000",
     }
     assert routing.pool_for(500, True) == "10.0.0.4:7000"  # no replica: its primary
+
+
+def test_default_node_is_kept_while_it_serves_slots() -> None:
+    assert default_node(None, ["a:1", "b:2"]) == "a:1"
+    assert default_node("b:2", ["a:1", "b:2"]) == "b:2"
+    assert default_node("gone:3", ["a:1", "b:2"]) == "a:1"  # failed over or removed
+    assert default_node("a:1", []) is None

@@ -23,6 +23,13 @@ def test_lookup_and_coverage() -> None:
     assert m.slots_of(B)[:2] == [5461, 5462] and len(m.slots_of(B)) == 5462
 
 
+def test_first_slot_of() -> None:
+    m = three_shards()
+    assert [m.first_slot_of(p) for p in (A, B, C)] == [0, 5461, 10923]
+    assert m.first_slot_of(R1) is None and m.first_slot_of("10.9.9.9:1") is None
+    assert m.with_moved(0, B).first_slot_of(A) == 1
+
+
 def test_uncovered_slots() -> None:
     m = SlotMap.from_ranges([(0, 99, Shard(A))])
     assert m.primary_for_slot(100) is None and m.shard_for_slot(100) is None
