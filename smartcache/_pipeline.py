@@ -20,6 +20,7 @@ from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
 from smartcache._scripts import missing_scripts
 from smartcache.core.commands import normalize_command
+from smartcache.core.fanout import unfinished
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -347,7 +348,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 return client._execute_routed(args)
             router = client._router
             if slot is None or slot < 0:
-                return router.execute(args, None, undecoded)
+                return unfinished(router.execute(args, None, undecoded))
             spec = router.table.lookup(args)
             return router.keyed(args, spec, slot, first=first, undecoded=undecoded)
         except rx.RedisError as exc:

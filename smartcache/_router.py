@@ -23,7 +23,7 @@ from smartcache.core.commands import (
     CommandTable,
     ResponsePolicy,
 )
-from smartcache.core.fanout import fan_out_reply
+from smartcache.core.fanout import default_node_reply, fan_out_reply, result_callback
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -55,6 +55,8 @@ __all__ = ["ClusterRouter", "blocking_round_trip"]
 _ERROR = rx.RedisError
 #: what RedisCluster merges when the caller names several nodes (the rest answer by node)
 _MERGED = merged_by(RedisCluster)
+#: RedisCluster's result callbacks, which finish what its default node answers
+_RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
 
 
 _REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
@@ -118,8 +120,12 @@ class ClusterRouter:
         if fast is not None:
             self.single_key[args[0]] = fast
         match where:
-            case ToSlot(spec=spec, slot=slot):
-                return self.keyed(args, spec, slot, undecoded=undecoded)
+            case ToSlot(spec=spec, slot=slot, default_node=default_node):
+                reply = self.keyed(args, spec, slot, undecoded=undecoded)
+                if not default_node:
+                    return reply
+                finish = result_callback(spec, args, _RESULTS)
+                return default_node_reply(reply, self.state.default_address(), finish)
             case Split(plan=plan):
                 results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
                 return plan.merge(results)
@@ -279,7 +285,9 @@ class ClusterRouter:
                     conn.close()  # its reply was never read: never hand it out again
                 pool.release(conn)
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-        return fan_out_reply(command_name(args), policy, addresses, replies, by_node=by_node)
+        finish = None if by_node else result_callback(spec, args, _RESULTS)
+        name = command_name(args)
+        return fan_out_reply(name, policy, addresses, replies, by_node=by_node, finish=finish)
 
     def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Send every part to its node (all writes first), then read; retry failed parts."""

@@ -24,7 +24,7 @@ from smartcache._slot_routing import SlotRouting
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy
-from smartcache.core.fanout import fan_out_reply
+from smartcache.core.fanout import default_node_reply, fan_out_reply, result_callback
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -206,8 +206,12 @@ class AsyncClusterRouter:
         if fast is not None:
             self.single_key[args[0]] = fast
         match where:
-            case ToSlot(spec=spec, slot=slot):
-                return await self.keyed(args, spec, slot, undecoded=undecoded)
+            case ToSlot(spec=spec, slot=slot, default_node=default_node):
+                reply = await self.keyed(args, spec, slot, undecoded=undecoded)
+                if not default_node:
+                    return reply
+                finish = result_callback(spec, args, _RESULTS)
+                return default_node_reply(reply, self.state.default_address(), finish)
             case Split(plan=plan):
                 return plan.merge(await self.run_parts([(s, p) for s, p, _ in plan.parts]))
             case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
@@ -377,7 +381,9 @@ class AsyncClusterRouter:
             if isinstance(reply, BaseException) and not isinstance(reply, rx.RedisError):
                 raise reply
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
-        return fan_out_reply(command_name(args), policy, addresses, replies, by_node=by_node)
+        finish = None if by_node else result_callback(spec, args, _RESULTS)
+        name = command_name(args)
+        return fan_out_reply(name, policy, addresses, replies, by_node=by_node, finish=finish)
 
 
 async def _undecoded(pool: AsyncConnectionPool, args: tuple[Any, ...]) -> Any:
@@ -388,6 +394,8 @@ async def _undecoded(pool: AsyncConnectionPool, args: tuple[Any, ...]) -> Any:
 _UNSENT: Any = object()
 #: what RedisCluster merges when the caller names several nodes (the rest answer by node)
 _MERGED = merged_by(RedisCluster)
+#: RedisCluster's result callbacks, which finish what its default node answers
+_RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
 
 
 def connection_error_sent(exc: BaseException) -> bool:

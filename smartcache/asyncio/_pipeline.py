@@ -20,6 +20,7 @@ from smartcache._scripts import missing_scripts
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import normalize_command
+from smartcache.core.fanout import unfinished
 from smartcache.core.flow import (
     ApplyMoved,
     Attempt,
@@ -302,9 +303,9 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         undecoded = args.__class__ is Undecoded
         try:
             if undecoded and (client._router is None or slot < 0):
-                return await client._execute_undecoded(args, None)
+                return unfinished(await client._execute_undecoded(args, None))
             if client._router is None or slot < 0:
-                return await client._execute_routed(args)
+                return unfinished(await client._execute_routed(args))
             router = client._router
             spec = router.table.lookup(args)
             return await router.keyed(args, spec, slot, first=first, undecoded=undecoded)

@@ -53,10 +53,12 @@ TARGET_NAMES = frozenset({"primaries", "replicas", "all", "random", "default-nod
 
 @dataclass(frozen=True, slots=True)
 class ToSlot:
-    """Send to the node serving ``slot``."""
+    """Send to the node serving ``slot``; ``default_node``: a keyless command sent to the
+    default node (RedisCluster finishes such replies with its result callbacks)."""
 
     spec: CommandSpec | None
     slot: int
+    default_node: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ def route(
             return ToNodes(spec, group="primaries")
         if policy is RequestPolicy.ALL_NODES:
             return ToNodes(spec, group="all")
-        return ToSlot(spec, default_slot())  # RedisCluster's default node
+        return ToSlot(spec, default_slot(), default_node=True)
     slot = slot_of(keys[0])
     if len(keys) > 1:
         per_key = [slot_of(k) for k in keys]

@@ -13,7 +13,16 @@ from smartcache import key_slot
 from smartcache._cluster_compat import merged_by
 from smartcache._redis_surface import NEVER_DECODE, _with_cluster_callback
 from smartcache.core.commands import CommandTable, ResponsePolicy
-from smartcache.core.fanout import NodeReplies, answers_by_node, fan_out_reply, parse_each
+from smartcache.core.fanout import (
+    FinishedByCallback,
+    NodeReplies,
+    answers_by_node,
+    default_node_reply,
+    fan_out_reply,
+    parse_each,
+    result_callback,
+    unfinished,
+)
 from smartcache.core.routing import ToNodes, route, target_names
 
 TABLE = CommandTable.fallback()
@@ -142,3 +151,41 @@ def test_cluster_myshardid_gives_a_decoding_parser_bytes(monkeypatch: pytest.Mon
     assert method(client) == "f" * 40
     assert client.options[0][NEVER_DECODE] == []
     assert method(client, target_nodes="primaries") == dict.fromkeys(NODES, "f" * 40)
+
+
+def test_default_node_reply_is_finished_by_redis_clusters_result_callback() -> None:
+    results = dict(RedisCluster.RESULT_CALLBACKS)
+    finish = result_callback(None, ("CLIENT UNBLOCK", 5), results)
+    unblock = default_node_reply(0, "h:1", finish)
+    assert isinstance(unblock, FinishedByCallback) and unfinished(unblock) == 0
+    # parsed by redis.Redis's callback (int -> bool), then finished as RedisCluster does
+    finished = parse_each(unblock, bool, {})
+    assert finished == results["CLIENT UNBLOCK"]("CLIENT UNBLOCK", {"h:1": False})
+    assert type(finished) is type(results["CLIENT UNBLOCK"]("CLIENT UNBLOCK", {"h:1": False}))
+    assert result_callback(None, ("LASTSAVE",), results) is None
+    assert default_node_reply(7, "h:1", None) == 7
+    assert result_callback(None, ("SCAN", 0), results) is None  # smartcache's int cursor
+    assert unfinished(7) == 7
+
+
+def test_a_broadcast_redis_cluster_finishes_is_finished_so() -> None:
+    results = dict(RedisCluster.RESULT_CALLBACKS)
+    finish = result_callback(None, ("CONFIG REWRITE",), results)
+    reply = fan_out_reply(
+        "CONFIG",
+        ResponsePolicy.ALL_SUCCEEDED,
+        ["a:1", "b:2"],
+        [b"OK", b"OK"],
+        by_node=False,
+        finish=finish,
+    )
+    assert parse_each(reply, None, {}) is True
+    with pytest.raises(rx.ResponseError):
+        fan_out_reply(
+            "CONFIG",
+            ResponsePolicy.ALL_SUCCEEDED,
+            ["a:1", "b:2"],
+            [b"OK", rx.ResponseError("no")],
+            by_node=False,
+            finish=finish,
+        )

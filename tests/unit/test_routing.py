@@ -25,7 +25,8 @@ def test_keyed_commands_go_to_their_slot() -> None:
 
 def test_keyless_commands_follow_their_policy() -> None:
     assert isinstance(r("DBSIZE"), ToNodes) and r("DBSIZE").group == "primaries"  # type: ignore[attr-defined]
-    assert r("EVAL", "return 1", 0) == ToSlot(TABLE.lookup(("EVAL", "return 1", 0)), 42)
+    eval_spec = TABLE.lookup(("EVAL", "return 1", 0))
+    assert r("EVAL", "return 1", 0) == ToSlot(eval_spec, 42, default_node=True)  # no key
     assert r("PING", target="all") == ToNodes(TABLE.lookup(("PING",)), group="all")
 
 
