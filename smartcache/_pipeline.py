@@ -32,6 +32,7 @@ from smartcache.core.flow import (
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
     ANY_SLOT,
+    after_loss,
     apply_callback,
     assemble,
     finish_transaction,
@@ -53,7 +54,7 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.exceptions import AmbiguousCommandError
+from smartcache.core.retry import request_written
 from smartcache.wire import Connection, ConnectionPool, Undecoded
 
 if TYPE_CHECKING:
@@ -319,21 +320,11 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
 
     def _after_loss(self, unread: Sequence[tuple[Any, ...]], exc: BaseException) -> list[Any]:
         client = self._client
+        table = client._command_table
+        verdicts = after_loss(client.retry_policy, table, unread, sent=request_written(exc))
         out: list[Any] = []
-        for args in unread:
-            if (
-                client._command_table.is_idempotent(args)
-                or client.retry_policy.retry_non_idempotent
-            ):
-                out.append(self._rerun(args, None))
-            else:
-                out.append(
-                    AmbiguousCommandError(
-                        f"{str(args[0]).upper()} in a pipeline: the connection was lost after it "
-                        "was sent, so it may or may not have run; it was not re-sent",
-                        command=str(args[0]).upper(),
-                    )
-                )
+        for args, error in zip(unread, verdicts, strict=True):
+            out.append(self._rerun(args, None) if error is None else error)
         return out
 
     def _rerun(self, args: tuple[Any, ...], slot: int | None, first: Outcome | None = None) -> Any:

@@ -43,8 +43,19 @@ from smartcache.core.commands import (
     normalize_command,
 )
 from smartcache.core.fanout import parse_each
-from smartcache.core.flow import Outcome, command_error, command_name
-from smartcache.core.retry import Action, RetryPolicy, decide, is_network_failure
+from smartcache.core.flow import (
+    Attempt,
+    IsSuspect,
+    Outcome,
+    Sleep,
+    command_name,
+    keyed_flow,
+)
+from smartcache.core.retry import (
+    RetryPolicy,
+    is_network_failure,
+    request_written,
+)
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import SendCommand
 from smartcache.core.slotmap import parse_address
@@ -484,7 +495,6 @@ class SmartClient(
             reply = router.keyed(args, router.table.lookup(args), slot)
         else:
             conn = pool.get()
-            connected = conn.is_connected
             try:
                 reply = conn.execute(*args)
             except rx.ResponseError as exc:
@@ -493,7 +503,8 @@ class SmartClient(
                 reply = router.keyed(args, router.table.lookup(args), slot, first=first)
             except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
                 pool.release(conn)
-                first = Outcome(error=exc, sent=connected, address=pool.settings.address)
+                sent = request_written(exc)
+                first = Outcome(error=exc, sent=sent, address=pool.settings.address)
                 reply = router.keyed(args, router.table.lookup(args), slot, first=first)
             except BaseException:
                 pool.release(conn)  # bad arguments (DataError), interrupts
@@ -506,8 +517,10 @@ class SmartClient(
     def _standalone_round_trip(
         self, pool: ConnectionPool, args: tuple[Any, ...], blocking: bool = False
     ) -> Any:
+        """One command on the one server; a failure goes to the retry flow every path uses
+        (:func:`~smartcache.core.flow.keyed_flow`: MASTERDOWN waits; READONLY, WRONGTYPE...
+        raise at once; a lost connection is retried only where that is safe)."""
         conn = pool.get()
-        connected = conn.is_connected
         try:
             if blocking:
                 reply = blocking_round_trip(conn, args)
@@ -515,52 +528,48 @@ class SmartClient(
                     raise reply
             else:
                 reply = conn.execute(*args)
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            pool.release(conn)
-            # A fresh connection failed while connecting: nothing was sent.
-            return self._retry_standalone(pool, args, exc, sent=connected)
         except rx.ResponseError as exc:
             pool.release(conn)
-            # The core decides (MASTERDOWN waits; READONLY, WRONGTYPE... raise at once).
-            return self._retry_standalone(pool, args, exc, sent=True)
+            first = Outcome(error=exc, sent=True, address=pool.settings.address)
+            return self._standalone_flow(pool, args, first, blocking)
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            pool.release(conn)
+            sent = request_written(exc)
+            first = Outcome(error=exc, sent=sent, address=pool.settings.address)
+            return self._standalone_flow(pool, args, first, blocking)
         except BaseException:
             pool.release(conn)  # bad arguments (DataError), interrupts
             raise
         pool.release(conn)
         return reply
 
-    def _retry_standalone(
-        self, pool: ConnectionPool, args: tuple[Any, ...], first: BaseException, *, sent: bool
+    def _standalone_flow(
+        self, pool: ConnectionPool, args: tuple[Any, ...], first: Outcome, blocking: bool
     ) -> Any:
-        start = time.monotonic()
-        error: BaseException = first
-        attempt = 1
-        idempotent = self._table.is_idempotent(args)
-        while True:
-            decision = decide(
-                self.retry_policy,
-                error,
-                attempt=attempt,
-                redirects=0,
-                elapsed=time.monotonic() - start,
-                idempotent=idempotent,
-                sent=sent,
-                reroutable=False,  # one fixed server: a retry reaches the same node
-            )
-            if decision.action is not Action.RETRY:
-                command_error(error, decision.ambiguous, args, attempt)
-            time.sleep(decision.delay)
-            attempt += 1
-            conn = pool.get()
-            sent = conn.is_connected
-            try:
-                return conn.execute(*args)
-            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                error = exc
-            except rx.ResponseError as exc:
-                error, sent = exc, True
-            finally:
-                pool.release(conn)
+        """Drive the core's command flow on the one server, from the failure ``first``."""
+        flow = keyed_flow(
+            args,
+            self._table.lookup(args),
+            0,
+            policy=self.retry_policy,
+            read_from="primary",
+            clock=time.monotonic,
+            first=first,
+            reroutable=False,  # one fixed server: a retry reaches the same node
+        )
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                if isinstance(effect, Attempt):
+                    result = _attempt_standalone(pool, args, blocking)
+                elif isinstance(effect, IsSuspect):
+                    result = False
+                elif isinstance(effect, Sleep):
+                    time.sleep(effect.seconds)
+        except StopIteration as done:
+            return done.value
 
     def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         command_name = args[0]
@@ -785,3 +794,20 @@ class _Missing:
 
 
 _MISSING = _Missing()
+
+
+def _attempt_standalone(pool: ConnectionPool, args: tuple[Any, ...], blocking: bool) -> Outcome:
+    """One attempt of a command on a single server's pool, as the flow's :class:`Outcome`."""
+    address = pool.settings.address
+    conn = pool.get()
+    try:
+        reply = blocking_round_trip(conn, args) if blocking else conn.execute(*args)
+    except rx.ResponseError as exc:
+        return Outcome(error=exc, sent=True, address=address)
+    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+        return Outcome(error=exc, sent=request_written(exc), address=address)
+    finally:
+        pool.release(conn)
+    if isinstance(reply, rx.RedisError):
+        return Outcome(error=reply, sent=True, address=address)
+    return Outcome(reply=reply)

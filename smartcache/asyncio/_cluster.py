@@ -38,7 +38,7 @@ from smartcache.core.flow import (
     keyed_flow,
 )
 from smartcache.core.refresh import AskTopology
-from smartcache.core.retry import RetryPolicy
+from smartcache.core.retry import RetryPolicy, request_written
 from smartcache.core.routing import (
     Split,
     ToNodes,
@@ -48,7 +48,7 @@ from smartcache.core.routing import (
     route,
 )
 from smartcache.core.slotmap import SlotMap, parse_address
-from smartcache.exceptions import NoReachableNodeError, SmartConnectionError
+from smartcache.exceptions import NoReachableNodeError
 from smartcache.wire import ConnectionSettings
 
 __all__ = ["AsyncClusterRouter", "AsyncClusterState"]
@@ -303,8 +303,7 @@ class AsyncClusterRouter:
         except rx.ResponseError as exc:
             return Outcome(error=exc, sent=True, address=address)
         except _NET as exc:
-            sent = getattr(exc, "request_sent", None)
-            return Outcome(error=exc, sent=sent is not False, address=address)
+            return Outcome(error=exc, sent=request_written(exc), address=address)
         return Outcome(reply=reply)
 
     async def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
@@ -333,7 +332,7 @@ class AsyncClusterRouter:
                 pool = state.slot_pools[slot]
                 first = None
                 if result is not _UNSENT:
-                    sent = getattr(result, "request_sent", None) is not False
+                    sent = request_written(result)
                     address = pool.settings.address if pool is not None else None
                     first = Outcome(error=result, sent=sent, address=address)
                 results[i] = await self.keyed(part, self.table.lookup(part), slot, first=first)
@@ -396,8 +395,3 @@ _UNSENT: Any = object()
 _MERGED = merged_by(RedisCluster)
 #: RedisCluster's result callbacks, which finish what its default node answers
 _RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
-
-
-def connection_error_sent(exc: BaseException) -> bool:
-    """Whether a transport error happened after the request was written (unknown: True)."""
-    return not (isinstance(exc, SmartConnectionError) and exc.request_sent is False)

@@ -32,6 +32,7 @@ from smartcache.core.flow import (
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
     ANY_SLOT,
+    after_loss,
     apply_callback,
     assemble,
     finish_transaction,
@@ -53,7 +54,7 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.exceptions import AmbiguousCommandError
+from smartcache.core.retry import request_written
 from smartcache.wire import Undecoded
 
 if TYPE_CHECKING:
@@ -281,19 +282,10 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     ) -> list[Any]:
         client = self._client
         table = client._router.table if client._router else client._table
-        sent = getattr(exc, "request_sent", None) is not False
+        verdicts = after_loss(client.retry_policy, table, commands, sent=request_written(exc))
         out: list[Any] = []
-        for args in commands:
-            if not sent or table.is_idempotent(args) or client.retry_policy.retry_non_idempotent:
-                out.append(await self._rerun(args, -1))
-            else:
-                out.append(
-                    AmbiguousCommandError(
-                        f"{str(args[0]).upper()} in a pipeline: the connection was lost after it "
-                        "was sent, so it may or may not have run; it was not re-sent",
-                        command=str(args[0]).upper(),
-                    )
-                )
+        for args, error in zip(commands, verdicts, strict=True):
+            out.append(await self._rerun(args, -1) if error is None else error)
         return out
 
     async def _rerun(self, args: tuple[Any, ...], slot: int, first: Outcome | None = None) -> Any:

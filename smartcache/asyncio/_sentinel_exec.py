@@ -21,7 +21,7 @@ import redis.exceptions as rx
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Outcome, Sleep
-from smartcache.core.retry import RetryPolicy
+from smartcache.core.retry import RetryPolicy, request_written
 from smartcache.core.sentinel_command import (
     Rediscover,
     SendCommand,
@@ -35,11 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncSentinelExecutor"]
 
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
-
-
-def _sent(exc: BaseException) -> bool:
-    """Whether a failed request may have been written (unknown counts as written)."""
-    return getattr(exc, "request_sent", None) is not False
 
 
 class AsyncSentinelExecutor:
@@ -91,7 +86,7 @@ class AsyncSentinelExecutor:
             except rx.ResponseError as exc:
                 first = Outcome(error=exc, sent=True, address="primary")
             except _NET as exc:
-                first = Outcome(error=exc, sent=_sent(exc), address="primary")
+                first = Outcome(error=exc, sent=request_written(exc), address="primary")
             return await self._run(args, first)
         return await self._run(args, None)
 
@@ -150,7 +145,7 @@ class AsyncSentinelExecutor:
         except rx.ResponseError as exc:
             return Outcome(error=exc, sent=True, address=role)
         except _NET as exc:
-            return Outcome(error=exc, sent=_sent(exc), address=role)
+            return Outcome(error=exc, sent=request_written(exc), address=role)
         return Outcome(reply=reply)
 
     async def _send_dedicated(
@@ -174,7 +169,7 @@ class AsyncSentinelExecutor:
         except rx.ResponseError as exc:
             return Outcome(error=exc, sent=True, address=role)
         except _NET as exc:
-            return Outcome(error=exc, sent=_sent(exc), address=role)
+            return Outcome(error=exc, sent=request_written(exc), address=role)
         finally:
             pool.release(conn)
         return Outcome(reply=reply)

@@ -48,7 +48,7 @@ from smartcache.core.flow import (
     Sleep,
     keyed_flow,
 )
-from smartcache.core.retry import RetryPolicy, is_network_failure
+from smartcache.core.retry import RetryPolicy, is_network_failure, request_written
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
@@ -545,7 +545,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 first = Outcome(error=exc, sent=True, address=node.settings.address)
                 reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
             except _NET as exc:
-                sent = getattr(exc, "request_sent", None) is not False
+                sent = request_written(exc)
                 first = Outcome(error=exc, sent=sent, address=node.settings.address)
                 reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
         callback = self.response_callbacks.get(name)
@@ -598,7 +598,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         blocking = spec is not None and spec.blocking and spec.is_blocking(args)
         start = None
         if first is not None:
-            sent = getattr(first, "request_sent", None) is not False
+            sent = request_written(first)
             start = Outcome(error=first, sent=sent, address=pool.settings.address)
         flow = keyed_flow(
             args,
@@ -652,7 +652,7 @@ async def _attempt_on(
     except rx.ResponseError as exc:
         return Outcome(error=exc, sent=True, address=address)
     except _NET as exc:
-        sent = getattr(exc, "request_sent", None) is not False
+        sent = request_written(exc)
         return Outcome(error=exc, sent=sent, address=address)
     return Outcome(reply=reply)
 

@@ -34,11 +34,13 @@ from smartcache.core.flow import (
     RefreshIfPending,
     RequestRefresh,
     Sleep,
+    command_name,
 )
-from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.retry import Action, RetryPolicy, decide, may_resend
 from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
 __all__ = [
+    "after_loss",
     "EMPTY_RESPONSE",
     "NEVER_DECODE",
     "reads_undecoded",
@@ -294,3 +296,26 @@ def reads_undecoded(options: Mapping[str, Any], decode_responses: bool) -> bool:
     replies: redis-py's ``NEVER_DECODE`` option (DUMP, FUNCTION DUMP...), as redis-py's
     own pipelines honour it outside MULTI."""
     return decode_responses and NEVER_DECODE in options
+
+
+def after_loss(
+    policy: RetryPolicy, table: CommandTable, unread: Sequence[Sequence[Any]], *, sent: bool
+) -> list[AmbiguousCommandError | None]:
+    """The commands of a pipeline whose connection was lost before their replies came:
+    ``None`` where the command is re-run alone through its own retry path
+    (:func:`~smartcache.core.retry.may_resend`), else the error reported in its place
+    (it may or may not have run, and is not sent again)."""
+    out: list[AmbiguousCommandError | None] = []
+    for args in unread:
+        if may_resend(policy, idempotent=table.is_idempotent(args), sent=sent):
+            out.append(None)
+        else:
+            name = command_name(args)
+            out.append(
+                AmbiguousCommandError(
+                    f"{name} in a pipeline: the connection was lost after it was sent, so it "
+                    "may or may not have run; it was not re-sent",
+                    command=name,
+                )
+            )
+    return out

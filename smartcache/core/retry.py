@@ -42,6 +42,8 @@ __all__ = [
     "decide",
     "is_credentials_refusal",
     "is_network_failure",
+    "may_resend",
+    "request_written",
 ]
 
 
@@ -186,10 +188,27 @@ def decide(
     if isinstance(error, _BACKOFF_ERRORS):
         return _retry(policy, attempt, elapsed, refresh=True)
     if is_network_failure(error):
-        if sent and not (idempotent or policy.retry_non_idempotent):
+        if not may_resend(policy, idempotent=idempotent, sent=sent):
             return Decision(Action.RAISE, ambiguous=True)
         return _retry(policy, attempt, elapsed, refresh=True)
     return Decision(Action.RAISE)
+
+
+def request_written(error: BaseException) -> bool:
+    """Whether the request of a failed command may have reached the server: a transport
+    error says so in ``request_sent`` (False: nothing was written); unknown counts as
+    written, the safe side for a command that must not run twice."""
+    return getattr(error, "request_sent", None) is not False
+
+
+def may_resend(policy: RetryPolicy, *, idempotent: bool, sent: bool) -> bool:
+    """Whether a command whose connection failed may be sent again: it was never written,
+    or running it twice is harmless (idempotent), or the policy opts in
+    (``retry_non_idempotent``). Otherwise its outcome is unknown ("ambiguous").
+
+    The one rule for single commands (:func:`decide`) and for the commands of a pipeline
+    whose connection was lost (:func:`smartcache.core.pipeline.after_loss`)."""
+    return not sent or idempotent or policy.retry_non_idempotent
 
 
 def _retry(policy: RetryPolicy, attempt: int, elapsed: float, *, refresh: bool) -> Decision:

@@ -159,12 +159,14 @@ class Connection:
             sock = open_socket(settings)
         except TimeoutError:
             raise SmartTimeoutError(
-                f"timed out connecting to {self.address}", node=self.address
+                f"timed out connecting to {self.address}", node=self.address, request_sent=False
             ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise SmartConnectionError(
-                f"cannot connect to {self.address}: {reason}", node=self.address
+                f"cannot connect to {self.address}: {reason}",
+                node=self.address,
+                request_sent=False,
             ) from exc
         reader_options: dict[str, Any] = {
             "replyError": parse_error,
@@ -178,6 +180,10 @@ class Connection:
         self.pid = os.getpid()
         try:
             self._handshake()
+        except (SmartConnectionError, SmartTimeoutError) as exc:
+            self.close()
+            exc.request_sent = False  # the caller's command was not written yet
+            raise
         except BaseException:
             self.close()
             raise
@@ -209,7 +215,9 @@ class Connection:
         try:
             sock.sendall(data)
         except BaseException as exc:
-            self._fail(exc, "writing to")
+            # sendall failed before every byte was accepted: no command was written whole,
+            # and the server runs none of a half-written one
+            self._fail(exc, "writing to", sent=False)
 
     def send_command(self, *args: Any) -> None:
         """Pack and write one command; read its reply later with :meth:`read_response`."""
@@ -417,16 +425,21 @@ class Connection:
             self.last_used = now
         return True
 
-    def _fail(self, exc: BaseException, doing: str) -> NoReturn:
-        """Close after a failure mid-command, then raise it as a smartcache error."""
+    def _fail(self, exc: BaseException, doing: str, sent: bool | None = None) -> NoReturn:
+        """Close after a failure mid-command, then raise it as a smartcache error;
+        ``sent=False``: no command was written (``request_sent``; None: maybe)."""
         self.close()
         address = self.address
         if isinstance(exc, TimeoutError | BlockingIOError):
             # BlockingIOError: SO_RCVTIMEO/SO_SNDTIMEO expired (see _set_read_timeout).
-            raise SmartTimeoutError(f"timed out {doing} {address}", node=address) from exc
+            raise SmartTimeoutError(
+                f"timed out {doing} {address}", node=address, request_sent=sent
+            ) from exc
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise SmartConnectionError(f"error {doing} {address}: {reason}", node=address) from exc
+            raise SmartConnectionError(
+                f"error {doing} {address}: {reason}", node=address, request_sent=sent
+            ) from exc
         if isinstance(exc, hiredis.ProtocolError):
             raise SmartConnectionError(
                 f"protocol error {doing} {address}: {exc}", node=address

@@ -6,8 +6,12 @@ import threading
 import time
 from typing import Any
 
+import pytest
+import redis
+
 from smartcache import key_slot
 from smartcache.client import SmartClient
+from smartcache.exceptions import AmbiguousCommandError
 from smartcache.testing.pytest_plugin import TopologyFactory
 
 
@@ -228,3 +232,30 @@ def test_resharding_under_mixed_load_follows_every_redirect(
             t.join(timeout=60)
     assert set(moved) == moving
     assert errors == [], f"{len(errors)} error(s), first: {errors[0]}"
+
+
+def test_a_fresh_connection_lost_after_writing_is_ambiguous(
+    redis_topologies: TopologyFactory, client_factory: Any
+) -> None:
+    """A command written on a connection opened for it, whose reply never came, may have run:
+    INCR is not sent again (AmbiguousCommandError), however new the connection was: the
+    wire says whether a request was written (``request_sent``), not the connection's age."""
+    import redis
+
+    from smartcache.exceptions import AmbiguousCommandError
+
+    server = redis_topologies.standalone()
+    admin = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        client = client_factory(host="127.0.0.1", port=server.port, socket_timeout=0.3)
+        admin.client_pause(5000, all=False)  # writes wait; HELLO and the handshake pass
+        try:
+            with pytest.raises(AmbiguousCommandError):
+                client.incr("fresh:n")
+        finally:
+            admin.client_unpause()
+        calls = admin.info("commandstats").get("cmdstat_incr", {}).get("calls", 0)
+        assert calls <= 1  # sent once at most
+        assert client.incr("fresh:n") in (1, 2)
+    finally:
+        admin.close()

@@ -138,3 +138,46 @@ def test_credentials_refusals_raise_at_once(error: rx.RedisError) -> None:
         assert (decision.action, decision.ambiguous) == (Action.RAISE, False)
     assert not is_network_failure(error) and is_credentials_refusal(error)
     assert is_network_failure(rx.ConnectionError("reset")) and is_network_failure(OSError())
+
+
+# -- the one rule for "may this be sent again" -------------------------------------------------
+def test_may_resend_and_request_written() -> None:
+    from smartcache.core.retry import may_resend, request_written
+
+    plain, opted = RetryPolicy(), RetryPolicy(retry_non_idempotent=True)
+    assert may_resend(plain, idempotent=False, sent=False)
+    assert may_resend(plain, idempotent=True, sent=True)
+    assert not may_resend(plain, idempotent=False, sent=True)
+    assert may_resend(opted, idempotent=False, sent=True)
+    unknown = rx.ConnectionError("lost")
+    assert request_written(unknown)  # unknown counts as written
+    unknown.request_sent = False  # type: ignore[attr-defined]
+    assert not request_written(unknown)
+
+
+@pytest.mark.parametrize("retry_non_idempotent", [False, True])
+@pytest.mark.parametrize("sent", [False, True])
+@pytest.mark.parametrize("command", [("INCR", "k"), ("GET", "k"), ("SET", "k", "v")])
+def test_a_pipeline_loss_decides_as_a_single_command(
+    command: tuple[str, ...], sent: bool, retry_non_idempotent: bool
+) -> None:
+    """A pipeline's lost commands are re-run or reported exactly where a single command
+    would be retried or raised as ambiguous: both ask ``may_resend``."""
+    from smartcache.core.commands import CommandTable
+    from smartcache.core.pipeline import after_loss
+    from smartcache.exceptions import AmbiguousCommandError
+
+    policy = RetryPolicy(retry_non_idempotent=retry_non_idempotent)
+    table = CommandTable.fallback()
+    (verdict,) = after_loss(policy, table, [command], sent=sent)
+    single = decide(
+        policy,
+        rx.ConnectionError("lost"),
+        attempt=1,
+        redirects=0,
+        elapsed=0.0,
+        idempotent=table.is_idempotent(command),
+        sent=sent,
+    )
+    assert (verdict is None) == (single.action is Action.RETRY)
+    assert isinstance(verdict, AmbiguousCommandError) == single.ambiguous
