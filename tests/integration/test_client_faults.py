@@ -240,10 +240,6 @@ def test_a_fresh_connection_lost_after_writing_is_ambiguous(
     """A command written on a connection opened for it, whose reply never came, may have run:
     INCR is not sent again (AmbiguousCommandError), however new the connection was: the
     wire says whether a request was written (``request_sent``), not the connection's age."""
-    import redis
-
-    from smartcache.exceptions import AmbiguousCommandError
-
     server = redis_topologies.standalone()
     admin = redis.Redis(host="127.0.0.1", port=server.port)
     try:
