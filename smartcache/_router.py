@@ -59,10 +59,6 @@ _MERGED = merged_by(RedisCluster)
 _RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
 
 
-_REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
-
-
 class ClusterRouter:
     """Routes commands over a :class:`ClusterState` under one retry policy."""
 

@@ -72,8 +72,6 @@ __all__ = ["SmartClient"]
 
 _NEVER_DECODE = "NEVER_DECODE"
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"
-_TARGETS = {"primaries", "replicas", "all", "random"}
-_ERROR = rx.RedisError
 
 
 class SmartClient(
