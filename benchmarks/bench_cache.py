@@ -36,7 +36,7 @@ import redis.asyncio
 from benchmarks.bench_client import _pin, compare
 from smartcache.asyncio.client import AsyncSmartClient
 from smartcache.cache import cached
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Standalone
 
 VALUE = {"id": 42, "name": "user-42", "email": "user42@example.com", "tags": ["a", "b", "c"]}

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 
 Op = Callable[[], object]

@@ -57,7 +57,7 @@ from smartcache.cache import (
     WriteBehind,
     WriteThrough,
 )
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Standalone
 
 POSTGRES_ENV = "SMARTCACHE_BENCH_POSTGRES_URL"

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 
 import redis
 
-from smartcache.wire import Connection, ConnectionSettings
+from smartcache.sync._connection import Connection
+from smartcache.wire import ConnectionSettings
 
 
 def _server_binary() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from smartcache.asyncio.client import AsyncSmartClient
 from smartcache.cache import (
     BloomGuard,
     Cache,
@@ -12,7 +13,6 @@ from smartcache.cache import (
     invalidate_tag,
     write_through,
 )
-from smartcache.client import SmartClient
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
@@ -25,6 +25,7 @@ from smartcache.exceptions import (
     FlushTimeoutError,
     InvalidArgumentError,
     NoReachableNodeError,
+    PoolExhaustedError,
     ServerBinaryNotFoundError,
     SmartCacheError,
     SmartConnectionError,
@@ -32,11 +33,13 @@ from smartcache.exceptions import (
     TopologyError,
     TopologyNotReadyError,
 )
+from smartcache.sync.client import SmartClient
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AmbiguousCommandError",
+    "AsyncSmartClient",
     "BloomGuard",
     "Cache",
     "CacheInconsistencyError",
@@ -47,6 +50,7 @@ __all__ = [
     "FlushTimeoutError",
     "InvalidArgumentError",
     "NoReachableNodeError",
+    "PoolExhaustedError",
     "RetryPolicy",
     "ServerBinaryNotFoundError",
     "SmartCacheError",

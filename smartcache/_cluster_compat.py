@@ -9,17 +9,24 @@ topology as plain dicts. On a standalone server the one server is the only prima
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Protocol
 
 from redis.cluster import ClusterNode
 
-from smartcache._cluster_state import ClusterState
+from smartcache._slot_routing import SlotRouting
 from smartcache.core.slotmap import parse_address
-from smartcache.wire import ConnectionPool
+from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["ClusterNodesMixin", "merged_by"]
 
 PRIMARY, REPLICA = "primary", "replica"
+
+
+class _HasSettings(Protocol):
+    """A pool of either shell: what node introspection reads of it."""
+
+    @property
+    def settings(self) -> ConnectionSettings: ...
 
 
 def merged_by(cluster_class: type) -> frozenset[str]:
@@ -40,9 +47,9 @@ class ClusterNodesMixin:
     RANDOM = "random"
     DEFAULT_NODE = "default-node"
 
-    _cluster: ClusterState | None
+    _cluster: SlotRouting[Any] | None
 
-    def _single_node_pool(self) -> ConnectionPool | None:
+    def _single_node_pool(self) -> _HasSettings | None:
         raise NotImplementedError  # provided by SmartClient
 
     def _roles(self) -> list[tuple[str, str]]:

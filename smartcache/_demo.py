@@ -33,8 +33,8 @@ from typing import Any
 
 import redis
 
-from smartcache.client import SmartClient
 from smartcache.core.slots import key_slot
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, SentinelGroup, Standalone
 
 __all__ = ["run_demo"]

@@ -3,7 +3,7 @@
 :class:`Subscriptions` keeps what a pub/sub is subscribed to (name, as messages carry it ->
 handler) and the names being left until the server confirms it, turns raw replies into
 redis-py's message dicts, and says which handler, if any, takes a message. The shells
-(:mod:`smartcache._pubsub`, :mod:`smartcache.asyncio._pubsub`) send the commands, read
+(:mod:`smartcache.sync._pubsub`, :mod:`smartcache.asyncio._pubsub`) send the commands, read
 the replies, lock and call the handlers. No I/O here: never a socket, asyncio or threading.
 """
 

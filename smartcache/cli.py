@@ -106,7 +106,12 @@ def _dev_up(args: argparse.Namespace) -> int:
         pass
     finally:
         topology.stop()
-        _write_state(path, [e for e in _read_state(path) if e.get("up_pid") != os.getpid()])
+        remaining = [e for e in _read_state(path) if e.get("up_pid") != os.getpid()]
+        if remaining:
+            _write_state(path, remaining)
+        else:  # never re-create a file `dev down` removed meanwhile
+            with contextlib.suppress(OSError):
+                path.unlink()
         print("smartcache dev: stopped", flush=True)
     return 0
 
@@ -178,7 +183,7 @@ def load_store(spec: str, *, table: str = "smartcache_store") -> Any:
 def _flush_worker(args: argparse.Namespace) -> int:
     from smartcache.cache import FlushOptions, QueueLayout  # noqa: PLC0415
     from smartcache.cache._write_behind import Flusher  # noqa: PLC0415
-    from smartcache.client import SmartClient  # noqa: PLC0415
+    from smartcache.sync.client import SmartClient  # noqa: PLC0415
 
     store = load_store(args.store, table=args.table)
     client = SmartClient.from_url(args.url)

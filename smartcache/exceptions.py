@@ -14,6 +14,7 @@ so existing ``except`` clauses keep working::
     ├── SmartConnectionError          also redis.exceptions.ConnectionError
     │   ├── SmartTimeoutError         also redis.exceptions.TimeoutError
     │   ├── NoReachableNodeError      every address tried is listed in ``.addresses``
+    │   ├── PoolExhaustedError        every pooled connection stayed in use for the wait
     │   └── AmbiguousCommandError     the command may or may not have run
     ├── CrossSlotError                also ClusterCrossSlotError and RedisClusterException
     ├── ClusterUnavailableError       also redis.exceptions.ClusterDownError
@@ -41,6 +42,7 @@ __all__ = [
     "DurabilityError",
     "InvalidArgumentError",
     "NoReachableNodeError",
+    "PoolExhaustedError",
     "ServerBinaryNotFoundError",
     "SmartCacheError",
     "SmartConnectionError",
@@ -108,6 +110,14 @@ class SmartConnectionError(SmartCacheError, _rx.ConnectionError):
         self.node = node
         self.request_sent = request_sent
         super().__init__(message)
+
+
+class PoolExhaustedError(SmartConnectionError):
+    """Every connection of the pool stayed in use for the whole wait.
+
+    A :class:`~smartcache.exceptions.SmartConnectionError`, so also a
+    ``redis.exceptions.ConnectionError``, as redis-py raises for a full pool.
+    """
 
 
 class SmartTimeoutError(SmartConnectionError, _rx.TimeoutError):

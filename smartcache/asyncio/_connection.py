@@ -34,10 +34,9 @@ from smartcache.asyncio._protocol import (
     transport_error,
 )
 from smartcache.exceptions import ConfigurationError, SmartConnectionError, SmartTimeoutError
-from smartcache.wire.connection import Undecoded, _with_node
-from smartcache.wire.errors import parse_error
+from smartcache.wire.errors import parse_error, with_node
 from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import pack_command, packer_for
+from smartcache.wire.packing import Undecoded, pack_command, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import _DEFAULT_KEEPALIVE
 from smartcache.wire.tls import client_ssl_context
@@ -408,7 +407,7 @@ class AsyncConnection:
         replies = await batch.future
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(reply, _RedisError):
-                raise _with_node(reply, command[0], self.address)
+                raise with_node(reply, command[0], self.address)
         self.handshake_metadata = replies[0] if self.settings.resp_version == 3 else None
 
     # -- lifecycle ----------------------------------------------------------------------------

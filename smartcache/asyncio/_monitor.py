@@ -1,7 +1,7 @@
 """``client.monitor()`` for asyncio: redis-py's own ``redis.asyncio`` ``Monitor``, over a
 dedicated connection of ours whose unsolicited replies (the MONITOR stream) it reads.
 
-The sync twin, and why adapters: ``smartcache._monitor``.
+The sync twin, and why adapters: ``smartcache.sync._monitor``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
-from smartcache.exceptions import ConfigurationError, SmartConnectionError
-from smartcache.wire.pool import PoolExhaustedError
+from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
 __all__ = ["AsyncConnectionPool"]
@@ -120,7 +119,7 @@ class AsyncConnectionPool:
         """An exclusive, connected connection: an idle one (LIFO) or a new one.
 
         Waits up to ``timeout`` when ``max_connections`` are in use, then raises
-        :class:`~smartcache.wire.PoolExhaustedError`. Give it back with :meth:`release`.
+        :class:`~smartcache.exceptions.PoolExhaustedError`. Give it back with :meth:`release`.
         """
         self._check_open()
         loop = asyncio.get_running_loop()

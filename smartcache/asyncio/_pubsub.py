@@ -1,6 +1,6 @@
 """Pub/sub for AsyncSmartClient: redis.asyncio's ``PubSub`` API over dedicated connections.
 
-Routing is the sync :mod:`smartcache._pubsub`'s: SUBSCRIBE/PSUBSCRIBE (and, on a standalone
+Routing is the sync :mod:`smartcache.sync._pubsub`'s: SUBSCRIBE/PSUBSCRIBE (and, on a standalone
 server, SSUBSCRIBE) share one dedicated connection, to any primary of a cluster, since the
 cluster bus carries PUBLISH to all; SSUBSCRIBE on a cluster goes to the primary owning each
 channel's slot, one connection per node. No reader task: every connection's

@@ -12,7 +12,7 @@ the sentinels' events: a failover of our primary holds writes
 :class:`~smartcache.asyncio._sentinel_exec.AsyncSentinelExecutor` runs commands on it.
 
 Every decision is the core's; this module only awaits where the sync
-:class:`~smartcache._sentinel_state.SentinelState` blocks. One event loop only; not
+:class:`~smartcache.sync._sentinel.SentinelState` blocks. One event loop only; not
 fork-safe (no asyncio code is).
 """
 
@@ -26,7 +26,6 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._sentinel_probe import short_timeouts
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._sentinel_exec import AsyncSentinelExecutor
 from smartcache.asyncio._sentinel_probe import ask_replicas, ask_sentinel, role_refusal
@@ -47,10 +46,11 @@ from smartcache.core.sentinel_flow import (
 )
 from smartcache.exceptions import SmartConnectionError
 from smartcache.wire import ConnectionSettings
+from smartcache.wire.settings import short_timeouts
 
 __all__ = ["AsyncSentinelExecutor", "AsyncSentinelState", "Listener"]
 
-#: ``listener(kind, value)``, as :data:`smartcache._sentinel_state.Listener`: ``"switch"``,
+#: ``listener(kind, value)``, as :data:`smartcache.sync._sentinel.Listener`: ``"switch"``,
 #: ``"replicas"``, ``"sentinels"``, ``"failover"``, ``"error"``, ``"subscribed"``. Called in
 #: the event loop; it must not block.
 Listener = Callable[[str, Any], None]
@@ -59,7 +59,7 @@ Listener = Callable[[str, Any], None]
 class AsyncSentinelState:
     """The primary and replicas of one Sentinel-managed service, kept current (asyncio).
 
-    Arguments as :class:`~smartcache._sentinel_state.SentinelState`; ``pool_factory``
+    Arguments as :class:`~smartcache.sync._sentinel.SentinelState`; ``pool_factory``
     makes an :class:`~smartcache.asyncio._pool.AsyncConnectionPool` from a node's
     settings. May be built outside a running loop; every coroutine must run in one loop.
     """

@@ -3,7 +3,7 @@
 The rules (hold writes during a failover, re-discover after READONLY or a lost primary,
 replica reads and their fallback, ``WAIT`` after writes, retries) are the core's
 :func:`~smartcache.core.sentinel_command.sentinel_command_flow`, the very flow the sync
-:class:`~smartcache._sentinel_exec.SentinelExecutor` drives; this module only awaits what
+:class:`~smartcache.sync._sentinel_exec.SentinelExecutor` drives; this module only awaits what
 it asks for. Ordinary commands go over the primary's shared, auto-pipelined connection;
 blocking commands and writes followed by ``WAIT`` take a dedicated one (``WAIT`` blocks
 the connection it runs on, and waits for that connection's writes only).

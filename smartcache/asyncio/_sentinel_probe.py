@@ -1,6 +1,6 @@
 """One-shot questions to sentinels and data nodes for asyncio, with short timeouts.
 
-The async twins of :mod:`smartcache._sentinel_probe`: each opens an
+The async twins of :mod:`smartcache.sync._sentinel_probe`: each opens an
 :class:`~smartcache.asyncio._connection.AsyncConnection`, asks, closes it, and hands the
 replies to the I/O-free core to interpret. No state, no retries: the flows decide.
 """

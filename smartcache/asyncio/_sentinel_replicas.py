@@ -1,6 +1,6 @@
 """The read replicas of a Sentinel service for asyncio: one pool per usable replica.
 
-The async twin of :mod:`smartcache._sentinel_replicas`: fed by the addresses
+The async twin of :mod:`smartcache.sync._sentinel_replicas`: fed by the addresses
 :func:`~smartcache.core.sentinel_flow.replicas_flow` returns, swapped whole (no await in
 between, so every task sees the old list or the new one). Pools of replicas that leave the
 list are retired with :func:`drain_and_close`; pools of replicas that stay are kept.

@@ -11,7 +11,7 @@ they are learned and re-checks the primary every ``check_interval``.
 
 Why every sentinel: a forced failover is announced with ``+try-failover`` only by the
 sentinel that runs it, and the others publish ``+switch-master`` first (see
-:mod:`smartcache._sentinel_watch`).
+:mod:`smartcache.sync._sentinel_watch`).
 
 The tasks hold only a weak reference to their state between steps: :meth:`stop` (called
 by ``AsyncSentinelState.aclose()``) cancels and awaits them, and they are cancelled too if

@@ -52,7 +52,7 @@ from smartcache.core.retry import RetryPolicy, is_network_failure, request_writt
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.wire import ConnectionSettings
 
 __all__ = ["AsyncSmartClient"]
 
@@ -144,7 +144,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster_hint = cluster
         self._pool: AsyncConnectionPool | None = None
-        self._cluster: AsyncClusterState | None = None  # type: ignore[assignment]
+        self._cluster: AsyncClusterState | None = None
         self._router: AsyncClusterRouter | None = None
         self._init_lock: asyncio.Lock | None = None
         self._initialized = False
@@ -251,11 +251,11 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         )
 
     # -- redis-py surface -------------------------------------------------------------------
-    def _single_node_pool(self) -> ConnectionPool | None:
+    def _single_node_pool(self) -> AsyncConnectionPool | None:
         # ClusterNodesMixin and the pipeline read .settings/.connection only.
         if self._sentinel is not None:
-            return self._sentinel.current_pool  # type: ignore[return-value]
-        return self._pool  # type: ignore[return-value]
+            return self._sentinel.current_pool
+        return self._pool
 
     def pubsub(self, **kwargs: Any) -> AsyncPubSub:
         """A pub/sub object on this client (as ``redis.asyncio.Redis.pubsub``)."""

@@ -1,6 +1,6 @@
 """One command on a Sentinel-managed primary (or its replicas), as a flow: the rules, once.
 
-Driven by the sync :class:`~smartcache._sentinel_exec.SentinelExecutor` and the asyncio
+Driven by the sync :class:`~smartcache.sync._sentinel_exec.SentinelExecutor` and the asyncio
 :class:`~smartcache.asyncio._sentinel_exec.AsyncSentinelExecutor`. The Sentinel-specific
 rules: writes wait while the sentinels report a failover of our primary (nothing is
 written to a primary about to be demoted); an error that means "this is no longer the

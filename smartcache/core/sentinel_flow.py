@@ -1,6 +1,6 @@
 """Sentinel discovery, replica listing and event handling as flows: the rules, written once.
 
-Shared by the sync :class:`~smartcache._sentinel_state.SentinelState` and the asyncio
+Shared by the sync :class:`~smartcache.sync._sentinel.SentinelState` and the asyncio
 :class:`~smartcache.asyncio._sentinel.AsyncSentinelState`. A flow yields *effects* (small
 frozen values saying "do this I/O") and receives their results; the sync shell answers
 with plain calls, the async shell with awaits (as :mod:`smartcache.core.refresh` does for

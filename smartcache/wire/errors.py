@@ -27,6 +27,7 @@ __all__ = [
     "parse_error",
     "parse_redirect",
     "redirect_from_error",
+    "with_node",
 ]
 
 _ErrorClass = type[rx.RedisError]
@@ -52,3 +53,12 @@ def parse_error(message: str) -> rx.RedisError:
         return _redis_parse_error(message)
     except (ValueError, TypeError, IndexError):
         return rx.ResponseError(message)
+
+
+def with_node(error: rx.RedisError, command: str, address: str) -> rx.RedisError:
+    """Re-create a handshake error of the same class with the node and command named."""
+    message = f"{error} ({command} on {address})"
+    try:
+        return type(error)(message, status_code=getattr(error, "status_code", None))
+    except (TypeError, ValueError):
+        return error

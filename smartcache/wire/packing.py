@@ -22,7 +22,7 @@ from redis.connection import Connection as _RedisPyConnection
 from smartcache.core.slots import key_slot
 from smartcache.wire.settings import ConnectionSettings
 
-__all__ = ["pack_command", "pack_commands", "packer_for", "slot_function"]
+__all__ = ["Undecoded", "pack_command", "pack_commands", "packer_for", "slot_function"]
 
 Packer = Callable[[tuple[Any, ...]], bytes]
 _hiredis_pack: Final[Packer] = hiredis.pack_command
@@ -100,3 +100,14 @@ def slot_function(settings: ConnectionSettings) -> Callable[[Any], int]:
         return key_slot(packed[packed.index(b"\r\n") + 2 : -2])
 
     return slot_of
+
+
+class Undecoded(tuple):  # type: ignore[type-arg]
+    """A command (its arguments) whose reply is read as bytes even with ``decode_responses``:
+    redis-py's ``NEVER_DECODE`` (DUMP, FUNCTION DUMP...) inside a pipeline batch.
+
+    The connections' ``execute_many`` and ``read_for`` see the mark; everything else
+    treats it as the plain tuple it is.
+    """
+
+    __slots__ = ()

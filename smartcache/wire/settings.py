@@ -20,7 +20,7 @@ from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_ur
 
 from smartcache.exceptions import ConfigurationError
 
-__all__ = ["ConnectionSettings"]
+__all__ = ["ConnectionSettings", "short_timeouts"]
 
 #: redis-py keyword arguments we accept and ignore: they tune redis-py's own machinery
 #: (its retry loop, its connection classes, its driver banner), which smartcache replaces.
@@ -311,3 +311,15 @@ def _apply_connection_class(value: Any, values: dict[str, Any]) -> None:
             f"connection_class={value.__name__} is not supported: smartcache uses its own "
             "connections (use ssl=True or unix_socket_path instead)"
         )
+
+
+def short_timeouts(settings: ConnectionSettings, connect: float, read: float) -> ConnectionSettings:
+    """``settings`` with connect/read timeouts capped at ``connect`` / ``read`` seconds."""
+    return settings.replace(
+        socket_timeout=_capped(settings.socket_timeout, read),
+        socket_connect_timeout=_capped(settings.socket_connect_timeout, connect),
+    )
+
+
+def _capped(value: float | None, limit: float) -> float:
+    return limit if value is None else min(value, limit)

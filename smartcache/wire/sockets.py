@@ -1,6 +1,6 @@
 """Opening sockets to a node: TCP (or Unix), socket options, TLS, kernel-level timeouts.
 
-Knows nothing of RESP; :mod:`smartcache.wire.connection` runs the protocol on top.
+Knows nothing of RESP; :mod:`smartcache.sync._connection` runs the protocol on top.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from smartcache.asyncio.client import AsyncSmartClient
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 
 __all__ = ["KINDS", "AsyncRunner", "SyncProxy", "make_client", "make_reference"]
 

@@ -12,8 +12,10 @@ import hiredis
 import redis
 import redis.exceptions as rx
 
-from smartcache._sentinel_state import SentinelState
-from smartcache.wire import Connection, ConnectionPool, ConnectionSettings
+from smartcache.sync._connection import Connection
+from smartcache.sync._pool import ConnectionPool
+from smartcache.sync._sentinel import SentinelState
+from smartcache.wire import ConnectionSettings
 
 Address = tuple[str, int]
 

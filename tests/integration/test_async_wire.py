@@ -18,10 +18,16 @@ import redis.exceptions as rx
 
 from smartcache.asyncio._connection import AsyncConnection, handshake_commands
 from smartcache.asyncio._pool import AsyncConnectionPool
-from smartcache.exceptions import ConfigurationError, SmartConnectionError, SmartTimeoutError
+from smartcache.exceptions import (
+    ConfigurationError,
+    PoolExhaustedError,
+    SmartConnectionError,
+    SmartTimeoutError,
+)
+from smartcache.sync._connection import Connection
 from smartcache.testing import Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
-from smartcache.wire import Connection, ConnectionSettings, PoolExhaustedError
+from smartcache.wire import ConnectionSettings
 from tests.integration.test_wire import tls_server  # noqa: F401  # a fixture
 
 pytestmark = pytest.mark.dropin

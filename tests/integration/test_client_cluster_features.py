@@ -11,7 +11,7 @@ import redis
 from redis.cluster import ClusterNode
 
 from smartcache import ClusterUnavailableError, ConfigurationError, key_slot
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from smartcache import CrossSlotError, NoReachableNodeError, key_slot
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 
 pytestmark = pytest.mark.dropin

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from smartcache import key_slot
-from smartcache.client import SmartClient
 from smartcache.exceptions import AmbiguousCommandError
+from smartcache.sync.client import SmartClient
 from smartcache.testing.pytest_plugin import TopologyFactory
 
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from smartcache import CrossSlotError, key_slot
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from smartcache import ConfigurationError, DurabilityError, NoReachableNodeError
-from smartcache.client import SmartClient
+from smartcache.sync.client import SmartClient
 from smartcache.testing import SentinelGroup, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 

@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from smartcache import key_slot
-from smartcache._pubsub import PubSub
-from smartcache.client import SmartClient
+from smartcache.sync._pubsub import PubSub
+from smartcache.sync.client import SmartClient
 from smartcache.testing import Cluster, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 

@@ -20,10 +20,11 @@ import redis
 import redis.exceptions as rx
 
 from smartcache import NoReachableNodeError
-from smartcache._sentinel_state import SentinelState
+from smartcache.sync._pool import ConnectionPool
+from smartcache.sync._sentinel import SentinelState
 from smartcache.testing import SentinelGroup
 from smartcache.testing.pytest_plugin import TopologyFactory
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.wire import ConnectionSettings
 from tests.integration._sentinel_helpers import (
     Changes,
     EventRecorder,

@@ -19,15 +19,17 @@ from typing import Any
 import pytest
 import redis.exceptions as rx
 
-from smartcache.exceptions import SmartConnectionError, SmartTimeoutError, TopologyError
-from smartcache.testing import ServerBinary, Standalone
-from smartcache.wire import (
-    Connection,
-    ConnectionPool,
-    ConnectionSettings,
+from smartcache.exceptions import (
     PoolExhaustedError,
+    SmartConnectionError,
+    SmartTimeoutError,
+    TopologyError,
 )
-from smartcache.wire import connection as connection_module
+from smartcache.sync import _connection as connection_module
+from smartcache.sync._connection import Connection
+from smartcache.sync._pool import ConnectionPool
+from smartcache.testing import ServerBinary, Standalone
+from smartcache.wire import ConnectionSettings
 
 pytestmark = pytest.mark.dropin
 

@@ -6,6 +6,8 @@ import smartcache.testing
 
 def test_public_names_are_pinned() -> None:
     assert set(smartcache.__all__) == {
+        "AsyncSmartClient",
+        "PoolExhaustedError",
         "AmbiguousCommandError",
         "BloomGuard",
         "Cache",

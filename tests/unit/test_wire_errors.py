@@ -13,11 +13,10 @@ import redis.exceptions as rx
 from redis._parsers.base import BaseParser
 from redis.connection import SSLConnection
 
-from smartcache.exceptions import ConfigurationError, SmartConnectionError
+from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
+from smartcache.sync._pool import ConnectionPool
 from smartcache.wire import (
-    ConnectionPool,
     ConnectionSettings,
-    PoolExhaustedError,
     Redirect,
     pack_command,
     pack_commands,

@@ -13,21 +13,10 @@ import redis.exceptions as rx
 
 from smartcache.core.sentinel import SentinelAnswer, interpret_answer
 from smartcache.core.sentinel_flow import judge_role, sentinel_queries
-from smartcache.wire import Connection, ConnectionSettings
+from smartcache.sync._connection import Connection
+from smartcache.wire import ConnectionSettings
 
-__all__ = ["ask_replicas", "ask_sentinel", "role_refusal", "short_timeouts"]
-
-
-def short_timeouts(settings: ConnectionSettings, connect: float, read: float) -> ConnectionSettings:
-    """``settings`` with connect/read timeouts capped at ``connect`` / ``read`` seconds."""
-    return settings.replace(
-        socket_timeout=_capped(settings.socket_timeout, read),
-        socket_connect_timeout=_capped(settings.socket_connect_timeout, connect),
-    )
-
-
-def _capped(value: float | None, limit: float) -> float:
-    return limit if value is None else min(value, limit)
+__all__ = ["ask_replicas", "ask_sentinel", "role_refusal"]
 
 
 def ask_sentinel(settings: ConnectionSettings, service: str) -> SentinelAnswer:

@@ -3,7 +3,7 @@
 :class:`SentinelState` finds the primary of one service through its sentinels and confirms it
 with ``ROLE`` on the node itself, keeps one pool for it (swapped whole on a switch, the old
 pool closed so no connection to a demoted primary is reused) and pools for the usable
-replicas. Its watcher (:mod:`smartcache._sentinel_watch`) follows the sentinels' events: a
+replicas. Its watcher (:mod:`smartcache.sync._sentinel_watch`) follows the sentinels' events: a
 failover of our primary holds writes (:meth:`SentinelState.wait_until_writable`) until
 ``+switch-master`` (or an abort), so nothing is written to an old primary whose writes the
 failover will erase. What the replies and events mean is decided by the I/O-free
@@ -22,9 +22,6 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._sentinel_probe import ask_replicas, ask_sentinel, role_refusal, short_timeouts
-from smartcache._sentinel_replicas import ReplicaSet
-from smartcache._sentinel_watch import SentinelWatcher
 from smartcache.core.sentinel import (
     Address,
     FailoverState,
@@ -45,7 +42,12 @@ from smartcache.core.sentinel_flow import (
     replicas_flow,
 )
 from smartcache.exceptions import SmartConnectionError
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.sync._pool import ConnectionPool
+from smartcache.sync._sentinel_probe import ask_replicas, ask_sentinel, role_refusal
+from smartcache.sync._sentinel_replicas import ReplicaSet
+from smartcache.sync._sentinel_watch import SentinelWatcher
+from smartcache.wire import ConnectionSettings
+from smartcache.wire.settings import short_timeouts
 
 __all__ = ["Listener", "SentinelState"]
 

@@ -1,6 +1,6 @@
 """The Sentinel watcher: one daemon thread subscribed to every known sentinel.
 
-It feeds each event to its :class:`~smartcache._sentinel_state.SentinelState` (which runs
+It feeds each event to its :class:`~smartcache.sync._sentinel.SentinelState` (which runs
 the failover state machine and follows ``+switch-master``), resubscribes to a sentinel that
 went away with a bounded backoff, PINGs its subscriptions and asks the state to re-check the
 primary every ``check_interval``.
@@ -37,10 +37,11 @@ from smartcache.core.sentinel import (
 )
 from smartcache.core.sentinel_flow import subscribed_all
 from smartcache.exceptions import SmartConnectionError
-from smartcache.wire import Connection, ConnectionSettings
+from smartcache.sync._connection import Connection
+from smartcache.wire import ConnectionSettings
 
 if TYPE_CHECKING:
-    from smartcache._sentinel_state import SentinelState
+    from smartcache.sync._sentinel import SentinelState
 
 __all__ = ["SentinelWatcher"]
 

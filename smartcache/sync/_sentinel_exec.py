@@ -15,8 +15,6 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._router import blocking_round_trip
-from smartcache._sentinel_state import SentinelState
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Outcome, Sleep
 from smartcache.core.retry import RetryPolicy
@@ -26,7 +24,9 @@ from smartcache.core.sentinel_command import (
     WaitWritable,
     sentinel_command_flow,
 )
-from smartcache.wire import ConnectionPool
+from smartcache.sync._cluster import blocking_round_trip
+from smartcache.sync._pool import ConnectionPool
+from smartcache.sync._sentinel import SentinelState
 
 __all__ = ["SentinelExecutor"]
 

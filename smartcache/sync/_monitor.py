@@ -14,7 +14,7 @@ from typing import Any
 
 import redis.client
 
-from smartcache.wire import Connection
+from smartcache.sync._connection import Connection
 
 __all__ = ["Monitor"]
 

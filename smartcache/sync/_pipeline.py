@@ -55,10 +55,12 @@ from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
 from smartcache.core.retry import request_written
-from smartcache.wire import Connection, ConnectionPool, Undecoded
+from smartcache.sync._connection import Connection
+from smartcache.sync._pool import ConnectionPool
+from smartcache.wire import Undecoded
 
 if TYPE_CHECKING:
-    from smartcache.client import SmartClient
+    from smartcache.sync.client import SmartClient
 
 __all__ = ["Pipeline"]
 

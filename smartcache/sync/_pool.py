@@ -15,11 +15,11 @@ import time
 from collections import deque
 from typing import Any
 
-from smartcache.exceptions import ConfigurationError, SmartConnectionError
-from smartcache.wire.connection import Connection, current_pid
+from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
+from smartcache.sync._connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
-__all__ = ["ConnectionPool", "PoolExhaustedError", "SingleConnectionPool"]
+__all__ = ["ConnectionPool", "SingleConnectionPool"]
 
 # Guards the one-time reset of a pool in a forked child. Re-created in every child, so
 # it can never be inherited in a locked state from a parent thread.
@@ -32,14 +32,6 @@ def _reinit_fork_lock() -> None:
 
 
 os.register_at_fork(after_in_child=_reinit_fork_lock)
-
-
-class PoolExhaustedError(SmartConnectionError):
-    """Every connection of the pool stayed in use for the whole wait.
-
-    A :class:`~smartcache.exceptions.SmartConnectionError`, so also a
-    ``redis.exceptions.ConnectionError``, as redis-py raises for a full pool.
-    """
 
 
 class ConnectionPool:

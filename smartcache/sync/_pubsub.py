@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
     from redis._parsers.encoders import Encoder
 
-    from smartcache.client import SmartClient
-    from smartcache.wire import Connection
+    from smartcache.sync._connection import Connection
+    from smartcache.sync.client import SmartClient
 
 __all__ = ["PubSub"]
 

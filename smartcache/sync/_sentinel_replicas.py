@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable, Sequence
 
 from smartcache.core.sentinel import Address, format_address
-from smartcache.wire import ConnectionPool, ConnectionSettings
+from smartcache.sync._pool import ConnectionPool
+from smartcache.wire import ConnectionSettings
 
 __all__ = ["ReplicaSet"]
 

@@ -29,9 +29,9 @@ import hiredis
 import redis.exceptions as rx
 
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
-from smartcache.wire.errors import parse_error
+from smartcache.wire.errors import parse_error, with_node
 from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import pack_command, packer_for
+from smartcache.wire.packing import Undecoded, pack_command, packer_for
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import open_socket, set_timeout
 
@@ -60,17 +60,6 @@ def current_pid() -> int:
 
 #: A pooled connection idle longer than this is polled for a server-side close before reuse.
 STALE_CHECK_AFTER: Final = 1.0
-
-
-class Undecoded(tuple):  # type: ignore[type-arg]
-    """A command (its arguments) whose reply is read as bytes even with ``decode_responses``:
-    redis-py's ``NEVER_DECODE`` (DUMP, FUNCTION DUMP...) inside a pipeline batch.
-
-    ``execute_many`` and :meth:`Connection.read_for` see the mark; everything else treats it
-    as the plain tuple it is.
-    """
-
-    __slots__ = ()
 
 
 class Connection:
@@ -199,7 +188,7 @@ class Connection:
         replies = self.execute_many(commands)
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(reply, _RedisError):
-                raise _with_node(reply, command[0], self.address)
+                raise with_node(reply, command[0], self.address)
         if self.settings.resp_version == 3:
             self.handshake_metadata = replies[0]
 
@@ -472,12 +461,3 @@ class Connection:
         if sock is not None:
             with contextlib.suppress(OSError):
                 os.close(sock.detach())
-
-
-def _with_node(error: rx.RedisError, command: str, address: str) -> rx.RedisError:
-    """Re-create a handshake error of the same class with the node and command named."""
-    message = f"{error} ({command} on {address})"
-    try:
-        return type(error)(message, status_code=getattr(error, "status_code", None))
-    except (TypeError, ValueError):
-        return error

@@ -1,0 +1,811 @@
+"""SmartClient: redis-py's command API over our own lean execution path, routed by itself.
+
+The command methods (``get``, ``hset``, ``xadd``, ...) come from redis-py's mixins, so their
+signatures and return types are redis-py's; every one ends in :meth:`execute_command`,
+which is ours. On a standalone server that is one pool, one pack, one write, one parse. On
+a cluster it computes the slot, picks the node from the slot map, and follows the core's
+decisions on redirects and failures (:mod:`smartcache.core.retry`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import redis.exceptions as rx
+from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
+from redis.commands.helpers import list_or_args
+from redis.lock import Lock
+
+from smartcache._client_common import BLOCKING as _BLOCKING
+from smartcache._client_common import ClientCommon, sentinel_url_kwargs
+from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache._redis_surface import (
+    SETTINGS_FIELDS,
+    ClusterManagement,
+    RedisSurface,
+    take_over_pool,
+)
+from smartcache._scripts import PipelineAwareScript
+from smartcache.core.commands import (
+    CommandTable,
+    normalize_command,
+)
+from smartcache.core.fanout import parse_each
+from smartcache.core.flow import (
+    Attempt,
+    IsSuspect,
+    Outcome,
+    Sleep,
+    command_name,
+    keyed_flow,
+)
+from smartcache.core.retry import (
+    RetryPolicy,
+    is_network_failure,
+    request_written,
+)
+from smartcache.core.scan import first_step, next_step
+from smartcache.core.sentinel_command import SendCommand
+from smartcache.core.slotmap import parse_address
+from smartcache.exceptions import (
+    ClusterUnavailableError,
+    ConfigurationError,
+    DurabilityError,
+    NoReachableNodeError,
+)
+from smartcache.sync._cluster import ClusterRouter, ClusterState, blocking_round_trip
+from smartcache.sync._connection import Connection
+from smartcache.sync._monitor import Monitor
+from smartcache.sync._pipeline import Pipeline
+from smartcache.sync._pool import ConnectionPool, SingleConnectionPool
+from smartcache.sync._pubsub import PubSub
+from smartcache.sync._sentinel import SentinelState
+from smartcache.sync._sentinel_exec import SentinelExecutor
+from smartcache.wire import ConnectionSettings
+
+__all__ = ["SmartClient"]
+
+_NEVER_DECODE = "NEVER_DECODE"
+_EMPTY_RESPONSE = "EMPTY_RESPONSE"
+
+
+class SmartClient(
+    ClientCommon,
+    RedisSurface,
+    ClusterNodesMixin,
+    ClusterManagement,
+    RedisModuleCommands,
+    CoreCommands,
+    SentinelCommands,
+):
+    """A drop-in ``redis.Redis`` that also speaks Redis Cluster, routing by itself.
+
+    Construct it as you would ``redis.Redis`` (``host=``, ``port=``, ``db=``, ``password=``,
+    ``decode_responses=``, ``protocol=``, ``ssl=``...), with ``SmartClient.from_url(...)``,
+    with ``startup_nodes=[(host, port), ...]`` for a cluster, or with a redis-py
+    ``connection_pool=`` whose settings it takes over. Whether the server is a cluster is
+    detected from the first node that answers (``INFO cluster``), at construction: a server
+    that refuses the credentials raises ``redis.exceptions.AuthenticationError`` here.
+    ``single_connection_client=True`` sends every command over one connection (on a
+    standalone server, as redis-py; :attr:`connection` is that connection).
+
+    ``wait_replicas=N`` (with ``wait_timeout_ms=``) follows every write with ``WAIT`` and
+    raises :class:`~smartcache.exceptions.DurabilityError` when fewer replicas acknowledged;
+    ``wait_aof=True`` uses ``WAITAOF 0 N`` instead (replicas fsynced their AOF; needs
+    Redis >= 7.2 or Valkey >= 8 with ``appendonly yes`` on the replicas).
+
+    ``retry``: a :class:`~smartcache.core.retry.RetryPolicy` (bounded attempts and deadline,
+    backoff with jitter); ``retry_non_idempotent=True`` re-sends commands such as INCR after
+    a connection loss that leaves their outcome unknown (default: raise
+    :class:`~smartcache.exceptions.AmbiguousCommandError`).
+    """
+
+    # Selects the synchronous overloads of redis-py's typed command mixins.
+    _is_async_client: Literal[False] = False
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        *,
+        startup_nodes: Sequence[tuple[str, int]] | None = None,
+        connection_pool: Any = None,
+        cluster: bool | None = None,
+        retry_policy: RetryPolicy | None = None,
+        retry_non_idempotent: bool = False,
+        max_connections: int | None = None,
+        pool_timeout: float | None = None,
+        read_from: str = "primary",
+        read_from_replicas: bool = False,
+        refresh_interval: float | None = 30.0,
+        sentinels: Sequence[tuple[str, int]] | None = None,
+        service_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+        wait_aof: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if read_from_replicas and read_from == "primary":
+            read_from = "replica_preferred"  # redis-py RedisCluster's spelling
+        if refresh_interval is not None and refresh_interval <= 0:
+            raise ConfigurationError(
+                f"refresh_interval={refresh_interval!r}: give seconds > 0, or None for no "
+                "periodic refresh"
+            )
+        self._refresh_interval = refresh_interval
+        self._refresher: _PeriodicRefresh | None = None
+        self.single_connection_client = self._check_single_connection(kwargs)
+        #: held while a command uses the one connection (redis-py's attribute of this name)
+        self.single_connection_lock = threading.RLock()
+        if connection_pool is not None:
+            kwargs, pool_limit = take_over_pool(connection_pool, kwargs, SETTINGS_FIELDS)
+            if max_connections is None:
+                max_connections = pool_limit
+            host = kwargs.pop("host", host)
+            port = kwargs.pop("port", port)
+        self._init_common(
+            host,
+            port,
+            kwargs,
+            startup_nodes=startup_nodes,
+            retry_policy=retry_policy,
+            retry_non_idempotent=retry_non_idempotent,
+            read_from=read_from,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+            sentinels=sentinels,
+            service_name=service_name,
+            sentinel_kwargs=sentinel_kwargs,
+        )
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
+        self._startup = [(str(h), int(p)) for h, p in nodes]
+        self._cluster: ClusterState | None = None
+        self._router: ClusterRouter | None = None
+        self._pool: ConnectionPool | None = None
+        self._sentinel: SentinelState | None = None
+        self._sentinel_exec: SentinelExecutor | None = None
+        self._closed = False
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._wait_aof = wait_aof
+        if wait_replicas and startup_nodes:
+            raise ConfigurationError(
+                "wait_replicas= is supported on a standalone server and with Sentinel, "
+                "not (yet) on a cluster"
+            )
+        if sentinels is not None:
+            self._start_sentinel(
+                sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
+            )
+            return
+        self._detect(cluster)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_pool(cls, connection_pool: Any) -> SmartClient:
+        """A client with the settings of a redis-py ``connection_pool`` (as
+        ``redis.Redis.from_pool``); smartcache opens its own connections."""
+        return cls(connection_pool=connection_pool)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> SmartClient:
+        """Build from ``redis://[[user]:pass@]host[:port][/db]``, ``rediss://...`` or
+        ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
+        sentinel = sentinel_url_kwargs(url, kwargs)
+        if sentinel is not None:
+            return cls(**sentinel)
+        settings = ConnectionSettings.from_url(url)
+        values = settings.to_redis_kwargs()
+        values.update(kwargs)
+        return cls(**values)
+
+    def _new_pool(self, settings: ConnectionSettings) -> ConnectionPool:
+        return ConnectionPool(
+            settings, max_connections=self._max_connections, timeout=self._pool_timeout
+        )
+
+    def _start_sentinel(
+        self,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str | None,
+        sentinel_kwargs: dict[str, Any] | None,
+        wait_replicas: int,
+        wait_timeout_ms: int,
+    ) -> None:
+        assert service_name is not None  # checked by _init_common
+        addresses = [(str(h), int(p)) for h, p in sentinels]
+        state = SentinelState(
+            addresses,
+            service_name,
+            self._settings,
+            self._sentinel_settings(sentinel_kwargs),
+            self._new_pool,
+        )
+        try:
+            state.discover()
+            state.start_watcher()
+        except BaseException:
+            state.close()
+            raise
+        self._sentinel = state
+        self._sentinel_exec = SentinelExecutor(
+            state,
+            self.retry_policy,
+            self._table,
+            read_from=self.read_from,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+            wait_aof=self._wait_aof,
+        )
+
+    def _detect(self, cluster: bool | None) -> None:
+        errors: list[str] = []
+        tried: list[str] = []
+        for host, port in self._startup:
+            settings = self._settings.with_address(host, port)
+            pool = self._new_pool(settings)
+            tried.append(f"{host}:{port}")
+            try:
+                if cluster is None:
+                    conn = pool.get()
+                    try:
+                        info = conn.execute("INFO", "cluster")
+                    finally:
+                        pool.release(conn)
+                    text = info.decode() if isinstance(info, bytes) else str(info)
+                    is_cluster = "cluster_enabled:1" in text
+                else:
+                    is_cluster = cluster
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                pool.close()
+                if not is_network_failure(exc):
+                    raise  # credentials refused: every other node would refuse them too
+                errors.append(f"{host}:{port}: {exc}")
+                continue
+            if is_cluster:
+                pool.close()
+                self._cluster = ClusterState(settings, self._startup, pool_factory=self._new_pool)
+                self._cluster.refresh(force=True)
+                self._router = ClusterRouter(self._cluster, self.retry_policy, self.read_from)
+                if self._refresh_interval is not None:
+                    self._refresher = _PeriodicRefresh(self._cluster, self._refresh_interval)
+            elif self.single_connection_client:
+                pool.close()
+                self._pool = self._single_pool(settings)
+            else:
+                self._pool = pool
+            return
+        raise NoReachableNodeError(
+            f"none of the startup nodes answered: {'; '.join(errors)}", addresses=tried
+        )
+
+    # -- redis-py surface -------------------------------------------------------------
+    @property
+    def connection_pool(self) -> ConnectionPool:
+        """The pool of the standalone server (on a cluster: of the first primary)."""
+        if self._pool is not None:
+            return self._pool
+        if self._sentinel is not None:
+            return self._sentinel.primary_pool()
+        assert self._cluster is not None and self._cluster.slot_map is not None
+        return self._cluster.pool(self._cluster.slot_map.primaries[0])
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        """A pipeline (``transaction=True``: MULTI/EXEC, keys on one slot on a cluster)."""
+        return Pipeline(self, transaction, shard_hint)
+
+    def pubsub(self, **kwargs: Any) -> PubSub:
+        """A PubSub object (as ``redis.Redis.pubsub``); SSUBSCRIBE is routed by slot."""
+        return PubSub(self, **kwargs)
+
+    def register_script(self, script: Any) -> PipelineAwareScript:
+        """A callable Lua script (as redis-py's), which smartcache pipelines preload."""
+        return PipelineAwareScript(self, script)  # type: ignore[arg-type]  # drop-in client
+
+    def transaction(self, func: Any, *watches: Any, **kwargs: Any) -> Any:
+        """Run ``func(pipe)`` under WATCH ``watches`` until EXEC succeeds (as redis-py)."""
+        shard_hint = kwargs.pop("shard_hint", None)
+        value_from_callable = kwargs.pop("value_from_callable", False)
+        watch_delay = kwargs.pop("watch_delay", None)
+        with self.pipeline(True, shard_hint) as pipe:
+            while True:
+                try:
+                    if watches:
+                        pipe.watch(*watches)
+                    func_value = func(pipe)
+                    exec_value = pipe.execute()
+                    return func_value if value_from_callable else exec_value
+                except rx.WatchError:
+                    if watch_delay is not None and watch_delay > 0:
+                        time.sleep(watch_delay)
+                    continue
+
+    def lock(  # noqa: PLR0917 - redis.Redis.lock's signature
+        self,
+        name: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        lock_class: Any = None,
+        thread_local: bool = True,
+        raise_on_release_error: bool = True,
+    ) -> Any:
+        """A ``redis.lock.Lock`` on this client (as ``redis.Redis.lock``)."""
+        if lock_class is None:
+            lock_class = Lock
+        return lock_class(
+            self,
+            name,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+            thread_local=thread_local,
+            raise_on_release_error=raise_on_release_error,
+        )
+
+    def client(self) -> SmartClient:
+        """A client sharing nothing mutable with this one but its settings (as redis-py)."""
+        return self
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self._cluster else "standalone"
+        return f"<SmartClient {kind} {self._settings!r}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection (on a server or cluster the client stays usable; a
+        Sentinel client stops following the sentinels)."""
+        self._closed = True
+        if self._refresher is not None:
+            self._refresher.stop()
+        self._drop_connections()
+        if self._sentinel is not None:
+            self._sentinel.close()
+
+    def disconnect_connection_pools(self) -> None:
+        """Close every pooled connection, as ``RedisCluster.disconnect_connection_pools``;
+        the client stays usable and reconnects on the next command."""
+        self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        if self._pool is not None:
+            # As redis-py: the connections go; the client reconnects if used again.
+            old, self._pool = self._pool, self._pool_like(self._pool)
+            old.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            if self._cluster.slot_map is not None:
+                self._cluster.install(self._cluster.slot_map, ())
+
+    def _single_pool(self, settings: ConnectionSettings) -> SingleConnectionPool:
+        return SingleConnectionPool(settings, self.single_connection_lock)
+
+    def _pool_like(self, pool: ConnectionPool) -> ConnectionPool:
+        """A fresh, empty pool of the same kind as ``pool``."""
+        if isinstance(pool, SingleConnectionPool):
+            return self._single_pool(pool.settings)
+        return self._new_pool(pool.settings)
+
+    @property
+    def connection(self) -> Connection | None:
+        """The one connection of ``single_connection_client=True`` on a standalone server
+        (as ``redis.Redis.connection``); ``None`` otherwise."""
+        pool = self._pool
+        return pool.connection if isinstance(pool, SingleConnectionPool) else None
+
+    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
+        """Read one reply from ``connection`` and apply ``command_name``'s response
+        callback, as ``redis.Redis.parse_response`` (``EMPTY_RESPONSE`` and
+        ``NEVER_DECODE`` included). ``connection``: this client's (:attr:`connection`,
+        ``connection_pool.get_connection()``) or a redis-py one."""
+        try:
+            if _NEVER_DECODE in options:
+                response = connection.read_response(disable_decoding=True)
+            else:
+                response = connection.read_response()
+        except rx.ResponseError:
+            if _EMPTY_RESPONSE in options:
+                return options[_EMPTY_RESPONSE]
+            raise
+        return self._parsed(command_name, response, options)
+
+    def monitor(self, target_node: Any = None) -> Monitor:
+        """A ``redis.client.Monitor`` on a connection of its own (as ``redis.Redis.monitor``;
+        on a cluster, as ``RedisCluster.monitor``: ``target_node``, else any primary)."""
+        address = None if target_node is None else str(getattr(target_node, "name", target_node))
+        return Monitor(lambda: self._new_dedicated_connection(address), self._encoder)
+
+    def get_cache(self) -> None:
+        """``None``: smartcache has no client-side cache (``cache=`` is refused), as
+        ``redis.Redis.get_cache`` without one."""
+        return
+
+    def keyspace_notifications(
+        self, key_prefix: str | bytes | None = None, ignore_subscribe_messages: bool = True
+    ) -> Any:
+        """redis-py's ``KeyspaceNotifications`` on this client's pub/sub (as
+        ``redis.Redis.keyspace_notifications``; a standalone server or Sentinel)."""
+        if self._cluster is not None:
+            raise NotImplementedError(
+                "keyspace notifications on a cluster need one subscription per primary "
+                "(redis-py's ClusterKeyspaceNotifications); smartcache does not offer it yet"
+            )
+        from redis.keyspace_notifications import KeyspaceNotifications  # noqa: PLC0415
+
+        return KeyspaceNotifications(
+            self,  # type: ignore[arg-type]  # drop-in client
+            key_prefix=key_prefix,
+            ignore_subscribe_messages=ignore_subscribe_messages,
+        )
+
+    # -- execution ----------------------------------------------------------------------
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        """Send one command, routed by its keys, and return its parsed reply."""
+        if options:
+            options.pop("keys", None)  # redis-py's client-side-cache hint
+            if options:
+                return self._execute_slow(args, options)
+        name = args[0]
+        pool = self._pool
+        if pool is not None:
+            if (
+                type(name) is str
+                and " " not in name
+                and name not in _BLOCKING
+                and not self._wait[0]
+            ):
+                reply = self._standalone_round_trip(pool, args)
+                callback = self.response_callbacks.get(name)
+                return callback(reply) if callback is not None else reply
+            return self._execute_slow(args, options)
+        router = self._router
+        if router is None:  # Sentinel
+            return self._execute_slow(args, options)
+        fast = router.single_key.get(name)
+        if fast is None or len(args) <= fast[0]:
+            return self._execute_slow(args, options)
+        # Cluster fast path: one key at a known position, no option, no pending refresh;
+        # the node is the general path's choice (primary, or a replica for reads).
+        state = self._cluster
+        assert state is not None
+        slot = state.slot_of(args[fast[0]])
+        pool = state.pool_for(slot, fast[1])
+        if pool is None or state.refresh_pending or state.suspects:
+            reply = router.keyed(args, router.table.lookup(args), slot)
+        else:
+            conn = pool.get()
+            try:
+                reply = conn.execute(*args)
+            except rx.ResponseError as exc:
+                pool.release(conn)
+                first = Outcome(error=exc, sent=True, address=pool.settings.address)
+                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                pool.release(conn)
+                sent = request_written(exc)
+                first = Outcome(error=exc, sent=sent, address=pool.settings.address)
+                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
+            except BaseException:
+                pool.release(conn)  # bad arguments (DataError), interrupts
+                raise
+            else:
+                pool.release(conn)
+        callback = self.response_callbacks.get(name)
+        return callback(reply) if callback is not None else reply
+
+    def _standalone_round_trip(
+        self, pool: ConnectionPool, args: tuple[Any, ...], blocking: bool = False
+    ) -> Any:
+        """One command on the one server; a failure goes to the retry flow every path uses
+        (:func:`~smartcache.core.flow.keyed_flow`: MASTERDOWN waits; READONLY, WRONGTYPE...
+        raise at once; a lost connection is retried only where that is safe)."""
+        conn = pool.get()
+        try:
+            if blocking:
+                reply = blocking_round_trip(conn, args)
+                if isinstance(reply, rx.RedisError):
+                    raise reply
+            else:
+                reply = conn.execute(*args)
+        except rx.ResponseError as exc:
+            pool.release(conn)
+            first = Outcome(error=exc, sent=True, address=pool.settings.address)
+            return self._standalone_flow(pool, args, first, blocking)
+        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+            pool.release(conn)
+            sent = request_written(exc)
+            first = Outcome(error=exc, sent=sent, address=pool.settings.address)
+            return self._standalone_flow(pool, args, first, blocking)
+        except BaseException:
+            pool.release(conn)  # bad arguments (DataError), interrupts
+            raise
+        pool.release(conn)
+        return reply
+
+    def _standalone_flow(
+        self, pool: ConnectionPool, args: tuple[Any, ...], first: Outcome, blocking: bool
+    ) -> Any:
+        """Drive the core's command flow on the one server, from the failure ``first``."""
+        flow = keyed_flow(
+            args,
+            self._table.lookup(args),
+            0,
+            policy=self.retry_policy,
+            read_from="primary",
+            clock=time.monotonic,
+            first=first,
+            reroutable=False,  # one fixed server: a retry reaches the same node
+        )
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                result = None
+                if isinstance(effect, Attempt):
+                    result = _attempt_standalone(pool, args, blocking)
+                elif isinstance(effect, IsSuspect):
+                    result = False
+                elif isinstance(effect, Sleep):
+                    time.sleep(effect.seconds)
+        except StopIteration as done:
+            return done.value
+
+    def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        command_name = args[0]
+        args = normalize_command(args)
+        empty = options.pop(_EMPTY_RESPONSE, _MISSING)
+        undecoded = _NEVER_DECODE in options and self._settings.decode_responses
+        options.pop(_NEVER_DECODE, None)
+        options.pop("keys", None)
+        target_nodes = options.pop("target_nodes", None)
+        try:
+            if undecoded:
+                reply = self._execute_undecoded(args, target_nodes)
+            else:
+                reply = self._execute_routed(args, target_nodes)
+        except rx.ResponseError:
+            if empty is not _MISSING:
+                return empty
+            raise
+        return parse_each(reply, self.response_callbacks.get(command_name), options)
+
+    def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
+        """Run a normalised command on whatever topology this client talks to."""
+        if self._pool is not None:
+            if self._wait[0]:
+                spec = self._table.lookup(args)
+                if spec is None or spec.replicates:
+                    return self._write_and_wait(self._pool, args)
+            blocking = self._table.is_blocking(args)
+            return self._standalone_round_trip(self._pool, args, blocking)
+        if self._sentinel_exec is not None:
+            return self._sentinel_exec.execute(args)
+        assert self._router is not None
+        return self._router.execute(args, target_nodes)
+
+    def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
+        """A command whose reply must stay bytes (redis-py's NEVER_DECODE, e.g. DUMP)."""
+        if self._router is not None:
+            return self._router.execute(args, target_nodes, undecoded=True)
+        pool = self._single_node_pool()
+        assert pool is not None
+        conn = pool.get()
+        try:
+            reply = conn.execute_undecoded(*args)
+        finally:
+            pool.release(conn)
+        if isinstance(reply, rx.RedisError):
+            raise reply
+        return reply
+
+    def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
+        """A write followed by WAIT on the same connection, in one round trip."""
+        wanted, timeout_ms = self._wait
+        wait = SendCommand(wait_replicas=wanted, wait_timeout_ms=timeout_ms, aof=self._wait_aof)
+        conn = pool.get()
+        try:
+            reply, acked = conn.execute_many([args, wait.wait_command()])
+        finally:
+            pool.release(conn)
+        if isinstance(reply, rx.RedisError):
+            raise reply
+        if self._wait_aof and isinstance(acked, list):
+            acked = acked[1]
+        if isinstance(acked, rx.RedisError) or int(acked) < wanted:
+            name = command_name(args)
+            raise DurabilityError(
+                f"{name} was applied but reached only {acked} of {wanted} replica(s) within "
+                f"{timeout_ms} ms; it may be lost if the server fails now",
+                command=name,
+                replicas=0 if isinstance(acked, rx.RedisError) else int(acked),
+                wanted=wanted,
+            )
+        return reply
+
+    def _single_node_pool(self) -> ConnectionPool | None:
+        """The pool of the one node a non-cluster client talks to (None on a cluster)."""
+        if self._pool is not None:
+            return self._pool
+        if self._sentinel is not None:
+            return self._sentinel.primary_pool()
+        return None
+
+    @property
+    def _command_table(self) -> CommandTable:
+        """The command table in use (the server's own on a cluster)."""
+        if self._router is None:
+            return self._table
+        self._router.ensure_table()
+        return self._router.table
+
+    def _try_refresh(self) -> None:
+        """Refresh the slot map now (a no-op on a standalone server)."""
+        if self._router is not None:
+            self._router.try_refresh()
+
+    # -- dedicated connections (pub/sub, blocking commands) -------------------------------
+    def _address_for_slot(self, slot: int) -> str:
+        """Address of the primary serving ``slot`` (the standalone server's address)."""
+        single = self._single_node_pool()
+        if single is not None:
+            return single.settings.address
+        state = self._cluster
+        assert state is not None and state.slot_map is not None
+        address = state.slot_map.primary_for_slot(slot)
+        if address is None:
+            raise ClusterUnavailableError(f"slot {slot} is not served by any node", slot=slot)
+        return address
+
+    def _any_address(self) -> str:
+        """Address of some node that can serve keyless commands."""
+        single = self._single_node_pool()
+        if single is not None:
+            return single.settings.address
+        assert self._router is not None
+        return random.choice(self._router.primaries())
+
+    def _new_dedicated_connection(self, address: str | None = None) -> Connection:
+        """A new, unpooled connection to ``address`` (default: any node); caller closes it."""
+        address = address or self._any_address()
+        host, port = parse_address(address)
+        return Connection(self._settings.with_address(host, port))
+
+    # -- RedisCluster compatibility -----------------------------------------------------
+    def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
+        """MGET split by slot, as ``RedisCluster.mget_nonatomic``: the values in the order
+        of ``keys``, read by one MGET per slot (not atomic across slots; ``mget()`` refuses
+        keys on several slots)."""
+        command = ("MGET", *list_or_args(keys, args))
+        if self._router is None or len(command) == 1:
+            return self.mget(command[1:])
+        reply = self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
+
+    def mset_nonatomic(self, mapping: Mapping[Any, Any]) -> list[bool]:
+        """MSET split by slot, as ``RedisCluster.mset_nonatomic``: one MSET per slot, and
+        its result per slot (not atomic across slots; ``mset()`` refuses keys on several
+        slots). On a single server the one MSET's result."""
+        command = self._mset_args(mapping)
+        if len(command) == 1:
+            return []
+        if self._router is None:
+            return [self.mset(mapping)]
+        reply = self._router.execute(command, None, nonatomic=True)
+        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
+
+    def scan(
+        self,
+        cursor: int = 0,
+        match: Any = None,
+        count: int | None = None,
+        _type: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """SCAN, as ``redis.Redis.scan``. On a cluster (without ``target_nodes=``) the int
+        cursor runs over every primary in turn (:mod:`smartcache.core.scan`), so a loop
+        ``while cursor != 0`` visits every key, as on one server."""
+        router = self._router
+        if router is None or "target_nodes" in kwargs:
+            return super().scan(cursor, match, count, _type, **kwargs)
+        primaries = sorted(router.primaries())
+        step = first_step(cursor, len(primaries))
+        keys: list[Any] = []
+        while True:
+            reply_cursor, data = super().scan(
+                step.cursor, match, count, _type, target_nodes=[primaries[step.node]], **kwargs
+            )
+            keys.extend(data)
+            step = next_step(step, reply_cursor, len(primaries))
+            if step.done or step.cursor:  # finished, or a primary is part-way: hand back
+                return step.to_cursor(), keys
+
+    def scan_iter(
+        self, match: Any = None, count: int | None = None, _type: str | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Iterate over every key (on a cluster: of every primary), as redis-py does."""
+        if self._cluster is None:
+            yield from super().scan_iter(match=match, count=count, _type=_type, **kwargs)
+            return
+        assert self._router is not None
+        for address in self._router.primaries():
+            cursor = 0
+            first = True
+            while first or cursor != 0:
+                first = False
+                cursor, data = self.scan(
+                    cursor=cursor,
+                    match=match,
+                    count=count,
+                    _type=_type,
+                    target_nodes=[address],
+                    **kwargs,
+                )
+                yield from data
+
+
+class _PeriodicRefresh:
+    """Marks the slot map for refresh every ``interval`` seconds (a daemon thread).
+
+    It only sets a flag that the next command sees, so the refresh itself runs on a caller's
+    thread under the usual collapse and rate limit. Stopped by ``close()``.
+    """
+
+    def __init__(self, state: ClusterState, interval: float) -> None:
+        self._state = state
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="smartcache-cluster-refresh", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._state.refresh_pending = True
+
+    def stop(self) -> None:
+        """Stop the thread (idempotent)."""
+        self._stop.set()
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def _attempt_standalone(pool: ConnectionPool, args: tuple[Any, ...], blocking: bool) -> Outcome:
+    """One attempt of a command on a single server's pool, as the flow's :class:`Outcome`."""
+    address = pool.settings.address
+    conn = pool.get()
+    try:
+        reply = blocking_round_trip(conn, args) if blocking else conn.execute(*args)
+    except rx.ResponseError as exc:
+        return Outcome(error=exc, sent=True, address=address)
+    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+        return Outcome(error=exc, sent=request_written(exc), address=address)
+    finally:
+        pool.release(conn)
+    if isinstance(reply, rx.RedisError):
+        return Outcome(error=reply, sent=True, address=address)
+    return Outcome(reply=reply)
