@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
+from smartcache.core.flow import Attempt
 from smartcache.core.node_choice import choose_node, default_node
 from smartcache.core.refresh import AskTopology, Probe, refresh_flow
 from smartcache.core.slotmap import SlotMap, parse_address
@@ -141,6 +142,13 @@ class SlotRouting(Generic[P]):
             return (current.nodes[0] if current and current.nodes else self._startup[0]), 0
         self._default, self._default_memo = address, (current, address, slot)
         return address, slot
+
+    def attempt_pool(self, step: Attempt) -> P | None:
+        """The pool one attempt of the core's flow goes to: the node an ``ASK`` named, else
+        :meth:`pool_for` the attempt's slot (``None``: the slot is not served)."""
+        if step.asking is not None:
+            return self.pool(step.asking)
+        return self.pool_for(step.slot, step.replica)
 
     @property
     def pools(self) -> dict[str, P]:

@@ -36,6 +36,7 @@ from smartcache.core.flow import (
     Sleep,
     command_name,
     keyed_flow,
+    unserved,
 )
 from smartcache.core.refresh import AskTopology
 from smartcache.core.retry import RetryPolicy, request_written
@@ -272,39 +273,11 @@ class AsyncClusterRouter:
         self, args: tuple[Any, ...], step: Attempt, *, undecoded: bool = False
     ) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
-        state = self.state
-        slot, asking = step.slot, step.asking
-        if asking is not None:
-            pool = state.pool(asking)
-        else:
-            maybe = state.pool_for(slot, step.replica)
-            if maybe is None:
-                return Outcome(error=rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot}"))
-            pool = maybe
-        address = pool.settings.address
-        try:
-            if step.blocking or undecoded:
-                async with pool.dedicated() as conn:
-                    if asking is not None:
-                        await conn.execute("ASKING")
-                    if step.blocking:
-                        conn.settimeout(None)
-                    if undecoded:
-                        reply = await conn.execute_undecoded(*args)
-                    else:
-                        reply = await conn.execute(*args)
-            elif asking is not None:
-                replies = await pool.connection.execute_many([("ASKING",), args])
-                reply = replies[1]
-                if isinstance(reply, rx.RedisError):
-                    return Outcome(error=reply, sent=True, address=address)
-            else:
-                reply = await pool.connection.execute(*args)
-        except rx.ResponseError as exc:
-            return Outcome(error=exc, sent=True, address=address)
-        except _NET as exc:
-            return Outcome(error=exc, sent=request_written(exc), address=address)
-        return Outcome(reply=reply)
+        pool = self.state.attempt_pool(step)
+        if pool is None:
+            return unserved(step.slot)
+        asking = step.asking is not None
+        return await pool.attempt(args, asking=asking, blocking=step.blocking, undecoded=undecoded)
 
     async def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Send each node's parts as one contiguous batch, all nodes at once; parts that

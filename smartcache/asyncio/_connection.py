@@ -358,11 +358,13 @@ class AsyncConnection:
                 await self._create_transport(loop, proto)
         except TimeoutError:
             proto.abort("connect timed out")
-            raise SmartTimeoutError(f"timed out connecting to {address}", node=address) from None
+            raise SmartTimeoutError(
+                f"timed out connecting to {address}", node=address, request_sent=False
+            ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise SmartConnectionError(
-                f"cannot connect to {address}: {reason}", node=address
+                f"cannot connect to {address}: {reason}", node=address, request_sent=False
             ) from exc
         except BaseException:
             proto.abort("connect cancelled")
@@ -372,6 +374,10 @@ class AsyncConnection:
             await self._handshake(proto)
             if generation != self._generation:
                 raise SmartConnectionError(f"{address} was closed while connecting", node=address)
+        except SmartConnectionError as exc:
+            proto.abort("handshake failed")
+            exc.request_sent = False  # no caller's command was written on it yet
+            raise
         except BaseException:
             proto.abort("handshake failed")
             raise

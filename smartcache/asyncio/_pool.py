@@ -17,11 +17,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.exceptions as rx
+
 from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
+from smartcache.core.flow import Outcome
+from smartcache.core.retry import request_written
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
 __all__ = ["AsyncConnectionPool"]
+
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class AsyncConnectionPool:
@@ -187,6 +193,64 @@ class AsyncConnectionPool:
             yield conn
         finally:
             self.release(conn)
+
+    # -- one attempt of a command -------------------------------------------------------------
+
+    async def attempt(
+        self,
+        args: tuple[Any, ...],
+        *,
+        asking: bool = False,
+        blocking: bool = False,
+        undecoded: bool = False,
+        dedicated: bool = False,
+        then: tuple[Any, ...] | None = None,
+        then_timeout: float = 0.0,
+    ) -> Outcome:
+        """Send ``args`` once and say what happened, as the core's command flows take it
+        (:class:`~smartcache.core.flow.Outcome`). The twin of
+        :meth:`ConnectionPool.attempt <smartcache.sync._pool.ConnectionPool.attempt>`.
+
+        On the shared, auto-pipelined connection; on a dedicated one when the command
+        blocks (``blocking``: no read timeout), must be read undecoded (``undecoded``: the
+        shared reader must never meet a reply it cannot decode) or the caller asks
+        (``dedicated``: auto-pipelining off). ``asking``: prefixed by ``ASKING``.
+        ``then``: a command sent right behind it on the same (dedicated) connection
+        (``WAIT`` blocks the connection it runs on), the reply then being ``(reply, then's
+        reply)``, with the read timeout grown by ``then_timeout`` seconds.
+        """
+        address = self.settings.address
+        try:
+            if then is not None:
+                async with self.dedicated() as conn:
+                    timeout = conn.timeout
+                    if timeout is not None and then_timeout:
+                        conn.settimeout(timeout + then_timeout)
+                    reply, follow = await conn.execute_many([args, then])
+                    if isinstance(reply, rx.RedisError):
+                        return Outcome(error=reply, sent=True, address=address)
+                    return Outcome(reply=(reply, follow))
+            if blocking or undecoded or dedicated:
+                async with self.dedicated() as conn:
+                    if asking:
+                        await conn.execute("ASKING")
+                    if blocking:
+                        conn.settimeout(None)
+                    if undecoded:
+                        reply = await conn.execute_undecoded(*args)
+                    else:
+                        reply = await conn.execute(*args)
+            elif asking:
+                reply = (await self.connection.execute_many([("ASKING",), args]))[1]
+                if isinstance(reply, rx.RedisError):
+                    return Outcome(error=reply, sent=True, address=address)
+            else:
+                reply = await self.connection.execute(*args)
+        except rx.ResponseError as exc:
+            return Outcome(error=exc, sent=True, address=address)
+        except _NET as exc:
+            return Outcome(error=exc, sent=request_written(exc), address=address)
+        return Outcome(reply=reply)
 
     def _wake_one(self) -> None:
         waiters = self._waiters

@@ -12,13 +12,13 @@ the connection it runs on, and waits for that connection's writes only).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rx
 
-from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Outcome, Sleep
 from smartcache.core.retry import RetryPolicy, request_written
@@ -131,45 +131,12 @@ class AsyncSentinelExecutor:
         role = "replica" if pools else "primary"
         try:
             pool = random.choice(pools) if pools else await state.primary_pool()
-            if step.blocking or step.wait_replicas:
-                return await self._send_dedicated(pool, args, step, role)
-            conn = pool.connection
-            if not conn.is_connected:
-                await conn.connect()  # a failure here cannot have sent anything
         except rx.ResponseError as exc:  # e.g. the handshake was refused
             return Outcome(error=exc, address=role)
         except _NET as exc:
             return Outcome(error=exc, address=role)
-        try:
-            reply = await conn.execute(*args)
-        except rx.ResponseError as exc:
-            return Outcome(error=exc, sent=True, address=role)
-        except _NET as exc:
-            return Outcome(error=exc, sent=request_written(exc), address=role)
-        return Outcome(reply=reply)
-
-    async def _send_dedicated(
-        self, pool: AsyncConnectionPool, args: tuple[Any, ...], step: SendCommand, role: str
-    ) -> Outcome:
-        """A blocking command, or a write followed by ``WAIT``, on a connection of its own."""
-        conn = await pool.acquire_dedicated()  # its failures cannot have sent anything
-        try:
-            if step.blocking:
-                conn.settimeout(None)
-            if step.wait_replicas:
-                timeout = conn.timeout
-                if timeout is not None:
-                    conn.settimeout(timeout + step.wait_timeout_ms / 1000)
-                wait = step.wait_command()
-                reply, acked = await conn.execute_many([args, wait])
-                if isinstance(reply, rx.RedisError):
-                    return Outcome(error=reply, sent=True, address=role)
-                return Outcome(reply=(reply, acked))
-            reply = await conn.execute(*args)
-        except rx.ResponseError as exc:
-            return Outcome(error=exc, sent=True, address=role)
-        except _NET as exc:
-            return Outcome(error=exc, sent=request_written(exc), address=role)
-        finally:
-            pool.release(conn)
-        return Outcome(reply=reply)
+        wait = step.wait_command() if step.wait_replicas else None
+        outcome = await pool.attempt(
+            args, blocking=step.blocking, then=wait, then_timeout=step.wait_timeout_ms / 1000
+        )
+        return dataclasses.replace(outcome, address=role)

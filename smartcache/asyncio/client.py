@@ -633,27 +633,23 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
 async def _attempt_on(
     pool: AsyncConnectionPool, args: tuple[Any, ...], dedicated: bool, *, blocking: bool = False
 ) -> Outcome:
+    """One attempt on a single server: the pool's (``dedicated``: auto-pipelining off, or
+    a blocking command), except a blocking command of a ``single_connection_client``,
+    which waits on the one shared connection with no read timeout."""
+    if dedicated or not blocking:
+        return await pool.attempt(args, blocking=blocking, dedicated=dedicated)
     address = pool.settings.address
     try:
-        if dedicated:
-            async with pool.dedicated() as conn:
-                if args and str(args[0]).upper() in _BLOCKING:
-                    conn.settimeout(None)
-                reply = await conn.execute(*args)
-        elif blocking:  # single_connection_client: a blocking command on the one connection
-            shared = await pool.shared()
-            before = shared.timeout
-            shared.settimeout(None)  # commands queued before keep their timeout
-            pending = shared.execute(*args)
-            shared.settimeout(before)  # flushes it with none; later commands get theirs
-            reply = await pending
-        else:
-            reply = await pool.connection.execute(*args)
+        shared = await pool.shared()
+        before = shared.timeout
+        shared.settimeout(None)  # commands queued before keep their timeout
+        pending = shared.execute(*args)
+        shared.settimeout(before)  # flushes it with none; later commands get theirs
+        reply = await pending
     except rx.ResponseError as exc:
         return Outcome(error=exc, sent=True, address=address)
     except _NET as exc:
-        sent = request_written(exc)
-        return Outcome(error=exc, sent=sent, address=address)
+        return Outcome(error=exc, sent=request_written(exc), address=address)
     return Outcome(reply=reply)
 
 

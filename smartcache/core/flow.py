@@ -52,6 +52,7 @@ __all__ = [
     "command_error",
     "command_name",
     "keyed_flow",
+    "unserved",
 ]
 
 _REPLICA_TROUBLE = (rx.ConnectionError, rx.TimeoutError, OSError, rx.BusyLoadingError)
@@ -206,6 +207,12 @@ def keyed_flow(
                 yield RequestRefresh()
             yield Sleep(decision.delay)
         outcome = None
+
+
+def unserved(slot: int) -> Outcome:
+    """The outcome of an attempt on a slot no node serves (a hole in the slot map): the
+    ``CLUSTERDOWN`` a node would answer, so the flow backs off and refreshes."""
+    return Outcome(error=rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served"))
 
 
 def command_name(args: Sequence[Any]) -> str:

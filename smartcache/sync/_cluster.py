@@ -41,6 +41,7 @@ from smartcache.core.flow import (
     Sleep,
     command_name,
     keyed_flow,
+    unserved,
 )
 from smartcache.core.refresh import AskTopology
 from smartcache.core.retry import RetryPolicy
@@ -60,7 +61,7 @@ from smartcache.sync._connection import Connection
 from smartcache.sync._pool import ConnectionPool
 from smartcache.wire import ConnectionSettings
 
-__all__ = ["ClusterRouter", "ClusterState", "blocking_round_trip"]
+__all__ = ["ClusterRouter", "ClusterState"]
 
 _ERROR = rx.RedisError
 #: what RedisCluster merges when the caller names several nodes (the rest answer by node)
@@ -278,44 +279,11 @@ class ClusterRouter:
         undecoded: bool = False,
     ) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
-        slot, asking = step.slot, step.asking
-        if asking is not None:
-            pool = state.pool(asking)
-        else:
-            maybe = state.pool_for(slot, step.replica)
-            if maybe is None:
-                down = rx.ClusterDownError(f"CLUSTERDOWN Hash slot {slot} is not served")
-                return Outcome(error=down)
-            pool = maybe
-        conn = None
-        sent = False
-        try:
-            conn = pool.get()
-            if asking is not None and undecoded:
-                sent = True
-                conn.execute("ASKING")
-                reply = conn.execute_undecoded(*args)
-            elif asking is not None:
-                sent = True
-                reply = conn.execute_many([("ASKING",), args])[1]
-            elif step.blocking:
-                reply = blocking_round_trip(conn, args)
-                sent = True
-            elif undecoded:
-                sent = True
-                reply = conn.execute_undecoded(*args)
-            else:
-                conn.send_command(*args)
-                sent = True
-                reply = conn.read_raw()
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            return Outcome(error=exc, sent=sent, address=pool.settings.address)
-        finally:
-            if conn is not None:
-                pool.release(conn)
-        if isinstance(reply, _ERROR):
-            return Outcome(error=reply, sent=True, address=pool.settings.address)
-        return Outcome(reply=reply)
+        pool = state.attempt_pool(step)
+        if pool is None:
+            return unserved(step.slot)
+        asking = step.asking is not None
+        return pool.attempt(args, asking=asking, blocking=step.blocking, undecoded=undecoded)
 
     def try_refresh(self) -> None:
         """Refresh the slot map, keeping the old one if no node answers."""
@@ -422,12 +390,3 @@ class ClusterRouter:
             slot, part = parts[i]
             results[i] = self.keyed(part, self.table.lookup(part), slot)
         return results
-
-
-def blocking_round_trip(conn: Connection, args: tuple[Any, ...]) -> Any:
-    """Send a blocking command with no read timeout, then restore the socket timeout."""
-    conn.send_command(*args)
-    conn.settimeout(None)
-    reply = conn.read_raw()
-    conn.settimeout(conn.settings.socket_timeout)
-    return reply

@@ -355,6 +355,16 @@ class Connection:
             raise reply
         return reply
 
+    def execute_blocking(self, *args: Any) -> Any:
+        """Send a blocking command (BLPOP, XREAD BLOCK...) and wait for its reply with no
+        read timeout, then restore the socket timeout; an error reply is returned as an
+        exception instance."""
+        self.send_command(*args)
+        self.settimeout(None)
+        reply = self.read_raw()
+        self.settimeout(self.settings.socket_timeout)
+        return reply
+
     def execute_undecoded(self, *args: Any) -> Any:
         """Send one command and return its reply as bytes even with ``decode_responses``
         (redis-py's ``NEVER_DECODE``: DUMP and other binary replies); an error reply is

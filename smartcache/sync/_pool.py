@@ -15,11 +15,17 @@ import time
 from collections import deque
 from typing import Any
 
+import redis.exceptions as rx
+
+from smartcache.core.flow import Outcome
+from smartcache.core.retry import request_written
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.sync._connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
 __all__ = ["ConnectionPool", "SingleConnectionPool"]
+
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 # Guards the one-time reset of a pool in a forked child. Re-created in every child, so
 # it can never be inherited in a locked state from a parent thread.
@@ -211,6 +217,60 @@ class ConnectionPool:
                 return
         conn.close()
 
+    # -- one attempt of a command --------------------------------------------------------
+
+    def attempt(
+        self,
+        args: tuple[Any, ...],
+        *,
+        asking: bool = False,
+        blocking: bool = False,
+        undecoded: bool = False,
+        then: tuple[Any, ...] | None = None,
+        then_timeout: float = 0.0,
+    ) -> Outcome:
+        """Send ``args`` once on a connection of this pool and say what happened, as the
+        core's command flows take it (:class:`~smartcache.core.flow.Outcome`): the reply,
+        or the error with whether the request may have been written.
+
+        ``asking``: prefixed by ``ASKING`` (an ``ASK`` redirect). ``blocking``: no read
+        timeout (BLPOP...). ``undecoded``: the reply stays bytes (redis-py's
+        ``NEVER_DECODE``). ``then``: a command sent right behind it on the same
+        connection (``WAIT``), the reply then being ``(reply, then's reply)``, with the
+        read timeout grown by ``then_timeout`` seconds. The twin of
+        :meth:`AsyncConnectionPool.attempt
+        <smartcache.asyncio._pool.AsyncConnectionPool.attempt>`.
+        """
+        address = self.settings.address
+        try:
+            conn = self.get()
+        except _NET as exc:  # full pool, or connecting failed: nothing was written
+            return Outcome(error=exc, sent=False, address=address)
+        try:
+            if then is not None:
+                reply = _with_follower(conn, args, then, then_timeout)
+            elif asking and not undecoded:
+                reply = conn.execute_many([("ASKING",), args])[1]
+            else:
+                if asking:
+                    conn.execute("ASKING")
+                if blocking:
+                    reply = conn.execute_blocking(*args)
+                elif undecoded:
+                    reply = conn.execute_undecoded(*args)
+                else:
+                    conn.send_command(*args)
+                    reply = conn.read_raw()
+        except rx.ResponseError as exc:
+            return Outcome(error=exc, sent=True, address=address)
+        except _NET as exc:
+            return Outcome(error=exc, sent=request_written(exc), address=address)
+        finally:
+            self.release(conn)
+        if isinstance(reply, rx.RedisError):
+            return Outcome(error=reply, sent=True, address=address)
+        return Outcome(reply=reply)
+
     # -- shutdown -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -276,3 +336,18 @@ class SingleConnectionPool(ConnectionPool):
         """Close the connection and refuse new users."""
         self._closed = True
         self.connection.close()
+
+
+def _with_follower(
+    conn: Connection, args: tuple[Any, ...], then: tuple[Any, ...], extra: float
+) -> Any:
+    """``args`` then ``then`` in one write; ``(reply, then's reply)``, or the error reply."""
+    timeout = conn.settings.socket_timeout
+    if timeout is not None and extra:
+        conn.settimeout(timeout + extra)
+    try:
+        reply, follow = conn.execute_many([args, then])
+    finally:
+        if timeout is not None and extra and conn.is_connected:
+            conn.settimeout(timeout)
+    return reply if isinstance(reply, rx.RedisError) else (reply, follow)

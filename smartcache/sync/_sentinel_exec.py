@@ -9,6 +9,7 @@ sleep the backoff.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from typing import Any
@@ -24,7 +25,6 @@ from smartcache.core.sentinel_command import (
     WaitWritable,
     sentinel_command_flow,
 )
-from smartcache.sync._cluster import blocking_round_trip
 from smartcache.sync._pool import ConnectionPool
 from smartcache.sync._sentinel import SentinelState
 
@@ -99,27 +99,8 @@ class SentinelExecutor:
             pool = random.choice(pools) if pools else state.primary_pool()
         except _NET as exc:
             return Outcome(error=exc, address=role)
-        conn = None
-        sent = False
-        try:
-            conn = pool.get()
-            sent = conn.is_connected
-            if step.blocking:
-                reply = blocking_round_trip(conn, args)
-            elif step.wait_replicas:
-                reply, acked = conn.execute_many([args, step.wait_command()])
-                if not isinstance(reply, rx.RedisError):
-                    reply = (reply, acked)
-            else:
-                conn.send_command(*args)
-                sent = True
-                reply = conn.read_raw()
-            sent = True
-        except _NET as exc:
-            return Outcome(error=exc, sent=sent, address=role)
-        finally:
-            if conn is not None:
-                pool.release(conn)
-        if isinstance(reply, rx.RedisError):
-            return Outcome(error=reply, sent=True, address=role)
-        return Outcome(reply=reply)
+        wait = step.wait_command() if step.wait_replicas else None
+        outcome = pool.attempt(
+            args, blocking=step.blocking, then=wait, then_timeout=step.wait_timeout_ms / 1000
+        )
+        return dataclasses.replace(outcome, address=role)

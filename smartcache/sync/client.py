@@ -58,7 +58,7 @@ from smartcache.exceptions import (
     DurabilityError,
     NoReachableNodeError,
 )
-from smartcache.sync._cluster import ClusterRouter, ClusterState, blocking_round_trip
+from smartcache.sync._cluster import ClusterRouter, ClusterState
 from smartcache.sync._connection import Connection
 from smartcache.sync._monitor import Monitor
 from smartcache.sync._pipeline import Pipeline
@@ -521,7 +521,7 @@ class SmartClient(
         conn = pool.get()
         try:
             if blocking:
-                reply = blocking_round_trip(conn, args)
+                reply = conn.execute_blocking(*args)
                 if isinstance(reply, rx.RedisError):
                     raise reply
             else:
@@ -561,7 +561,7 @@ class SmartClient(
                 effect = flow.send(result)
                 result = None
                 if isinstance(effect, Attempt):
-                    result = _attempt_standalone(pool, args, blocking)
+                    result = pool.attempt(args, blocking=blocking)
                 elif isinstance(effect, IsSuspect):
                     result = False
                 elif isinstance(effect, Sleep):
@@ -792,20 +792,3 @@ class _Missing:
 
 
 _MISSING = _Missing()
-
-
-def _attempt_standalone(pool: ConnectionPool, args: tuple[Any, ...], blocking: bool) -> Outcome:
-    """One attempt of a command on a single server's pool, as the flow's :class:`Outcome`."""
-    address = pool.settings.address
-    conn = pool.get()
-    try:
-        reply = blocking_round_trip(conn, args) if blocking else conn.execute(*args)
-    except rx.ResponseError as exc:
-        return Outcome(error=exc, sent=True, address=address)
-    except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-        return Outcome(error=exc, sent=request_written(exc), address=address)
-    finally:
-        pool.release(conn)
-    if isinstance(reply, rx.RedisError):
-        return Outcome(error=reply, sent=True, address=address)
-    return Outcome(reply=reply)
