@@ -58,6 +58,7 @@ test-differential: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check smartcache tests benchmarks scripts
 	$(PY) -m ruff format --check smartcache tests benchmarks scripts
+	$(PY) scripts/unasync.py --check
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -99,7 +99,8 @@ def finish(label: str, proc: Any, junit: Path, log: Path | None) -> tuple[int, d
 
 
 def static_checks() -> list[str]:
-    """ruff (lint + format) and mypy --strict: part of the test run, so CI enforces them."""
+    """ruff (lint + format), mypy --strict and the generated sync twins (unasync --check):
+    part of the test run, so CI enforces them."""
     failed = []
     for label, cmd in (
         ("ruff", ["-m", "ruff", "check", "smartcache", "tests", "benchmarks", "scripts"]),
@@ -108,6 +109,7 @@ def static_checks() -> list[str]:
             ["-m", "ruff", "format", "--check", "smartcache", "tests", "benchmarks", "scripts"],
         ),
         ("mypy", ["-m", "mypy"]),
+        ("unasync --check", ["scripts/unasync.py", "--check"]),
     ):
         print(f"\n=== {label}", flush=True)
         if subprocess.call([sys.executable, *cmd], cwd=ROOT) != 0:

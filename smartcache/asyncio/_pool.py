@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -193,6 +193,21 @@ class AsyncConnectionPool:
             yield conn
         finally:
             self.release(conn)
+
+    # -- one command --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether a command can be queued at once: the pool is open and its shared
+        connection is connected (nothing to await before the command is queued)."""
+        shared = self._shared
+        return not self._closed and shared is not None and shared.is_connected
+
+    def execute(self, *args: Any) -> Awaitable[Any]:
+        """Send one command on the shared connection; await its reply (an error reply is
+        raised). Returns the connection's awaitable itself, so a hot path pays for no
+        extra coroutine."""
+        return self.connection.execute(*args)
 
     # -- one attempt of a command -------------------------------------------------------------
 

@@ -2,11 +2,12 @@
 
 The rules (hold writes during a failover, re-discover after READONLY or a lost primary,
 replica reads and their fallback, ``WAIT`` after writes, retries) are the core's
-:func:`~smartcache.core.sentinel_command.sentinel_command_flow`, the very flow the sync
-:class:`~smartcache.sync._sentinel_exec.SentinelExecutor` drives; this module only awaits what
-it asks for. Ordinary commands go over the primary's shared, auto-pipelined connection;
-blocking commands and writes followed by ``WAIT`` take a dedicated one (``WAIT`` blocks
-the connection it runs on, and waits for that connection's writes only).
+:func:`~smartcache.core.sentinel_command.sentinel_command_flow`; this module only does the
+I/O the flow asks for, each attempt through the pool's ``attempt()`` (blocking commands
+and writes followed by ``WAIT`` on a connection of their own: ``WAIT`` blocks the
+connection it runs on, and waits for that connection's writes only).
+
+``smartcache/sync/_sentinel_exec.py`` is generated from this file (``scripts/unasync.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class AsyncSentinelExecutor:
         self.wait_timeout_ms = wait_timeout_ms
         self.hold_timeout = hold_timeout
         self.wait_aof = wait_aof
-        # Every command goes to the primary's shared connection: try it before the flow.
+        # Every command goes to the primary: try it before the flow.
         self._fast = read_from == "primary" and not wait_replicas
 
     async def execute(self, args: tuple[Any, ...]) -> Any:
@@ -75,14 +76,13 @@ class AsyncSentinelExecutor:
             self._fast
             and pool is not None
             and state.writable
-            and not pool.closed
-            and pool.connection.is_connected
+            and pool.ready
             and not self.table.is_blocking(args)
         ):
             # The fast path: the flow's first attempt, made inline (nothing is awaited
             # between the writable check and queuing the command, so no hold is missed).
             try:
-                return await pool.connection.execute(*args)
+                return await pool.execute(*args)
             except rx.ResponseError as exc:
                 first = Outcome(error=exc, sent=True, address="primary")
             except _NET as exc:

@@ -217,6 +217,23 @@ class ConnectionPool:
                 return
         conn.close()
 
+    # -- one command ----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether a command can go at once (the twin's "connected"): the pool is open; a
+        pooled connection connects on its first use."""
+        return not self._closed
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command on a pooled connection and return its reply; an error reply
+        is raised. The hot path of a single server or a Sentinel primary."""
+        conn = self.get()
+        try:
+            return conn.execute(*args)
+        finally:
+            self.release(conn)
+
     # -- one attempt of a command --------------------------------------------------------
 
     def attempt(

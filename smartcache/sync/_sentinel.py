@@ -180,6 +180,16 @@ class SentinelState:
                 listener(kind, value)
 
     # -- the primary ------------------------------------------------------------------------
+    @property
+    def current_pool(self) -> ConnectionPool | None:
+        """The primary's pool as it stands (None before discovery): for hot paths."""
+        return self._primary_pool
+
+    @property
+    def writable(self) -> bool:
+        """True when no failover of the primary is reported (writes may go now)."""
+        return self._writable
+
     def primary_pool(self) -> ConnectionPool:
         """The pool of the current primary (discovered on first use)."""
         if self._watch_wanted and self._watcher is None:

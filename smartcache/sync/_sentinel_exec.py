@@ -1,10 +1,14 @@
+# Generated from smartcache/asyncio/_sentinel_exec.py by scripts/unasync.py: do not edit.
 """Running commands on a Sentinel-managed primary (and its replicas): the sync driver.
 
 The rules (hold writes during a failover, re-discover after READONLY or a lost primary,
 replica reads and their fallback, ``WAIT`` after writes, retries) are the core's
-:func:`~smartcache.core.sentinel_command.sentinel_command_flow`, shared with the asyncio
-client; this module only does the I/O the flow asks for: wait, pick a pool, write, read,
-sleep the backoff.
+:func:`~smartcache.core.sentinel_command.sentinel_command_flow`; this module only does the
+I/O the flow asks for, each attempt through the pool's ``attempt()`` (blocking commands
+and writes followed by ``WAIT`` on a connection of their own: ``WAIT`` blocks the
+connection it runs on, and waits for that connection's writes only).
+
+Generated from ``smartcache/asyncio/_sentinel_exec.py`` by ``scripts/unasync.py``: edit that file.
 """
 
 from __future__ import annotations
@@ -12,21 +16,22 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rx
 
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Outcome, Sleep
-from smartcache.core.retry import RetryPolicy
+from smartcache.core.retry import RetryPolicy, request_written
 from smartcache.core.sentinel_command import (
     Rediscover,
     SendCommand,
     WaitWritable,
     sentinel_command_flow,
 )
-from smartcache.sync._pool import ConnectionPool
-from smartcache.sync._sentinel import SentinelState
+
+if TYPE_CHECKING:
+    from smartcache.sync._sentinel import SentinelState
 
 __all__ = ["SentinelExecutor"]
 
@@ -34,7 +39,7 @@ _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
 class SentinelExecutor:
-    """Executes commands against the primary a :class:`SentinelState` follows."""
+    """Executes commands against the primary an :class:`SentinelState` follows."""
 
     def __init__(
         self,
@@ -56,9 +61,37 @@ class SentinelExecutor:
         self.wait_timeout_ms = wait_timeout_ms
         self.hold_timeout = hold_timeout
         self.wait_aof = wait_aof
+        # Every command goes to the primary: try it before the flow.
+        self._fast = read_from == "primary" and not wait_replicas
 
     def execute(self, args: tuple[Any, ...]) -> Any:
-        """Run one command (already normalised) and return its raw reply."""
+        """Run one command (multi-word names already split) and return its raw reply.
+
+        Raises what the flow raises: a plain error reply, ``DurabilityError``,
+        ``AmbiguousCommandError``, or the last error once the retry budget is spent.
+        """
+        state = self.state
+        pool = state.current_pool
+        if (
+            self._fast
+            and pool is not None
+            and state.writable
+            and pool.ready
+            and not self.table.is_blocking(args)
+        ):
+            # The fast path: the flow's first attempt, made inline (nothing is awaited
+            # between the writable check and queuing the command, so no hold is missed).
+            try:
+                return pool.execute(*args)
+            except rx.ResponseError as exc:
+                first = Outcome(error=exc, sent=True, address="primary")
+            except _NET as exc:
+                first = Outcome(error=exc, sent=request_written(exc), address="primary")
+            return self._run(args, first)
+        return self._run(args, None)
+
+    def _run(self, args: tuple[Any, ...], first: Outcome | None) -> Any:
+        """Drive :func:`~smartcache.core.sentinel_command.sentinel_command_flow`."""
         flow = sentinel_command_flow(
             args,
             self.table.lookup(args),
@@ -69,6 +102,7 @@ class SentinelExecutor:
             wait_timeout_ms=self.wait_timeout_ms,
             hold_timeout=self.hold_timeout,
             wait_aof=self.wait_aof,
+            first=first,
         )
         state = self.state
         result: Any = None
@@ -91,12 +125,14 @@ class SentinelExecutor:
             flow.close()
 
     def _send(self, args: tuple[Any, ...], step: SendCommand) -> Outcome:
-        """One try. ``Outcome.address`` is ``"primary"`` or ``"replica"``: which one answered."""
+        """One try. ``Outcome.address`` is ``"primary"`` or ``"replica"``: who was asked."""
         state = self.state
-        pools: list[ConnectionPool] = state.replica_pools() if step.replica else []
+        pools = state.replica_pools() if step.replica else []
         role = "replica" if pools else "primary"
         try:
             pool = random.choice(pools) if pools else state.primary_pool()
+        except rx.ResponseError as exc:  # e.g. the handshake was refused
+            return Outcome(error=exc, address=role)
         except _NET as exc:
             return Outcome(error=exc, address=role)
         wait = step.wait_command() if step.wait_replicas else None

@@ -1,0 +1,93 @@
+"""Generate the sync twins of asyncio modules that differ from them only by ``await``.
+
+The async file is the source; the sync file is written from it by the substitutions below,
+applied line by line, in order, and committed. ``--check`` (run by ``make test`` and
+``make lint``) fails when a generated file differs from what its source gives, or when a
+substitution is used by no file (a rule nobody needs is a rule that hides a mistake), as
+httpcore's ``scripts/unasync.py`` does. See docs/architecture.md.
+
+    python scripts/unasync.py           # write the sync files
+    python scripts/unasync.py --check   # verify them
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: (async source, generated sync file)
+FILES: list[tuple[str, str]] = [
+    ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
+]
+
+#: (pattern, replacement), applied in order to every line
+SUBS: list[tuple[str, str]] = [
+    # the sync twin says what it is
+    (r"the asyncio driver", "the sync driver"),
+    (
+        r"^``smartcache/sync/(\w+)\.py`` is generated from this file "
+        r"\(``scripts/unasync\.py``\)\.$",
+        r"Generated from ``smartcache/asyncio/\1.py`` by ``scripts/unasync.py``: edit that file.",
+    ),
+    # syntax
+    (r"\basync def\b", "def"),
+    (r"\bawait ", ""),
+    # modules and names
+    (r"\bsmartcache\.asyncio\.", "smartcache.sync."),
+    (r"\bAsync(SentinelState|SentinelExecutor|ConnectionPool|Connection)\b", r"\1"),
+    # primitives that come in pairs
+    (r"^import asyncio\n$", ""),
+    (r"\basyncio\.sleep\(", "time.sleep("),
+]
+
+HEADER = "# Generated from {source} by scripts/unasync.py: do not edit.\n"
+
+
+def unasync_text(text: str, source: str, used: set[int]) -> str:
+    out = [HEADER.format(source=source)]
+    for original in text.splitlines(keepends=True):
+        line = original
+        for i, (pattern, replacement) in enumerate(SUBS):
+            new = re.sub(pattern, replacement, line)
+            if new != line:
+                used.add(i)
+                line = new
+        out.append(line)
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="verify, do not write")
+    args = parser.parse_args(argv)
+    used: set[int] = set()
+    stale: list[str] = []
+    for source, target in FILES:
+        generated = unasync_text((ROOT / source).read_text(), source, used)
+        path = ROOT / target
+        current = path.read_text() if path.exists() else None
+        if current == generated:
+            continue
+        if args.check:
+            stale.append(target)
+        else:
+            path.write_text(generated)
+            print(f"wrote {target}")
+    unused = [SUBS[i][0] for i in range(len(SUBS)) if i not in used]
+    if stale:
+        print(
+            "generated files differ from their async source (run `python scripts/unasync.py`"
+            f" and commit): {', '.join(stale)}",
+            file=sys.stderr,
+        )
+    if unused:
+        print(f"substitutions no file uses (remove them): {unused}", file=sys.stderr)
+    return 1 if stale or unused else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
