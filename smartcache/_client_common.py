@@ -86,6 +86,7 @@ class ClientCommon:
         sentinels: Sequence[tuple[str, int]] | None,
         service_name: str | None,
         sentinel_kwargs: dict[str, Any] | None,
+        refresh_interval: float | None = 30.0,
     ) -> None:
         if kwargs.pop("read_from_replicas", False) and read_from == "primary":
             read_from = "replica_preferred"  # redis-py RedisCluster's spelling
@@ -93,6 +94,13 @@ class ClientCommon:
             raise ConfigurationError(
                 f"read_from={read_from!r}: use one of {', '.join(sorted(READ_FROM))}"
             )
+        if refresh_interval is not None and refresh_interval <= 0:
+            raise ConfigurationError(
+                f"refresh_interval={refresh_interval!r}: give seconds > 0, or None for no "
+                "periodic refresh"
+            )
+        #: a cluster's slot map is refreshed when older than this (seconds; None: never)
+        self._refresh_interval = refresh_interval
         if startup_nodes is not None and not list(startup_nodes):
             raise ConfigurationError("startup_nodes is empty: give at least one (host, port)")
         if wait_replicas < 0 or wait_timeout_ms < 0:

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from smartcache.core.flow import Attempt
 from smartcache.core.node_choice import choose_node, default_node
-from smartcache.core.refresh import AskTopology, Probe, refresh_flow
+from smartcache.core.refresh import AskTopology, Probe, periodic_refresh_due, refresh_flow
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
 from smartcache.wire import ConnectionSettings
@@ -197,6 +197,17 @@ class SlotRouting(Generic[P]):
         self._generation += 1
         self._last_refresh = time.monotonic()
         self.refresh_pending = False
+
+    @property
+    def last_refresh(self) -> float:
+        """``time.monotonic()`` of the last installed map (0.0: none yet)."""
+        return self._last_refresh
+
+    def mark_refresh_if_due(self, interval: float | None) -> None:
+        """Ask for a refresh when the periodic one is due
+        (:func:`~smartcache.core.refresh.periodic_refresh_due`): the next command runs it."""
+        if periodic_refresh_due(self._last_refresh, time.monotonic(), interval):
+            self.refresh_pending = True
 
     def mark_suspect(self, address: str) -> None:
         """Note that ``address`` timed out or refused; ask for a refresh."""

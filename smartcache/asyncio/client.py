@@ -109,6 +109,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         wait_timeout_ms: int = 1000,
         wait_aof: bool = False,
         connection_pool: Any = None,
+        refresh_interval: float | None = 30.0,
         **kwargs: Any,
     ) -> None:
         given = dict(locals())  # for client(): the same arguments again
@@ -135,7 +136,9 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             sentinels=sentinels,
             service_name=service_name,
             sentinel_kwargs=sentinel_kwargs,
+            refresh_interval=refresh_interval,
         )
+        self._refresher: asyncio.TimerHandle | None = None
         self.autopipeline = autopipeline
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
@@ -241,6 +244,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 await state.refresh(force=True)
                 self._cluster = state
                 self._router = AsyncClusterRouter(state, self.retry_policy, self.read_from)
+                self._start_refresher(state)
             else:
                 self._pool = pool
                 if self.single_connection_client:
@@ -486,8 +490,27 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     ) -> None:
         await self.aclose()
 
+    def _start_refresher(self, state: AsyncClusterState) -> None:
+        """Ask for a refresh when the slot map is older than ``refresh_interval`` (a loop
+        timer waking every half interval; the rule is
+        :func:`~smartcache.core.refresh.periodic_refresh_due`). The refresh itself runs
+        in the next command, under the usual collapse and rate limit."""
+        interval = self._refresh_interval
+        if interval is None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            state.mark_refresh_if_due(interval)
+            self._refresher = loop.call_later(interval / 2, tick)
+
+        self._refresher = loop.call_later(interval / 2, tick)
+
     async def aclose(self) -> None:
         """Close every connection."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         if self._pool is not None:
             await self._pool.aclose()
         if self._cluster is not None:

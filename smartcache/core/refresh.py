@@ -18,7 +18,14 @@ from typing import Any
 from smartcache.core.slotmap import SlotMap, choose_view
 from smartcache.exceptions import NoReachableNodeError
 
-__all__ = ["VIEWS_WANTED", "AskTopology", "Probe", "candidates", "refresh_flow"]
+__all__ = [
+    "VIEWS_WANTED",
+    "AskTopology",
+    "Probe",
+    "candidates",
+    "periodic_refresh_due",
+    "refresh_flow",
+]
 
 #: how many nodes' views a refresh compares
 VIEWS_WANTED = 3
@@ -90,3 +97,11 @@ def refresh_flow(
         if address not in new_map.primaries or (yield Probe(address)):
             cleared.add(address)
     return new_map, cleared
+
+
+def periodic_refresh_due(last_refresh: float, now: float, interval: float | None) -> bool:
+    """Whether the periodic topology refresh (``refresh_interval=``) is due at ``now``: the
+    map is older than ``interval`` seconds. A map just refreshed for another reason (MOVED,
+    a lost node) resets the clock, so no refresh is made twice for one change; ``None``
+    turns periodic refreshes off. Both clients' timers ask this."""
+    return interval is not None and now - last_refresh >= interval

@@ -133,12 +133,6 @@ class SmartClient(
     ) -> None:
         if read_from_replicas and read_from == "primary":
             read_from = "replica_preferred"  # redis-py RedisCluster's spelling
-        if refresh_interval is not None and refresh_interval <= 0:
-            raise ConfigurationError(
-                f"refresh_interval={refresh_interval!r}: give seconds > 0, or None for no "
-                "periodic refresh"
-            )
-        self._refresh_interval = refresh_interval
         self._refresher: _PeriodicRefresh | None = None
         self.single_connection_client = self._check_single_connection(kwargs)
         #: held while a command uses the one connection (redis-py's attribute of this name)
@@ -162,6 +156,7 @@ class SmartClient(
             sentinels=sentinels,
             service_name=service_name,
             sentinel_kwargs=sentinel_kwargs,
+            refresh_interval=refresh_interval,
         )
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
@@ -763,7 +758,9 @@ class SmartClient(
 
 
 class _PeriodicRefresh:
-    """Marks the slot map for refresh every ``interval`` seconds (a daemon thread).
+    """Asks for a refresh when the slot map is older than ``interval`` seconds (a daemon
+    thread waking every ``interval / 2``; the rule is
+    :func:`~smartcache.core.refresh.periodic_refresh_due`).
 
     It only sets a flag that the next command sees, so the refresh itself runs on a caller's
     thread under the usual collapse and rate limit. Stopped by ``close()``.
@@ -779,8 +776,8 @@ class _PeriodicRefresh:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._state.refresh_pending = True
+        while not self._stop.wait(self._interval / 2):
+            self._state.mark_refresh_if_due(self._interval)
 
     def stop(self) -> None:
         """Stop the thread (idempotent)."""

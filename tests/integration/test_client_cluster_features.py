@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -84,9 +85,14 @@ def test_blocking_command_outlives_socket_timeout(
             t.join()
 
 
-def test_periodic_refresh_sees_topology_change(redis_topologies: TopologyFactory) -> None:
+def test_periodic_refresh_sees_topology_change(
+    redis_topologies: TopologyFactory, client_factory: Any
+) -> None:
+    """Slots migrated behind the client's back (no command meets a MOVED) show up in its
+    map within the refresh interval, on both clients."""
     cluster = redis_topologies.cluster(primaries=2, replicas=0)
-    client = SmartClient(startup_nodes=cluster.startup_nodes, refresh_interval=0.2)
+    client = client_factory(startup_nodes=cluster.startup_nodes, refresh_interval=0.2)
+    client.ping()  # connect (AsyncSmartClient initialises on its first command)
     source, target = cluster.primaries()
     moved = cluster.migrate_slots(source, target, count=10)
     assert client._cluster is not None
@@ -99,7 +105,6 @@ def test_periodic_refresh_sees_topology_change(redis_topologies: TopologyFactory
             break
         time.sleep(0.05)  # waiting for a timer we configured, no event to await
     assert client._cluster.slot_map.primary_for_slot(moved[0]) == target.address
-    client.close()
 
 
 def test_uncovered_slots_give_a_clear_error_after_the_deadline(

@@ -57,3 +57,11 @@ def test_nobody_answers() -> None:
         drive(flow, {"x:1": OSError("refused"), "y:1": TimeoutError("slow")}, {})
     assert err.value.addresses == ("x:1", "y:1")
     assert "refused" in str(err.value) and "slow" in str(err.value)
+
+
+def test_periodic_refresh_is_due_when_the_map_is_older_than_the_interval() -> None:
+    from smartcache.core.refresh import periodic_refresh_due
+
+    assert not periodic_refresh_due(last_refresh=100.0, now=120.0, interval=30.0)
+    assert periodic_refresh_due(last_refresh=100.0, now=130.0, interval=30.0)
+    assert not periodic_refresh_due(last_refresh=0.0, now=1e9, interval=None)  # off
