@@ -25,7 +25,13 @@ from smartcache.exceptions import ConfigurationError
 from smartcache.wire import ConnectionSettings
 from smartcache.wire.settings import POOL_KWARGS
 
-__all__ = ["BLOCKING", "READ_FROM", "ClientCommon", "sentinel_url_kwargs"]
+__all__ = ["BLOCKING", "READ_FROM", "WAIT_ON_CLUSTER", "ClientCommon", "sentinel_url_kwargs"]
+
+#: the refusal of ``wait_replicas=`` on a cluster (never dropped silently)
+WAIT_ON_CLUSTER = (
+    "wait_replicas= is supported on a standalone server and with Sentinel, not (yet) on a "
+    "cluster: WAIT counts the replicas of one primary (per-shard durability is planned)"
+)
 
 # Commands that may block; on a single node they run without a read timeout.
 BLOCKING = frozenset(

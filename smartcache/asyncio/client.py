@@ -23,7 +23,7 @@ from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSen
 from redis.commands.helpers import list_or_args
 
 from smartcache._client_common import BLOCKING as _BLOCKING
-from smartcache._client_common import ClientCommon, sentinel_url_kwargs
+from smartcache._client_common import WAIT_ON_CLUSTER, ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._redis_surface import (
     SETTINGS_FIELDS,
@@ -50,6 +50,7 @@ from smartcache.core.flow import (
 )
 from smartcache.core.retry import RetryPolicy, is_network_failure, request_written
 from smartcache.core.scan import first_step, next_step
+from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.wire import ConnectionSettings
@@ -139,6 +140,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             refresh_interval=refresh_interval,
         )
         self._refresher: asyncio.TimerHandle | None = None
+        self._wait = (wait_replicas, wait_timeout_ms)
+        self._wait_aof = wait_aof
         self.autopipeline = autopipeline
         self._max_connections = max_connections
         self._pool_timeout = pool_timeout
@@ -171,10 +174,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 wait_timeout_ms=wait_timeout_ms,
                 wait_aof=wait_aof,
             )
-        elif wait_replicas:
-            raise ConfigurationError(
-                "wait_replicas= on AsyncSmartClient needs Sentinel (sentinels=...) for now"
-            )
+        elif wait_replicas and startup_nodes:
+            raise ConfigurationError(WAIT_ON_CLUSTER)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -240,6 +241,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 continue
             if is_cluster:
                 await pool.aclose()
+                if self._wait[0]:
+                    raise ConfigurationError(WAIT_ON_CLUSTER)
                 state = AsyncClusterState(settings, self._startup, pool_factory=self._new_pool)
                 await state.refresh(force=True)
                 self._cluster = state
@@ -539,6 +542,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 and type(name) is str
                 and " " not in name
                 and name not in _BLOCKING
+                and not self._wait[0]
             ):
                 try:
                     reply = await pool.connection.execute(*args)
@@ -599,9 +603,22 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         if self._sentinel_exec is not None:
             return await self._sentinel_exec.execute(args)
         if self._pool is not None:
+            if self._wait[0]:
+                spec = self._table.lookup(args)
+                if spec is None or spec.replicates:
+                    return await self._write_and_wait(args)
             return await self._single_node_retry(args, None)
         assert self._router is not None
         return await self._router.execute(args, target_nodes)
+
+    async def _write_and_wait(self, args: tuple[Any, ...]) -> Any:
+        """A write followed by WAIT on the same (dedicated) connection, through the command
+        flow; too few acknowledgements raise ``DurabilityError`` (``check_wait``)."""
+        wanted, timeout_ms = self._wait
+        wait = wait_command(wanted, timeout_ms, aof=self._wait_aof)
+        reply, acked = await self._single_node_retry(args, None, then=wait)
+        check_wait(args, acked, wanted, timeout_ms, aof=self._wait_aof)
+        return reply
 
     async def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
         """A command whose reply must stay bytes (redis-py's NEVER_DECODE, e.g. DUMP), on a
@@ -613,8 +630,14 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         async with pool.dedicated() as conn:
             return await conn.execute_undecoded(*args)
 
-    async def _single_node_retry(self, args: tuple[Any, ...], first: BaseException | None) -> Any:
-        """A command on the one server, through the same flow the cluster uses."""
+    async def _single_node_retry(
+        self,
+        args: tuple[Any, ...],
+        first: BaseException | None,
+        then: tuple[Any, ...] | None = None,
+    ) -> Any:
+        """A command on the one server, through the same flow the cluster uses; ``then``:
+        ``WAIT`` behind each attempt, the reply then being ``(reply, WAIT's reply)``."""
         pool = self._pool
         assert pool is not None
         spec = self._table.lookup(args)
@@ -639,6 +662,11 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
                 effect = flow.send(result)
                 result = None
                 if isinstance(effect, Attempt):
+                    if then is not None:
+                        result = await pool.attempt(
+                            args, then=then, then_timeout=self._wait[1] / 1000
+                        )
+                        continue
                     result = await _attempt_on(
                         pool,
                         args,

@@ -49,6 +49,7 @@ __all__ = [
     "WaitWritable",
     "check_wait",
     "sentinel_command_flow",
+    "wait_command",
 ]
 
 _NET: Final = (rx.ConnectionError, rx.TimeoutError, OSError)
@@ -79,9 +80,16 @@ class SendCommand:
 
     def wait_command(self) -> tuple[Any, ...]:
         """The durability command that follows the write on its connection."""
-        if self.aof:
-            return ("WAITAOF", 0, self.wait_replicas, self.wait_timeout_ms)
-        return ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        return wait_command(self.wait_replicas, self.wait_timeout_ms, aof=self.aof)
+
+
+def wait_command(wanted: int, timeout_ms: int, *, aof: bool = False) -> tuple[Any, ...]:
+    """The command sent right behind a write for ``wait_replicas=``: ``WAIT`` (replicas
+    acknowledged it) or ``WAITAOF 0 n timeout`` (replicas fsynced it to their AOF); its
+    reply goes to :func:`check_wait`."""
+    if aof:
+        return ("WAITAOF", 0, wanted, timeout_ms)
+    return ("WAIT", wanted, timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)

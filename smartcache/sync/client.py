@@ -22,7 +22,7 @@ from redis.commands.helpers import list_or_args
 from redis.lock import Lock
 
 from smartcache._client_common import BLOCKING as _BLOCKING
-from smartcache._client_common import ClientCommon, sentinel_url_kwargs
+from smartcache._client_common import WAIT_ON_CLUSTER, ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._redis_surface import (
     SETTINGS_FIELDS,
@@ -41,7 +41,6 @@ from smartcache.core.flow import (
     IsSuspect,
     Outcome,
     Sleep,
-    command_name,
     keyed_flow,
 )
 from smartcache.core.retry import (
@@ -50,12 +49,11 @@ from smartcache.core.retry import (
     request_written,
 )
 from smartcache.core.scan import first_step, next_step
-from smartcache.core.sentinel_command import SendCommand
+from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import (
     ClusterUnavailableError,
     ConfigurationError,
-    DurabilityError,
     NoReachableNodeError,
 )
 from smartcache.sync._cluster import ClusterRouter, ClusterState
@@ -171,10 +169,7 @@ class SmartClient(
         self._wait = (wait_replicas, wait_timeout_ms)
         self._wait_aof = wait_aof
         if wait_replicas and startup_nodes:
-            raise ConfigurationError(
-                "wait_replicas= is supported on a standalone server and with Sentinel, "
-                "not (yet) on a cluster"
-            )
+            raise ConfigurationError(WAIT_ON_CLUSTER)
         if sentinels is not None:
             self._start_sentinel(
                 sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
@@ -266,6 +261,8 @@ class SmartClient(
                 continue
             if is_cluster:
                 pool.close()
+                if self._wait[0]:
+                    raise ConfigurationError(WAIT_ON_CLUSTER)
                 self._cluster = ClusterState(settings, self._startup, pool_factory=self._new_pool)
                 self._cluster.refresh(force=True)
                 self._router = ClusterRouter(self._cluster, self.retry_policy, self.read_from)
@@ -537,9 +534,16 @@ class SmartClient(
         return reply
 
     def _standalone_flow(
-        self, pool: ConnectionPool, args: tuple[Any, ...], first: Outcome, blocking: bool
+        self,
+        pool: ConnectionPool,
+        args: tuple[Any, ...],
+        first: Outcome | None,
+        blocking: bool,
+        then: tuple[Any, ...] | None = None,
     ) -> Any:
-        """Drive the core's command flow on the one server, from the failure ``first``."""
+        """Drive the core's command flow on the one server (from the failure ``first``, if
+        the fast path met one); ``then``: ``WAIT`` behind each attempt (``wait_replicas``),
+        the reply then being ``(reply, WAIT's reply)``."""
         flow = keyed_flow(
             args,
             self._table.lookup(args),
@@ -556,7 +560,9 @@ class SmartClient(
                 effect = flow.send(result)
                 result = None
                 if isinstance(effect, Attempt):
-                    result = pool.attempt(args, blocking=blocking)
+                    result = pool.attempt(
+                        args, blocking=blocking, then=then, then_timeout=self._wait[1] / 1000
+                    )
                 elif isinstance(effect, IsSuspect):
                     result = False
                 elif isinstance(effect, Sleep):
@@ -613,27 +619,13 @@ class SmartClient(
         return reply
 
     def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
-        """A write followed by WAIT on the same connection, in one round trip."""
+        """A write followed by WAIT on the same connection, in one round trip, through the
+        command flow; too few acknowledgements raise ``DurabilityError`` (``check_wait``,
+        the Sentinel path's rule)."""
         wanted, timeout_ms = self._wait
-        wait = SendCommand(wait_replicas=wanted, wait_timeout_ms=timeout_ms, aof=self._wait_aof)
-        conn = pool.get()
-        try:
-            reply, acked = conn.execute_many([args, wait.wait_command()])
-        finally:
-            pool.release(conn)
-        if isinstance(reply, rx.RedisError):
-            raise reply
-        if self._wait_aof and isinstance(acked, list):
-            acked = acked[1]
-        if isinstance(acked, rx.RedisError) or int(acked) < wanted:
-            name = command_name(args)
-            raise DurabilityError(
-                f"{name} was applied but reached only {acked} of {wanted} replica(s) within "
-                f"{timeout_ms} ms; it may be lost if the server fails now",
-                command=name,
-                replicas=0 if isinstance(acked, rx.RedisError) else int(acked),
-                wanted=wanted,
-            )
+        wait = wait_command(wanted, timeout_ms, aof=self._wait_aof)
+        reply, acked = self._standalone_flow(pool, args, None, False, then=wait)
+        check_wait(args, acked, wanted, timeout_ms, aof=self._wait_aof)
         return reply
 
     def _single_node_pool(self) -> ConnectionPool | None:

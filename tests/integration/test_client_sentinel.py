@@ -12,7 +12,7 @@ import redis
 
 from smartcache import ConfigurationError, DurabilityError, NoReachableNodeError
 from smartcache.sync.client import SmartClient
-from smartcache.testing import SentinelGroup, Standalone
+from smartcache.testing import Cluster, SentinelGroup, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 
 
@@ -112,13 +112,41 @@ def test_wait_replicas_waits_after_scripts_too(
         admin.delete("sn:dur-eval")
 
 
-def test_wait_replicas_on_a_plain_server(redis_standalone: Standalone) -> None:
-    with SmartClient(port=redis_standalone.port, wait_replicas=1, wait_timeout_ms=50) as c:
-        with pytest.raises(DurabilityError, match="reached only 0 of 1"):
-            c.set("plain:dur", "v")
-        assert c.get("plain:dur") == b"v"
+def test_wait_replicas_on_a_plain_server(redis_standalone: Standalone, client_factory: Any) -> None:
+    c = client_factory(port=redis_standalone.port, wait_replicas=1, wait_timeout_ms=50)
+    with pytest.raises(DurabilityError, match="reached only 0 of 1"):
+        c.set("plain:dur", "v")
+    assert c.get("plain:dur") == b"v"
     with redis.Redis(port=redis_standalone.port) as admin:
         admin.delete("plain:dur")
+
+
+def test_wait_replicas_on_a_primary_given_by_address(
+    redis_sentinel: SentinelGroup, client_factory: Any
+) -> None:
+    """A client pointed at a primary (no Sentinel) waits for its real replicas: both
+    acknowledge; asking for one more raises, the write applied."""
+    primary = redis_sentinel.primary()
+    ok = client_factory(port=primary.port, wait_replicas=2, wait_timeout_ms=2000)
+    assert ok.set("plain:dur2", "v") is True
+    assert ok.incr("plain:dur2:n") == 1
+    short = client_factory(port=primary.port, wait_replicas=3, wait_timeout_ms=100)
+    with pytest.raises(DurabilityError) as err:
+        short.set("plain:dur2", "w")
+    assert err.value.replicas == 2 and err.value.wanted == 3
+    assert short.get("plain:dur2") == b"w"
+    with primary.client() as admin:
+        admin.delete("plain:dur2", "plain:dur2:n")
+
+
+def test_wait_replicas_on_a_cluster_is_refused_not_dropped(
+    redis_cluster: Cluster, client_factory: Any
+) -> None:
+    """Through a URL too (the cluster is detected): WAIT would count one primary's
+    replicas, so the option is refused rather than silently ignored."""
+    with pytest.raises(ConfigurationError, match="not \\(yet\\) on a cluster"):
+        client = client_factory(url=redis_cluster.url, wait_replicas=1)
+        client.set("{dur}k", "v")
 
 
 def _writer(
