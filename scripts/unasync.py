@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: (async source, generated sync file)
 FILES: list[tuple[str, str]] = [
+    ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
 ]
 
@@ -35,13 +37,21 @@ SUBS: list[tuple[str, str]] = [
     ),
     # syntax
     (r"\basync def\b", "def"),
+    (r"\basync with\b", "with"),
     (r"\bawait ", ""),
     # modules and names
     (r"\bsmartcache\.asyncio\.", "smartcache.sync."),
-    (r"\bAsync(SentinelState|SentinelExecutor|ConnectionPool|Connection)\b", r"\1"),
+    (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),
+    (
+        r"\bAsync(SentinelState|SentinelExecutor|ConnectionPool|Connection|ClusterState"
+        r"|ClusterRouter)\b",
+        r"\1",
+    ),
+    (r"\baclose\(", "close("),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),
+    (r"^from asyncio import Lock$", "from threading import Lock"),
 ]
 
 HEADER = "# Generated from {source} by scripts/unasync.py: do not edit.\n"
@@ -60,6 +70,24 @@ def unasync_text(text: str, source: str, used: set[int]) -> str:
     return "".join(out)
 
 
+def tidy(text: str, target: str) -> str:
+    """Sort the imports and format as the project's ruff settings say (dropping ``await``
+    shortens lines, and sync names sort differently), so generated files stay lint-clean."""
+    for cmd in (
+        ["check", "--fix", "--select", "I", "--quiet", "--exit-zero"],
+        ["format", "--quiet"],
+    ):
+        text = subprocess.run(
+            [sys.executable, "-m", "ruff", *cmd, "--stdin-filename", target, "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="verify, do not write")
@@ -67,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     used: set[int] = set()
     stale: list[str] = []
     for source, target in FILES:
-        generated = unasync_text((ROOT / source).read_text(), source, used)
+        generated = tidy(unasync_text((ROOT / source).read_text(), source, used), target)
         path = ROOT / target
         current = path.read_text() if path.exists() else None
         if current == generated:

@@ -1,10 +1,13 @@
-"""The asyncio cluster state and router: the async drivers of the shared core flows.
+"""A client on a cluster: the cluster state and the router, the asyncio drivers of the core.
 
 Routing (:func:`smartcache.core.routing.route`), the per-command redirect/retry flow
 (:func:`smartcache.core.flow.keyed_flow`) and the refresh rules
-(:func:`smartcache.core.refresh.refresh_flow`) are the same objects the sync client drives;
-this module only awaits where the sync one blocks. Commands go over each node's shared,
-auto-pipelined connection; blocking commands take a dedicated one.
+(:func:`smartcache.core.refresh.refresh_flow`) are decided in the core; this module only
+does the I/O they ask for, through the pool's primitives (``attempt``, ``execute``,
+``run_batches``). Concurrent refreshes collapse into one (a lock plus a generation
+counter) and are rate-limited.
+
+``smartcache/sync/_cluster.py`` is generated from this file (``scripts/unasync.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from asyncio import Lock
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis.exceptions as rx
@@ -22,7 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from smartcache._cluster_compat import merged_by
 from smartcache._slot_routing import SlotRouting
 from smartcache.asyncio._connection import AsyncConnection
-from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.asyncio._pool import AsyncConnectionPool, run_batches
 from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy
 from smartcache.core.fanout import default_node_reply, fan_out_reply, result_callback
 from smartcache.core.flow import (
@@ -50,58 +54,56 @@ from smartcache.core.routing import (
 )
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.exceptions import NoReachableNodeError
-from smartcache.wire import ConnectionSettings
+from smartcache.wire import ConnectionSettings, Undecoded
 
 __all__ = ["AsyncClusterRouter", "AsyncClusterState"]
 
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
+#: what RedisCluster merges when the caller names several nodes (the rest answer by node)
+_MERGED = merged_by(RedisCluster)
+#: RedisCluster's result callbacks, which finish what its default node answers
+_RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
+_UNSENT: Any = object()
 
 
 class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
-    """Slot map, node pools and refresh of one asyncio cluster client."""
+    """Slot map, node pools and refresh of one cluster client."""
 
     def __init__(
         self,
         settings: ConnectionSettings,
         startup: Iterable[tuple[str, int]],
         *,
-        pool_factory: Any,
+        pool_factory: Callable[[ConnectionSettings], AsyncConnectionPool],
         min_refresh_interval: float = 0.1,
     ) -> None:
-        self._closing: set[asyncio.Task[None]] = set()
         super().__init__(
             settings,
             startup,
             pool_factory=pool_factory,
-            discard=self._close_later,
+            discard=AsyncConnectionPool.close_soon,
             min_refresh_interval=min_refresh_interval,
         )
-        self._refresh_lock = asyncio.Lock()
-
-    def _close_later(self, pool: AsyncConnectionPool) -> None:
-        task = asyncio.get_running_loop().create_task(pool.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._refresh_lock = Lock()
 
     async def aclose(self) -> None:
         """Close every pool."""
         for pool in self.take_all_pools():
             await pool.aclose()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def refresh(self, *, force: bool = False) -> SlotMap:
         """Fetch the topology from several nodes and swap the majority view in.
 
-        Tasks that arrive while a refresh runs wait for it and reuse its result.
+        Callers that arrive while a refresh runs wait for it and reuse its result.
         """
         seen = self._generation
         async with self._refresh_lock:
             if self._generation != seen and self.slot_map is not None:
-                return self.slot_map
+                return self.slot_map  # someone refreshed while we waited
             recent = time.monotonic() - self._last_refresh < self.min_refresh_interval
             if recent and not force and self.slot_map is not None:
-                return self.slot_map  # rate limited: the pending flag stays up
+                # Rate limit without making callers wait: the flag stays up, so the first
+                # command after the interval refreshes (MOVED has patched the map already).
+                return self.slot_map
             flow = self.refresh_steps()
             answer: Any = None
             try:
@@ -135,7 +137,7 @@ class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
         try:
             try:
                 return SlotMap.from_cluster_shards(await conn.execute("CLUSTER", "SHARDS"), host)
-            except rx.ResponseError:
+            except rx.ResponseError:  # servers before 7.0
                 return SlotMap.from_cluster_slots(await conn.execute("CLUSTER", "SLOTS"), host)
         finally:
             await conn.aclose()
@@ -152,7 +154,7 @@ class AsyncClusterRouter:
         self.read_from = read_from
         self.table = CommandTable.fallback()
         self.table_loaded = False
-        self._table_lock = asyncio.Lock()
+        self._table_lock = Lock()
         #: command name (as the caller spelled it) -> (position of its only key, whether it
         #: reads from a replica): what the fast path needs to make the general path's choice
         self.single_key: dict[str, tuple[int, bool]] = {}
@@ -162,13 +164,13 @@ class AsyncClusterRouter:
         if self.table_loaded:
             return
         async with self._table_lock:
-            if self._loaded():  # another task loaded it while we waited
+            if self._loaded():  # loaded while we waited for the lock
                 return
             current = self.state.slot_map
             assert current is not None
-            conn = self.state.pool(current.primaries[0]).connection
+            pool = self.state.pool(current.primaries[0])
             try:
-                self.table = CommandTable.from_command_reply(await conn.execute("COMMAND"))
+                self.table = CommandTable.from_command_reply(await pool.execute("COMMAND"))
             except (rx.RedisError, ValueError):
                 self.table = CommandTable.fallback()
             self.table_loaded = True
@@ -218,7 +220,7 @@ class AsyncClusterRouter:
             case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
                 targets = self.resolve_targets(group, addresses)
                 return await self.fan_out(args, spec, targets, by_node=by_node, undecoded=undecoded)
-        raise AssertionError(where)  # pragma: no cover
+        raise AssertionError(where)  # pragma: no cover - route() returns one of the above
 
     async def keyed(
         self,
@@ -229,11 +231,10 @@ class AsyncClusterRouter:
         first: Outcome | None = None,
         undecoded: bool = False,
     ) -> Any:
-        """Run a command on the node serving ``slot``: the async driver of ``keyed_flow``.
+        """Run a command on the node serving ``slot``: the driver of ``keyed_flow``.
 
         ``first`` hands over a failure the fast path already met; ``undecoded`` reads the
-        reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE), on a
-        dedicated connection so the shared one never meets an undecoded reply.
+        reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE).
         """
         flow = keyed_flow(
             args,
@@ -281,7 +282,8 @@ class AsyncClusterRouter:
 
     async def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
         """Send each node's parts as one contiguous batch, all nodes at once; parts that
-        fail (MOVED, ASK, a lost connection...) go through the retry flow one by one."""
+        fail (MOVED, ASK, a lost connection...) go through the command flow one by one,
+        handing it the failure (so a part that may have run is not sent again blindly)."""
         state = self.state
         groups: dict[int, tuple[AsyncConnectionPool, list[int]]] = {}
         results: list[Any] = [_UNSENT] * len(parts)
@@ -289,16 +291,11 @@ class AsyncClusterRouter:
             pool = state.slot_pools[slot]
             if pool is not None:
                 groups.setdefault(id(pool), (pool, []))[1].append(i)
-
-        async def send(pool: AsyncConnectionPool, indices: list[int]) -> None:
-            try:
-                replies = await pool.connection.execute_many([parts[i][1] for i in indices])
-            except (rx.RedisError, OSError) as exc:
-                replies = [exc] * len(indices)
+        batches = [(pool, [parts[i][1] for i in indices]) for pool, indices in groups.values()]
+        answers = await run_batches(batches)
+        for (_, indices), replies in zip(groups.values(), answers, strict=True):
             for i, reply in zip(indices, replies, strict=True):
                 results[i] = reply
-
-        await asyncio.gather(*(send(pool, idx) for pool, idx in groups.values()))
         for i, result in enumerate(results):
             if result is _UNSENT or isinstance(result, rx.RedisError | OSError):
                 slot, part = parts[i]
@@ -340,31 +337,12 @@ class AsyncClusterRouter:
     ) -> Any:
         """Send one command to several nodes at once, then merge the replies or, ``by_node``,
         answer them by node (:func:`~smartcache.core.fanout.fan_out_reply`); ``undecoded``
-        reads them as bytes whatever ``decode_responses`` says (on dedicated connections)."""
+        reads them as bytes whatever ``decode_responses`` says."""
         addresses = list(addresses)
-        pools = [self.state.pool(a) for a in addresses]
-        calls: list[Awaitable[Any]]
-        if undecoded:
-            calls = [_undecoded(pool, args) for pool in pools]
-        else:
-            calls = [pool.connection.execute(*args) for pool in pools]
-        replies = list(await asyncio.gather(*calls, return_exceptions=True))
-        for reply in replies:
-            if isinstance(reply, BaseException) and not isinstance(reply, rx.RedisError):
-                raise reply
+        command = Undecoded(args) if undecoded else args
+        answers = await run_batches([(self.state.pool(a), [command]) for a in addresses])
+        replies = [answer[0] for answer in answers]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
         finish = None if by_node else result_callback(spec, args, _RESULTS)
         name = command_name(args)
         return fan_out_reply(name, policy, addresses, replies, by_node=by_node, finish=finish)
-
-
-async def _undecoded(pool: AsyncConnectionPool, args: tuple[Any, ...]) -> Any:
-    async with pool.dedicated() as conn:
-        return await conn.execute_undecoded(*args)
-
-
-_UNSENT: Any = object()
-#: what RedisCluster merges when the caller names several nodes (the rest answer by node)
-_MERGED = merged_by(RedisCluster)
-#: RedisCluster's result callbacks, which finish what its default node answers
-_RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,7 +25,10 @@ from smartcache.core.retry import request_written
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
-__all__ = ["AsyncConnectionPool"]
+__all__ = ["AsyncConnectionPool", "run_batches"]
+
+#: background closes of pools whose node left the topology (kept referenced until done)
+_CLOSING: set[asyncio.Task[None]] = set()
 
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -194,6 +197,13 @@ class AsyncConnectionPool:
         finally:
             self.release(conn)
 
+    def close_soon(self) -> None:
+        """Close the pool of a node that left the topology, in the background (its
+        connections may still be finishing replies)."""
+        task = asyncio.get_running_loop().create_task(self.aclose())
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
     # -- one command --------------------------------------------------------------------------
 
     @property
@@ -294,3 +304,22 @@ class AsyncConnectionPool:
                 waiter.set_result(None)  # they wake, see the pool closed, and raise
         for conn in conns:
             await conn.aclose()
+
+
+async def run_batches(
+    batches: Sequence[tuple[AsyncConnectionPool, Sequence[tuple[Any, ...]]]],
+) -> list[list[Any]]:
+    """Send each batch of commands on its pool's shared connection, all batches at once, and
+    return one list of answers per batch, one answer per command: the reply, an error reply,
+    or the transport error that cut the batch (``request_sent`` says whether the command
+    was written). The twin of :func:`smartcache.sync._pool.run_batches`;
+    :class:`~smartcache.wire.Undecoded` commands are read undecoded.
+    """
+
+    async def one(pool: AsyncConnectionPool, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        try:
+            return await pool.connection.execute_many(commands)
+        except _NET as exc:
+            return [exc] * len(commands)
+
+    return list(await asyncio.gather(*(one(pool, commands) for pool, commands in batches)))

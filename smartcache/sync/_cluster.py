@@ -1,22 +1,23 @@
-"""SmartClient on a cluster: the cluster state and the router (twin of ``asyncio/_cluster``).
+# Generated from smartcache/asyncio/_cluster.py by scripts/unasync.py: do not edit.
+"""A client on a cluster: the cluster state and the router, the sync drivers of the core.
 
-:class:`ClusterState` is :class:`~smartcache._slot_routing.SlotRouting` plus a threaded
-refresh: concurrent refresh requests collapse into one (a lock plus a generation counter)
-and are rate-limited; the refresh itself is :func:`smartcache.core.refresh.refresh_flow`,
-driven here with blocking calls on short-timeout connections.
+Routing (:func:`smartcache.core.routing.route`), the per-command redirect/retry flow
+(:func:`smartcache.core.flow.keyed_flow`) and the refresh rules
+(:func:`smartcache.core.refresh.refresh_flow`) are decided in the core; this module only
+does the I/O they ask for, through the pool's primitives (``attempt``, ``execute``,
+``run_batches``). Concurrent refreshes collapse into one (a lock plus a generation
+counter) and are rate-limited.
 
-:class:`ClusterRouter` routes one command by its keys and carries it through redirects.
-The decisions come from the I/O-free core (key extraction, slot map, ``decide()``); it
-only does the I/O they ask for: pick the pool, write, read, sleep the backoff.
+Generated from ``smartcache/asyncio/_cluster.py`` by ``scripts/unasync.py``: edit that file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from threading import Lock
 from typing import Any
 
 import redis.exceptions as rx
@@ -24,11 +25,7 @@ from redis.cluster import RedisCluster
 
 from smartcache._cluster_compat import merged_by
 from smartcache._slot_routing import SlotRouting
-from smartcache.core.commands import (
-    CommandSpec,
-    CommandTable,
-    ResponsePolicy,
-)
+from smartcache.core.commands import CommandSpec, CommandTable, ResponsePolicy
 from smartcache.core.fanout import default_node_reply, fan_out_reply, result_callback
 from smartcache.core.flow import (
     ApplyMoved,
@@ -44,7 +41,7 @@ from smartcache.core.flow import (
     unserved,
 )
 from smartcache.core.refresh import AskTopology
-from smartcache.core.retry import RetryPolicy
+from smartcache.core.retry import RetryPolicy, request_written
 from smartcache.core.routing import (
     Split,
     ToNodes,
@@ -54,24 +51,22 @@ from smartcache.core.routing import (
     route,
 )
 from smartcache.core.slotmap import SlotMap, parse_address
-from smartcache.exceptions import (
-    NoReachableNodeError,
-)
+from smartcache.exceptions import NoReachableNodeError
 from smartcache.sync._connection import Connection
-from smartcache.sync._pool import ConnectionPool
-from smartcache.wire import ConnectionSettings
+from smartcache.sync._pool import ConnectionPool, run_batches
+from smartcache.wire import ConnectionSettings, Undecoded
 
 __all__ = ["ClusterRouter", "ClusterState"]
 
-_ERROR = rx.RedisError
 #: what RedisCluster merges when the caller names several nodes (the rest answer by node)
 _MERGED = merged_by(RedisCluster)
 #: RedisCluster's result callbacks, which finish what its default node answers
 _RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
+_UNSENT: Any = object()
 
 
 class ClusterState(SlotRouting[ConnectionPool]):
-    """Slot map, node pools and refresh of one sync cluster client."""
+    """Slot map, node pools and refresh of one cluster client."""
 
     def __init__(
         self,
@@ -85,10 +80,10 @@ class ClusterState(SlotRouting[ConnectionPool]):
             settings,
             startup,
             pool_factory=pool_factory,
-            discard=ConnectionPool.close,
+            discard=ConnectionPool.close_soon,
             min_refresh_interval=min_refresh_interval,
         )
-        self._refresh_lock = threading.Lock()
+        self._refresh_lock = Lock()
 
     def close(self) -> None:
         """Close every pool."""
@@ -109,26 +104,23 @@ class ClusterState(SlotRouting[ConnectionPool]):
                 # Rate limit without making callers wait: the flag stays up, so the first
                 # command after the interval refreshes (MOVED has patched the map already).
                 return self.slot_map
-            new_map, cleared = self._drive_refresh()
+            flow = self.refresh_steps()
+            answer: Any = None
+            try:
+                while True:
+                    step = flow.send(answer)
+                    if isinstance(step, AskTopology):
+                        try:
+                            answer = self._ask(step.address)
+                        except (rx.RedisError, OSError) as exc:
+                            answer = exc
+                    else:
+                        answer = self._probe(step.address)
+            except StopIteration as done:
+                outcome: tuple[SlotMap, set[str]] = done.value
+            new_map, cleared = outcome
             self.install(new_map, cleared)
             return new_map
-
-    def _drive_refresh(self) -> tuple[SlotMap, set[str]]:
-        flow = self.refresh_steps()
-        answer: Any = None
-        try:
-            while True:
-                step = flow.send(answer)
-                if isinstance(step, AskTopology):
-                    try:
-                        answer = self._ask(step.address)
-                    except (rx.RedisError, OSError) as exc:
-                        answer = exc
-                else:
-                    answer = self._probe(step.address)
-        except StopIteration as done:
-            result: tuple[SlotMap, set[str]] = done.value
-            return result
 
     def _probe(self, address: str) -> bool:
         conn = Connection(self.short_settings(address))
@@ -152,7 +144,7 @@ class ClusterState(SlotRouting[ConnectionPool]):
 
 
 class ClusterRouter:
-    """Routes commands over a :class:`ClusterState` under one retry policy."""
+    """Routes commands over an :class:`ClusterState` under one retry policy."""
 
     def __init__(
         self, state: ClusterState, policy: RetryPolicy, read_from: str = "primary"
@@ -162,25 +154,34 @@ class ClusterRouter:
         self.read_from = read_from
         self.table = CommandTable.fallback()
         self.table_loaded = False
-        # command name (as the caller spelled it) -> (position of its only key, whether
-        # it reads from a replica): what the fast path needs to make the general path's choice
+        self._table_lock = Lock()
+        #: command name (as the caller spelled it) -> (position of its only key, whether it
+        #: reads from a replica): what the fast path needs to make the general path's choice
         self.single_key: dict[str, tuple[int, bool]] = {}
 
     def ensure_table(self) -> None:
         """Load the server's COMMAND table once (fallback: the built-in table)."""
-        if self.table_loaded or self.state is None:
+        if self.table_loaded:
             return
-        self.table_loaded = True
-        state = self.state
-        assert state.slot_map is not None
-        pool = state.pool(state.slot_map.primaries[0])
-        conn = pool.get()
-        try:
-            self.table = CommandTable.from_command_reply(conn.execute("COMMAND"))
-        except (rx.RedisError, ValueError):
-            self.table = CommandTable.fallback()
-        finally:
-            pool.release(conn)
+        with self._table_lock:
+            if self._loaded():  # loaded while we waited for the lock
+                return
+            current = self.state.slot_map
+            assert current is not None
+            pool = self.state.pool(current.primaries[0])
+            try:
+                self.table = CommandTable.from_command_reply(pool.execute("COMMAND"))
+            except (rx.RedisError, ValueError):
+                self.table = CommandTable.fallback()
+            self.table_loaded = True
+
+    def _loaded(self) -> bool:
+        return self.table_loaded
+
+    def try_refresh(self) -> None:
+        """Refresh the slot map, keeping the old one if no node answers."""
+        with contextlib.suppress(NoReachableNodeError):
+            self.state.refresh()
 
     def execute(
         self,
@@ -215,8 +216,7 @@ class ClusterRouter:
                 finish = result_callback(spec, args, _RESULTS)
                 return default_node_reply(reply, self.state.default_address(), finish)
             case Split(plan=plan):
-                results = self.run_parts([(slot, part) for slot, part, _ in plan.parts])
-                return plan.merge(results)
+                return plan.merge(self.run_parts([(s, p) for s, p, _ in plan.parts]))
             case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
                 targets = self.resolve_targets(group, addresses)
                 return self.fan_out(args, spec, targets, by_node=by_node, undecoded=undecoded)
@@ -231,7 +231,7 @@ class ClusterRouter:
         first: Outcome | None = None,
         undecoded: bool = False,
     ) -> Any:
-        """Run a command on the node serving ``slot``: the sync driver of ``keyed_flow``.
+        """Run a command on the node serving ``slot``: the driver of ``keyed_flow``.
 
         ``first`` hands over a failure the fast path already met; ``undecoded`` reads the
         reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE).
@@ -253,7 +253,7 @@ class ClusterRouter:
                 result = None
                 match effect:
                     case Attempt():
-                        result = self.attempt(state, args, effect, undecoded=undecoded)
+                        result = self.attempt(args, effect, undecoded=undecoded)
                     case RefreshIfPending():
                         if state.refresh_pending:
                             self.try_refresh()
@@ -270,39 +270,53 @@ class ClusterRouter:
         except StopIteration as done:
             return done.value
 
-    def attempt(
-        self,
-        state: ClusterState,
-        args: tuple[Any, ...],
-        step: Attempt,
-        *,
-        undecoded: bool = False,
-    ) -> Outcome:
+    def attempt(self, args: tuple[Any, ...], step: Attempt, *, undecoded: bool = False) -> Outcome:
         """Send the command once, as ``step`` says, and tell what happened."""
-        pool = state.attempt_pool(step)
+        pool = self.state.attempt_pool(step)
         if pool is None:
             return unserved(step.slot)
         asking = step.asking is not None
         return pool.attempt(args, asking=asking, blocking=step.blocking, undecoded=undecoded)
 
-    def try_refresh(self) -> None:
-        """Refresh the slot map, keeping the old one if no node answers."""
+    def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
+        """Send each node's parts as one contiguous batch, all nodes at once; parts that
+        fail (MOVED, ASK, a lost connection...) go through the command flow one by one,
+        handing it the failure (so a part that may have run is not sent again blindly)."""
         state = self.state
-        # On failure keep the old map; the command's own budget decides when to give up.
-        with contextlib.suppress(NoReachableNodeError):
-            state.refresh()
+        groups: dict[int, tuple[ConnectionPool, list[int]]] = {}
+        results: list[Any] = [_UNSENT] * len(parts)
+        for i, (slot, _) in enumerate(parts):
+            pool = state.slot_pools[slot]
+            if pool is not None:
+                groups.setdefault(id(pool), (pool, []))[1].append(i)
+        batches = [(pool, [parts[i][1] for i in indices]) for pool, indices in groups.values()]
+        answers = run_batches(batches)
+        for (_, indices), replies in zip(groups.values(), answers, strict=True):
+            for i, reply in zip(indices, replies, strict=True):
+                results[i] = reply
+        for i, result in enumerate(results):
+            if result is _UNSENT or isinstance(result, rx.RedisError | OSError):
+                slot, part = parts[i]
+                pool = state.slot_pools[slot]
+                first = None
+                if result is not _UNSENT:
+                    sent = request_written(result)
+                    address = pool.settings.address if pool is not None else None
+                    first = Outcome(error=result, sent=sent, address=address)
+                results[i] = self.keyed(part, self.table.lookup(part), slot, first=first)
+        return results
 
     def primaries(self) -> list[str]:
         """Addresses of the primaries in the current slot map."""
-        state = self.state
-        assert state.slot_map is not None
-        return list(state.slot_map.primaries)
+        current = self.state.slot_map
+        assert current is not None
+        return list(current.primaries)
 
     def all_nodes(self) -> list[str]:
         """Addresses of every node in the current slot map."""
-        state = self.state
-        assert state.slot_map is not None
-        return list(state.slot_map.nodes)
+        current = self.state.slot_map
+        assert current is not None
+        return list(current.nodes)
 
     def resolve_targets(self, group: str | None, addresses: Sequence[str] = ()) -> list[str]:
         """Addresses of a node group (``"primaries"``, ``"all"``...) in the current map."""
@@ -319,74 +333,14 @@ class ClusterRouter:
         by_node: bool = False,
         undecoded: bool = False,
     ) -> Any:
-        """Send one command to several nodes (all writes first), then merge the replies or,
-        ``by_node``, answer them by node (:func:`~smartcache.core.fanout.fan_out_reply`);
-        ``undecoded`` reads them as bytes whatever ``decode_responses`` says."""
-        state = self.state
+        """Send one command to several nodes at once, then merge the replies or, ``by_node``,
+        answer them by node (:func:`~smartcache.core.fanout.fan_out_reply`); ``undecoded``
+        reads them as bytes whatever ``decode_responses`` says."""
         addresses = list(addresses)
-        taken = []
-        replies: list[Any] = []
-        try:
-            for address in addresses:
-                pool = state.pool(address)
-                conn = pool.get()
-                taken.append((pool, conn))
-                conn.send_command(*args)
-            for _, conn in taken:
-                replies.append(conn.read_undecoded() if undecoded else conn.read_raw())
-        finally:
-            for i, (pool, conn) in enumerate(taken):
-                if i >= len(replies):
-                    conn.close()  # its reply was never read: never hand it out again
-                pool.release(conn)
+        command = Undecoded(args) if undecoded else args
+        answers = run_batches([(self.state.pool(a), [command]) for a in addresses])
+        replies = [answer[0] for answer in answers]
         policy = spec.response_policy if spec is not None else ResponsePolicy.DEFAULT
         finish = None if by_node else result_callback(spec, args, _RESULTS)
         name = command_name(args)
         return fan_out_reply(name, policy, addresses, replies, by_node=by_node, finish=finish)
-
-    def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:
-        """Send every part to its node (all writes first), then read; retry failed parts."""
-        state = self.state
-        results: list[Any] = [None] * len(parts)
-        by_pool: dict[int, tuple[ConnectionPool, list[int]]] = {}
-        failed: list[int] = []
-        for i, (slot, _) in enumerate(parts):
-            pool = state.slot_pools[slot]
-            if pool is None:
-                failed.append(i)
-                continue
-            by_pool.setdefault(id(pool), (pool, []))[1].append(i)
-        sent: list[tuple[ConnectionPool, Any, list[int]]] = []
-        for pool, indices in by_pool.values():
-            conn = None
-            try:
-                conn = pool.get()
-                conn.send_many([parts[i][1] for i in indices])
-                sent.append((pool, conn, indices))
-            except (rx.ConnectionError, rx.TimeoutError, OSError):
-                if conn is not None:
-                    pool.release(conn)
-                failed.extend(indices)
-            except BaseException:
-                if conn is not None:
-                    pool.release(conn)  # bad arguments: nothing of this batch was written
-                for other_pool, other, _ in sent:
-                    other.close()  # replies owed on it: never hand it out again
-                    other_pool.release(other)
-                raise
-        for pool, conn, indices in sent:
-            try:
-                for i in indices:
-                    reply = conn.read_raw()
-                    if isinstance(reply, _ERROR):
-                        failed.append(i)
-                    else:
-                        results[i] = reply
-            except (rx.ConnectionError, rx.TimeoutError, OSError):
-                failed.extend(i for i in indices if results[i] is None and i not in failed)
-            finally:
-                pool.release(conn)
-        for i in failed:
-            slot, part = parts[i]
-            results[i] = self.keyed(part, self.table.lookup(part), slot)
-        return results

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions as rx
@@ -23,7 +24,7 @@ from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartC
 from smartcache.sync._connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
-__all__ = ["ConnectionPool", "SingleConnectionPool"]
+__all__ = ["ConnectionPool", "SingleConnectionPool", "run_batches"]
 
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
@@ -305,6 +306,11 @@ class ConnectionPool:
         """Alias of :meth:`close`, as redis-py's pools call it."""
         self.close()
 
+    def close_soon(self) -> None:
+        """Close the pool of a node that left the topology (at once here; the asyncio twin
+        closes in the background)."""
+        self.close()
+
 
 class SingleConnectionPool(ConnectionPool):
     """``single_connection_client=True``: every user gets the same one connection, one
@@ -368,3 +374,48 @@ def _with_follower(
         if timeout is not None and extra and conn.is_connected:
             conn.settimeout(timeout)
     return reply if isinstance(reply, rx.RedisError) else (reply, follow)
+
+
+def run_batches(
+    batches: Sequence[tuple[ConnectionPool, Sequence[tuple[Any, ...]]]],
+) -> list[list[Any]]:
+    """Send each batch of commands on a connection of its pool, every batch written before
+    any reply is read (the nodes work in parallel without threads), and return one list of
+    answers per batch, one answer per command: the reply, an error reply, or the transport
+    error that cut the batch (``request_sent`` says whether the command was written). The
+    twin of :func:`smartcache.asyncio._pool.run_batches`; :class:`~smartcache.wire.Undecoded`
+    commands are read undecoded.
+    """
+    answers: list[list[Any]] = [[] for _ in batches]
+    taken: list[tuple[int, ConnectionPool, Connection]] = []
+    try:
+        for b, (pool, commands) in enumerate(batches):
+            try:
+                conn = pool.get()
+            except _NET as exc:  # full pool or no connection: nothing written
+                answers[b] = [exc] * len(commands)
+                continue
+            try:
+                conn.send_many(commands)
+            except _NET as exc:
+                pool.release(conn)
+                answers[b] = [exc] * len(commands)
+                continue
+            except BaseException:
+                pool.release(conn)  # bad arguments: nothing of this batch was written
+                raise
+            taken.append((b, pool, conn))
+        for b, _, conn in taken:
+            commands = batches[b][1]
+            got = answers[b]
+            try:
+                for command in commands:
+                    got.append(conn.read_for(command))
+            except _NET as exc:
+                got.extend([exc] * (len(commands) - len(got)))
+    finally:
+        for b, pool, conn in taken:
+            if len(answers[b]) < len(batches[b][1]):
+                conn.close()  # replies owed on it: never hand it out again
+            pool.release(conn)
+    return answers
