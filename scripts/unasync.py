@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: (async source, generated sync file)
 FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
+    ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
 ]
 
@@ -35,7 +36,13 @@ SUBS: list[tuple[str, str]] = [
         r"\(``scripts/unasync\.py``\)\.$",
         r"Generated from ``smartcache/asyncio/\1.py`` by ``scripts/unasync.py``: edit that file.",
     ),
+    (r"``redis\.asyncio``'s Pipeline API", "redis-py's ``Pipeline`` API"),
     # syntax
+    (r"\b__aenter__\b", "__enter__"),
+    (r"\b__aexit__\b", "__exit__"),
+    (r"Literal\[True\] = True", "Literal[False] = False"),
+    (r"  # type: ignore\[misc\]  # redis-py's own async mixins disagree on command_info", ""),
+    (r"  # type: ignore\[override\]  # awaitable, as redis\.asyncio", ""),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
     (r"\bawait ", ""),
@@ -44,7 +51,8 @@ SUBS: list[tuple[str, str]] = [
     (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),
     (
         r"\bAsync(SentinelState|SentinelExecutor|ConnectionPool|Connection|ClusterState"
-        r"|ClusterRouter)\b",
+        r"|ClusterRouter|Pipeline|SmartClient|RedisModuleCommands|CoreCommands"
+        r"|SentinelCommands)\b",
         r"\1",
     ),
     (r"\baclose\(", "close("),

@@ -1,9 +1,15 @@
-"""Async pipelines and transactions for AsyncSmartClient (``redis.asyncio`` Pipeline API).
+"""Pipelines and transactions for AsyncSmartClient, with ``redis.asyncio``'s Pipeline API.
 
-Planning and result handling are the sync pipeline's, from :mod:`smartcache.core.pipeline`.
-A non-transactional pipeline sends each node's batch contiguously on that node's shared
-connection (all nodes at once) and re-runs only the commands that failed through the normal
-retry flow. A transaction (and WATCH) takes a dedicated connection.
+Non-transactional pipelines are planned by :mod:`smartcache.core.pipeline`: commands are
+grouped per node and sent with the pool's ``run_batches`` (every node at once), and only
+the commands that failed (MOVED, ASK, TRYAGAIN, a lost connection) are re-run one by one
+through the client's normal retry path; a command whose connection was lost after it was
+written is re-run only where that is safe (``core.pipeline.after_loss``). Results come
+back in the caller's order. Transactions (``transaction=True``, WATCH) run on a connection
+of their own and, on a cluster, must keep every key on one slot; MOVED and ASK before EXEC
+are followed by ``core.pipeline.transaction_flow``.
+
+``smartcache/sync/_pipeline.py`` is generated from this file (``scripts/unasync.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSen
 
 from smartcache._scripts import missing_scripts
 from smartcache.asyncio._connection import AsyncConnection
-from smartcache.asyncio._pool import AsyncConnectionPool
+from smartcache.asyncio._pool import AsyncConnectionPool, run_batches
 from smartcache.core.commands import normalize_command
 from smartcache.core.fanout import unfinished
 from smartcache.core.flow import (
@@ -62,26 +68,37 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncPipeline"]
 
+#: redis-py's words when the connection of a WATCH breaks
+_WATCH_LOST = "A ConnectionError occurred on while watching one or more keys"
+
+Stack = list[tuple[tuple[Any, ...], dict[str, Any]]]
+
 
 class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagree on command_info
     AsyncRedisModuleCommands, AsyncCoreCommands, AsyncSentinelCommands
 ):
-    """Queue commands (``pipe.set(...)`` returns the pipeline), then ``await pipe.execute()``."""
+    """Queue commands (``pipe.set(...)`` returns the pipeline) and send them together with
+    ``execute()``, as redis-py's ``Pipeline``: it returns the replies in order; with
+    ``raise_on_error=False`` failed commands leave their exception in place."""
 
     _is_async_client: Literal[True] = True
-    _event_dispatcher: Any = None
+    _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
 
-    def __init__(self, client: AsyncSmartClient, transaction: bool = True) -> None:
+    def __init__(
+        self, client: AsyncSmartClient, transaction: bool = True, shard_hint: Any = None
+    ) -> None:
         self._client = client
         self.transaction = transaction
+        self.shard_hint = shard_hint
         self.response_callbacks = client.response_callbacks
-        self.command_stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.command_stack: Stack = []
         self.watching = False
         self.explicit_transaction = False
         self._pinned: tuple[AsyncConnectionPool, AsyncConnection] | None = None
         #: scripts called on this pipeline, loaded (if missing) before it executes
         self.scripts: set[Any] = set()
 
+    # -- redis-py surface -----------------------------------------------------------------
     def get_encoder(self) -> Any:
         """The client's encoder."""
         return self._client.get_encoder()
@@ -99,13 +116,17 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         return True
 
     async def reset(self) -> None:  # type: ignore[override]  # redis-py's Pipeline.reset too
-        """Forget queued commands and release a WATCH connection."""
+        """Forget queued commands; end a WATCH and give its connection back."""
         self.command_stack = []
         self.scripts = set()
         if self._pinned is not None:
             pool, conn = self._pinned
             self._pinned = None
-            conn.close() if self.watching else None  # closing also ends the WATCH
+            if self.watching:
+                try:
+                    await conn.execute("UNWATCH")
+                except _NET:
+                    conn.close()  # a broken connection ends the WATCH too
             pool.release(conn)
         self.watching = False
         self.explicit_transaction = False
@@ -128,15 +149,20 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         """UNWATCH."""
         return (self.watching and await self._immediate(("UNWATCH",), {})) or True
 
+    def discard(self) -> None:
+        """DISCARD, as redis-py's ``Pipeline.discard``."""
+        self.execute_command("DISCARD")
+
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        """Queue a command; while WATCHing (before MULTI) run it at once (awaitable)."""
-        if self.watching and not self.explicit_transaction:
+        """Queue a command; while WATCHing (before MULTI) run it at once, as redis-py does."""
+        if (self.watching or args[0] == "WATCH") and not self.explicit_transaction:
             return self._immediate(args, options)
         self.command_stack.append((args, options))
         return self
 
+    # -- immediate mode (WATCH ... MULTI) -----------------------------------------------
     async def _immediate(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        client = await self._client.initialize()
+        await self._client._ensure_ready()
         wire = normalize_command(args)
         if self._pinned is None:
             pool = await self._pool_for([wire])
@@ -148,36 +174,36 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             was_watching = self.watching
             await self.reset()
             if was_watching:
-                raise rx.WatchError("A ConnectionError occurred while watching keys") from exc
+                raise rx.WatchError(_WATCH_LOST) from exc
             raise
         name = str(args[0]).upper()
         if name in _UNWATCH:
             self.watching = False
         elif name == "WATCH":
             self.watching = True
-        del client
         return apply_callback(self.response_callbacks, args[0], reply, options)
 
     async def _pool_for(self, commands: Sequence[tuple[Any, ...]]) -> AsyncConnectionPool:
+        """The pool of the node a transaction (or WATCH) on ``commands`` goes to."""
         client = self._client
         single = await client._one_node_pool()
         if single is not None:
             return single
         router = client._router
         assert router is not None
-        slot = transaction_slot(router.table, commands, router.state.slot_of)
+        await router.ensure_table()
         state = router.state
-        if slot is None:
-            return state.pool(router.primaries()[0])
-        pool = state.slot_pools[slot]
-        return pool if pool is not None else state.pool(router.primaries()[0])
+        slot = transaction_slot(router.table, commands, state.slot_of)
+        pool = state.slot_pools[slot] if slot is not None else None
+        return pool if pool is not None else state.pool(state.default_address())
 
+    # -- execute --------------------------------------------------------------------------
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send every queued command; return the replies in order."""
         stack = self.command_stack
         if not stack and not self.watching:
             return []
-        await self._client.initialize()
+        await self._client._ensure_ready()
         try:
             if self.scripts:
                 scripts = list(self.scripts)
@@ -190,14 +216,18 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         finally:
             await self.reset()
 
-    async def _execute_transaction(
-        self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
-    ) -> list[Any]:
+    async def _execute_transaction(self, stack: Stack, raise_on_error: bool) -> list[Any]:
         commands = [normalize_command(args) for args, _ in stack]
         batch = [("MULTI",), *commands, ("EXEC",)]
         if self._pinned is not None:
             _, conn = self._pinned
-            replies = await conn.execute_many(batch)
+            try:
+                replies = await conn.execute_many(batch)
+            except _NET:
+                self._pinned = None
+                if self.watching:
+                    raise rx.WatchError(_WATCH_LOST) from None
+                raise
         else:
             replies = await self._send_transaction(commands, batch)
         self.watching = False
@@ -206,7 +236,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     async def _send_transaction(
         self, commands: Sequence[tuple[Any, ...]], batch: list[tuple[Any, ...]]
     ) -> list[Any]:
-        """Send ``MULTI ... EXEC``; on a cluster, the async driver of ``transaction_flow``."""
+        """Send ``MULTI ... EXEC``; on a cluster, the driver of ``transaction_flow``."""
         router = self._client._router
         if router is None:
             return await _send_batch(await self._pool_for(commands), batch)
@@ -228,7 +258,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                             replies = (await _send_batch(pool, [("ASKING",), *batch]))[1:]
                         else:
                             maybe = state.slot_pools[at]
-                            pool = maybe or state.pool(router.primaries()[0])
+                            pool = maybe or state.pool(state.default_address())
                             replies = await _send_batch(pool, batch)
                         result = Outcome(reply=replies, sent=True, address=pool.settings.address)
                     case RefreshIfPending():
@@ -244,9 +274,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             final: list[Any] = done.value
             return final
 
-    async def _execute_pipeline(
-        self, stack: list[tuple[tuple[Any, ...], dict[str, Any]]], raise_on_error: bool
-    ) -> list[Any]:
+    async def _execute_pipeline(self, stack: Stack, raise_on_error: bool) -> list[Any]:
         client = self._client
         decode = client._settings.decode_responses
         commands = [
@@ -254,10 +282,9 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             for a, o in stack
         ]
         single = await client._one_node_pool()
-        if single is not None:
-            raw = await self._on_pool(single, commands)
-        else:
-            raw = await self._on_cluster(commands)
+        raw = await (
+            self._on_cluster(commands) if single is None else self._on_pool(single, commands)
+        )
         results = []
         for reply, (args, options) in zip(raw, stack, strict=True):
             if isinstance(reply, Exception):
@@ -272,21 +299,23 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     async def _on_pool(
         self, pool: AsyncConnectionPool, commands: list[tuple[Any, ...]]
     ) -> list[Any]:
-        try:
-            return await pool.connection.execute_many(commands)
-        except _NET as exc:
-            return await self._after_loss(commands, exc)
+        """The batch on one server (or a Sentinel's primary)."""
+        (answers,) = await run_batches([(pool, commands)])
+        results: list[Any] = []
+        for args, answer in zip(commands, answers, strict=True):
+            if isinstance(answer, _NET):
+                results.append(await self._recover(args, -1, answer))
+            else:
+                results.append(answer)
+        return results
 
-    async def _after_loss(
-        self, commands: Sequence[tuple[Any, ...]], exc: BaseException
-    ) -> list[Any]:
+    async def _recover(self, args: tuple[Any, ...], slot: int, lost: BaseException) -> Any:
+        """A command whose connection was lost in the pipeline: re-run alone where that is
+        safe (``core.pipeline.after_loss``), else the ``AmbiguousCommandError`` in its place."""
         client = self._client
         table = client._router.table if client._router else client._table
-        verdicts = after_loss(client.retry_policy, table, commands, sent=request_written(exc))
-        out: list[Any] = []
-        for args, error in zip(commands, verdicts, strict=True):
-            out.append(await self._rerun(args, -1) if error is None else error)
-        return out
+        (error,) = after_loss(client.retry_policy, table, [args], sent=request_written(lost))
+        return await self._rerun(args, slot) if error is None else error
 
     async def _rerun(self, args: tuple[Any, ...], slot: int, first: Outcome | None = None) -> Any:
         """Run one command alone through the client's retry path; ``first`` hands over the
@@ -305,55 +334,52 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             return exc
 
     async def _on_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The batch on a cluster: one contiguous batch per node, every node at once."""
         router = self._client._router
         assert router is not None
         await router.ensure_table()
         state = router.state
         plans = [plan_command(router.table, args, state.slot_of) for args in commands]
         primaries = router.primaries()
+        default = state.default_address()
+        # wire operations: (command index, slot, args, pool)
         ops: list[tuple[int, int, tuple[Any, ...], AsyncConnectionPool | None]] = []
         for ci, plan in enumerate(plans):
             for slot, args in plan.ops:
                 if slot == ALL_PRIMARIES:
                     ops.extend((ci, slot, args, state.pool(p)) for p in primaries)
                 elif slot == ANY_SLOT:
-                    ops.append((ci, slot, args, state.pool(state.default_address())))
+                    ops.append((ci, slot, args, state.pool(default)))
                 else:
                     ops.append((ci, slot, args, state.slot_pools[slot]))
         replies: list[Any] = [None] * len(ops)
         groups: dict[int, tuple[AsyncConnectionPool, list[int]]] = {}
-        rerun: list[int] = []
         for i, (_, _, _, pool) in enumerate(ops):
-            if pool is None:
-                rerun.append(i)
-            else:
+            if pool is not None:
                 groups.setdefault(id(pool), (pool, []))[1].append(i)
-
-        async def send(pool: AsyncConnectionPool, indices: list[int]) -> None:
-            batch = [ops[i][2] for i in indices]
-            try:
-                answers = await pool.connection.execute_many(batch)
-            except _NET as exc:
-                answers = await self._after_loss(batch, exc)
-            for i, answer in zip(indices, answers, strict=True):
+        batches = [(pool, [ops[i][2] for i in indices]) for pool, indices in groups.values()]
+        answers = await run_batches(batches)
+        for (_, indices), got in zip(groups.values(), answers, strict=True):
+            for i, answer in zip(indices, got, strict=True):
                 replies[i] = answer
-
-        await asyncio.gather(*(send(pool, indices) for pool, indices in groups.values()))
-        failed: dict[int, Outcome] = {}
-        for i, (_, _slot, _args, pool) in enumerate(ops):
+        for i, (_, slot, args, pool) in enumerate(ops):
             reply = replies[i]
-            if isinstance(reply, _RETRYABLE) and pool is not None:
+            if pool is None:  # the slot had no node: the flow waits for one
+                replies[i] = await self._rerun(args, slot)
+            elif isinstance(reply, _NET):
+                replies[i] = await self._recover(args, slot, reply)
+            elif isinstance(reply, _RETRYABLE):
                 # MOVED, ASK, TRYAGAIN...: the command's own flow follows it, knowing which
                 # node answered (``MOVED 3999 :6381`` names that node's host).
-                failed[i] = Outcome(error=reply, sent=True, address=pool.settings.address)
-                rerun.append(i)
-        for i in sorted(set(rerun)):
-            _, slot, args, _ = ops[i]
-            replies[i] = await self._rerun(args, slot, failed.get(i))
+                failed = Outcome(error=reply, sent=True, address=pool.settings.address)
+                replies[i] = await self._rerun(args, slot, failed)
         return assemble(plans, [op[0] for op in ops], replies, router.table)
 
 
 async def _send_batch(pool: AsyncConnectionPool, batch: list[tuple[Any, ...]]) -> list[Any]:
-    """Send ``batch`` on a dedicated connection of ``pool`` and read every reply."""
-    async with pool.dedicated() as conn:
+    """Send ``batch`` on a connection of ``pool`` no one else uses and read every reply."""
+    conn = await pool.acquire_dedicated()
+    try:
         return await conn.execute_many(batch)
+    finally:
+        pool.release(conn)

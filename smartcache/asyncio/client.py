@@ -368,6 +368,11 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         """A callable Lua script (as redis.asyncio's), which smartcache pipelines preload."""
         return PipelineAwareAsyncScript(self, script)  # type: ignore[arg-type]  # drop-in client
 
+    async def _ensure_ready(self) -> None:
+        """Detect the topology if not done yet (the pipelines call it first)."""
+        if not self._initialized:
+            await self.initialize()
+
     async def _one_node_pool(self) -> AsyncConnectionPool | None:
         """The pool of the one node a non-cluster client talks to (None on a cluster)."""
         await self.initialize()
@@ -377,7 +382,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> AsyncPipeline:
         """An async pipeline (``transaction=True``: MULTI/EXEC, one slot on a cluster)."""
-        return AsyncPipeline(self, transaction)
+        return AsyncPipeline(self, transaction, shard_hint)
 
     def lock(  # noqa: PLR0917 - redis.asyncio.Redis.lock's signature
         self,

@@ -192,6 +192,11 @@ class ConnectionPool:
             if self._waiting:
                 self._available.notify()
 
+    def acquire_dedicated(self) -> Connection:
+        """A connection for the caller alone until :meth:`release` (every pooled connection
+        is; the name is the asyncio twin's, whose shared connection is not)."""
+        return self.get()
+
     def release(self, conn: Connection) -> None:
         """Return ``conn`` to the pool.
 

@@ -628,6 +628,14 @@ class SmartClient(
         check_wait(args, acked, wanted, timeout_ms, aof=self._wait_aof)
         return reply
 
+    def _ensure_ready(self) -> None:
+        """Nothing to do: the topology is detected when the client is made (the async
+        twin detects it on first use)."""
+
+    def _one_node_pool(self) -> ConnectionPool | None:
+        """The pool of the one node a non-cluster client talks to (None on a cluster)."""
+        return self._single_node_pool()
+
     def _single_node_pool(self) -> ConnectionPool | None:
         """The pool of the one node a non-cluster client talks to (None on a cluster)."""
         if self._pool is not None:

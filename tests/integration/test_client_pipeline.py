@@ -121,3 +121,22 @@ def test_cluster_pipeline_follows_moved(redis_topologies: TopologyFactory) -> No
         pipe.get(k)
     assert pipe.execute() == [k.encode() for k in keys]  # every one got MOVED first
     client.close()
+
+
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_reset_ends_the_watch_on_the_connection_it_keeps(
+    redis_standalone: Standalone, redis_cluster: Cluster, client_factory: Any, topology: str
+) -> None:
+    """``reset()`` after WATCH sends UNWATCH and keeps the connection (both clients, one
+    source): the next transaction, likely on that same connection, is not aborted by a
+    change to the key the finished WATCH looked at."""
+    url = redis_cluster.url if topology == "cluster" else redis_standalone.url
+    r = client_factory(url=url)
+    pipe = r.pipeline()
+    pipe.watch("{wr}:watched")
+    pipe.reset()
+    r.set("{wr}:watched", "changed")
+    pipe.multi()
+    pipe.set("{wr}:other", "1")
+    assert pipe.execute() == [True]
+    assert pipe.shard_hint is None and len(pipe) == 0
