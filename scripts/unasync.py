@@ -25,12 +25,14 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
+    ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
 ]
 
 #: (pattern, replacement), applied in order to every line
 SUBS: list[tuple[str, str]] = [
     # the sync twin says what it is
     (r"the asyncio driver", "the sync driver"),
+    (r"with short timeouts \(asyncio\)", "with short timeouts (sync)"),
     (
         r"^``smartcache/sync/(\w+)\.py`` is generated from this file "
         r"\(``scripts/unasync\.py``\)\.$",

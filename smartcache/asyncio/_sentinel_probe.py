@@ -1,8 +1,10 @@
-"""One-shot questions to sentinels and data nodes for asyncio, with short timeouts.
+"""One-shot questions to sentinels and data nodes, with short timeouts (asyncio).
 
-The async twins of :mod:`smartcache.sync._sentinel_probe`: each opens an
-:class:`~smartcache.asyncio._connection.AsyncConnection`, asks, closes it, and hands the
-replies to the I/O-free core to interpret. No state, no retries: the flows decide.
+Each function opens a connection, asks, closes it, and hands the replies to the I/O-free
+core (:mod:`smartcache.core.sentinel`, :mod:`smartcache.core.sentinel_flow`) to
+interpret. No state, no retries: the flows decide.
+
+``smartcache/sync/_sentinel_probe.py`` is generated from this file (``scripts/unasync.py``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ import redis.exceptions as rx
 from smartcache.core.sentinel import (
     Address,
     FailoverState,
-    SentinelAnswer,
     SentinelEvent,
     format_address,
 )
@@ -275,9 +274,10 @@ class SentinelState:
                 effect = flow.send(answer)
                 answer = None
                 match effect:
-                    case AskSentinel(address=sentinel):
+                    case AskSentinel(address=sentinel, commands=commands):
                         try:
-                            answer = self._ask_sentinel(sentinel)
+                            settings = self.sentinel_settings_for(sentinel)
+                            answer = ask_sentinel(settings, self.service_name, commands)
                         except (rx.RedisError, OSError) as exc:
                             answer = exc
                     case ConfirmRole(address=address):
@@ -304,9 +304,6 @@ class SentinelState:
             if self._switches != switches:
                 return self._primary
         return None
-
-    def _ask_sentinel(self, sentinel: Address) -> SentinelAnswer:
-        return ask_sentinel(self.sentinel_settings_for(sentinel), self.service_name)
 
     def _refusal(self, address: Address) -> str | None:
         return role_refusal(self._data_probe.with_address(*address))

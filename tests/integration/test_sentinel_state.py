@@ -196,19 +196,23 @@ def test_resp2_resp3_and_decoded_replies(
 
 
 def test_concurrent_on_error_calls_collapse(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup,
+    make_state: Callable[..., SentinelState],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import smartcache.sync._sentinel as sentinel_module
+
     state = make_state(redis_sentinel.sentinel_addresses)
     state.discover()
     asks = []
-    real_ask = state._ask_sentinel
+    real_ask = sentinel_module.ask_sentinel
 
-    def slow_ask(sentinel: Address) -> Any:
-        asks.append(sentinel)
+    def slow_ask(settings: Any, service: str, commands: Any) -> Any:
+        asks.append(settings.address)
         time.sleep(0.05)  # widen the window in which the callers overlap
-        return real_ask(sentinel)
+        return real_ask(settings, service, commands)
 
-    state._ask_sentinel = slow_ask  # type: ignore[method-assign]
+    monkeypatch.setattr(sentinel_module, "ask_sentinel", slow_ask)
     barrier = threading.Barrier(8)
     results: list[bool] = []
 
