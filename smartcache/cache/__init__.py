@@ -6,8 +6,6 @@ Imports no smartcache client module: ``@cached`` works on ``SmartClient``,
 
 from __future__ import annotations
 
-from typing import Any
-
 from smartcache.cache._base import CachePolicy, CacheStats
 from smartcache.cache._bloom import BloomGuard
 from smartcache.cache._cache import Cache
@@ -65,13 +63,15 @@ __all__ = [
 ]
 
 
-def invalidate_tag(tag: str, *, client: Any = None, namespace: str = "sc") -> int:
+def invalidate_tag(tag: str, *, client: RedisLike | None = None, namespace: str = "sc") -> int:
     """Delete every entry written with ``tag`` (e.g. ``"user:1000"``); the number deleted."""
-    client = client if client is not None else get_default_client()
-    return Cache(client).invalidate_tag(tag, namespace=namespace)
+    resolved = client if client is not None else get_default_client()
+    return Cache(resolved).invalidate_tag(tag, namespace=namespace)
 
 
-async def ainvalidate_tag(tag: str, *, client: Any = None, namespace: str = "sc") -> int:
+async def ainvalidate_tag(
+    tag: str, *, client: AsyncRedisLike | None = None, namespace: str = "sc"
+) -> int:
     """Async :func:`invalidate_tag` (for an async client)."""
-    client = client if client is not None else get_default_client()
-    return await Cache(client).ainvalidate_tag(tag, namespace=namespace)
+    resolved = client if client is not None else get_default_client()
+    return await Cache(resolved).ainvalidate_tag(tag, namespace=namespace)

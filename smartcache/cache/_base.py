@@ -24,6 +24,7 @@ from smartcache.cache._codec import (
     get_serializer,
 )
 from smartcache.cache._policy import RandomSource, jittered_ttl_ms, should_refresh_early
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 
 __all__ = ["CacheBase", "CachePolicy", "CacheStats", "LoaderError", "REDIS_ERRORS", "tag_key"]
 
@@ -118,7 +119,7 @@ class CacheBase:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisLike | AsyncRedisLike,
         policy: CachePolicy | None = None,
         *,
         clock: Callable[[], float] = time.time,

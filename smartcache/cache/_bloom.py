@@ -25,6 +25,7 @@ import mmh3
 from pybloom_live import ScalableBloomFilter
 
 from smartcache.cache._lock import has_command
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 
 __all__ = ["BloomGuard", "bloom_positions", "bloom_size"]
 
@@ -52,7 +53,7 @@ class BloomGuard:
         *,
         capacity: int = 100_000,
         error_rate: float = 0.001,
-        client: Any = None,
+        client: RedisLike | AsyncRedisLike | None = None,
         name: str = "default",
         namespace: str = "sc",
     ) -> None:
@@ -75,10 +76,22 @@ class BloomGuard:
 
     @classmethod
     def shared(
-        cls, client: Any, name: str, capacity: int = 100_000, error_rate: float = 0.001
+        cls,
+        client: RedisLike | AsyncRedisLike,
+        name: str,
+        capacity: int = 100_000,
+        error_rate: float = 0.001,
     ) -> BloomGuard:
         """A guard shared by every process through a Redis bitmap (or RedisBloom filter)."""
         return cls(capacity=capacity, error_rate=error_rate, client=client, name=name)
+
+    @property
+    def _remote(self) -> RedisLike | AsyncRedisLike:
+        """The client of a shared guard (``client`` is set whenever ``_local`` is None)."""
+        client = self.client
+        if client is None:  # as reading an attribute of None did before: AttributeError
+            raise AttributeError("a local BloomGuard has no client")
+        return client
 
     # -- command building (pure) ------------------------------------------------------------
     def _bitfield(self, items: Iterable[str], op: str) -> list[Any]:
@@ -96,12 +109,12 @@ class BloomGuard:
     def _sync_module(self) -> bool:
         if self._module is None:
             try:
-                reply = self.client.execute_command("COMMAND", "INFO", "BF.ADD")
+                reply = self._remote.execute_command("COMMAND", "INFO", "BF.ADD")
             except Exception:
                 reply = None
             if self._use_module(reply):
                 with contextlib.suppress(Exception):  # already reserved
-                    self.client.execute_command(
+                    self._remote.execute_command(
                         "BF.RESERVE", self.key, self.error_rate, self.capacity
                     )
         return bool(self._module)
@@ -113,9 +126,9 @@ class BloomGuard:
                 self._local.add(item)
         elif items:
             if self._sync_module():
-                self.client.execute_command("BF.MADD", self.key, *items)
+                self._remote.execute_command("BF.MADD", self.key, *items)
             else:
-                self.client.execute_command(*self._bitfield(items, "set"))
+                self._remote.execute_command(*self._bitfield(items, "set"))
 
     def warm(self, items: Iterable[str], batch: int = 1000) -> None:
         """Add many keys, ``batch`` per round trip."""
@@ -133,8 +146,8 @@ class BloomGuard:
         if self._local is not None:
             return item in self._local
         if self._sync_module():
-            return bool(self.client.execute_command("BF.EXISTS", self.key, item))
-        return all(self.client.execute_command(*self._bitfield([item], "get")))
+            return bool(self._remote.execute_command("BF.EXISTS", self.key, item))
+        return all(self._remote.execute_command(*self._bitfield([item], "get")))
 
     def clear(self) -> None:
         """Forget everything (then ``warm`` with the current keys to rebuild)."""
@@ -143,19 +156,19 @@ class BloomGuard:
                 initial_capacity=self.capacity, error_rate=self.error_rate
             )
         else:
-            self.client.delete(self.key)
+            self._remote.delete(self.key)
             self._module = None
 
     # -- async ------------------------------------------------------------------------------
     async def _async_module(self) -> bool:
         if self._module is None:
             try:
-                reply = await self.client.execute_command("COMMAND", "INFO", "BF.ADD")
+                reply = await self._remote.execute_command("COMMAND", "INFO", "BF.ADD")
             except Exception:
                 reply = None
             if self._use_module(reply):
                 with contextlib.suppress(Exception):  # already reserved
-                    await self.client.execute_command(
+                    await self._remote.execute_command(
                         "BF.RESERVE", self.key, self.error_rate, self.capacity
                     )
         return bool(self._module)
@@ -166,9 +179,9 @@ class BloomGuard:
             self.add(*items)
         elif items:
             if await self._async_module():
-                await self.client.execute_command("BF.MADD", self.key, *items)
+                await self._remote.execute_command("BF.MADD", self.key, *items)
             else:
-                await self.client.execute_command(*self._bitfield(items, "set"))
+                await self._remote.execute_command(*self._bitfield(items, "set"))
 
     async def awarm(self, items: Iterable[str], batch: int = 1000) -> None:
         """Async :meth:`warm`."""
@@ -186,13 +199,13 @@ class BloomGuard:
         if self._local is not None:
             return item in self._local
         if await self._async_module():
-            return bool(await self.client.execute_command("BF.EXISTS", self.key, item))
-        return all(await self.client.execute_command(*self._bitfield([item], "get")))
+            return bool(await self._remote.execute_command("BF.EXISTS", self.key, item))
+        return all(await self._remote.execute_command(*self._bitfield([item], "get")))
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
         if self._local is not None:
             self.clear()
         else:
-            await self.client.delete(self.key)
+            await self._remote.delete(self.key)
             self._module = None

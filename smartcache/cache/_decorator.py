@@ -19,16 +19,17 @@ from smartcache.cache._base import CachePolicy, CacheStats
 from smartcache.cache._cache import Cache
 from smartcache.cache._codec import Entry, Serializer, get_serializer
 from smartcache.cache._keys import KeyBuilder
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 
 __all__ = ["AsyncCachedFunction", "CachedFunction", "cached", "configure", "get_default_client"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_default: dict[str, Any] = {}
+_default: dict[str, RedisLike | AsyncRedisLike] = {}
 
 
-def configure(*, client: Any) -> None:
+def configure(*, client: RedisLike | AsyncRedisLike | None) -> None:
     """Set the client ``@cached`` functions without an explicit ``client=`` use (None unsets)."""
     if client is None:
         _default.pop("client", None)
@@ -36,7 +37,7 @@ def configure(*, client: Any) -> None:
         _default["client"] = client
 
 
-def get_default_client() -> Any:
+def get_default_client() -> RedisLike | AsyncRedisLike:
     """The client given to :func:`configure` (LookupError if none)."""
     try:
         return _default["client"]
@@ -53,7 +54,7 @@ class _CachedBase(Generic[P, T]):
         *,
         policy: CachePolicy,
         keys: KeyBuilder,
-        client: Any,
+        client: RedisLike | AsyncRedisLike | None,
         tags: tuple[str, ...],
         bloom: Any,
     ) -> None:
@@ -171,7 +172,7 @@ class _Decorator:
     def __init__(
         self,
         *,
-        client: Any,
+        client: RedisLike | AsyncRedisLike | None,
         policy: CachePolicy,
         key: str | None,
         version: Any,
@@ -218,7 +219,7 @@ class _Decorator:
 
 def cached(
     *,
-    client: Any = None,
+    client: RedisLike | AsyncRedisLike | None = None,
     ttl: float = 300.0,
     jitter: float = 0.0,
     key: str | None = None,

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._watchdog import Watchdog
 
 __all__ = ["AsyncLeaseLock", "LeaseLock", "lock_key", "signal_key"]
@@ -64,7 +65,7 @@ def has_command(reply: Any) -> bool:
 class LeaseLock:
     """The synchronous lease lock for one client."""
 
-    def __init__(self, client: Any, lease_ms: int = 10_000) -> None:
+    def __init__(self, client: RedisLike, lease_ms: int = 10_000) -> None:
         self.client = client
         self.lease_ms = lease_ms
         self._release_script = client.register_script(_RELEASE)
@@ -126,7 +127,7 @@ class LeaseLock:
 class AsyncLeaseLock:
     """The asyncio twin of :class:`LeaseLock`."""
 
-    def __init__(self, client: Any, lease_ms: int = 10_000) -> None:
+    def __init__(self, client: AsyncRedisLike, lease_ms: int = 10_000) -> None:
         self.client = client
         self.lease_ms = lease_ms
         self._release_script = client.register_script(_RELEASE)

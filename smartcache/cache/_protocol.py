@@ -2,6 +2,8 @@
 
 ``smartcache.SmartClient``, ``AsyncSmartClient``, ``redis.Redis`` and ``redis.asyncio.Redis``
 (and their cluster twins) all satisfy these protocols; this package imports none of them.
+The members are exactly the client methods ``smartcache.cache`` calls (commands sent through
+a pipeline are the pipeline's, not listed here); add one here before calling it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ class RedisLike(Protocol):
 
     def delete(self, *names: Any) -> Any:
         """DEL."""
+        ...
+
+    def smembers(self, name: Any) -> Any:
+        """SMEMBERS (the keys of a tag)."""
+        ...
+
+    def blpop(self, keys: Any, timeout: Any = ...) -> Any:
+        """BLPOP ``keys`` for up to ``timeout`` seconds (lease waiters)."""
         ...
 
     def pipeline(self, transaction: bool = ..., shard_hint: Any = ...) -> Any:
@@ -52,6 +62,14 @@ class AsyncRedisLike(Protocol):
 
     def delete(self, *names: Any) -> Any:
         """DEL (awaitable)."""
+        ...
+
+    def smembers(self, name: Any) -> Any:
+        """SMEMBERS (awaitable)."""
+        ...
+
+    def blpop(self, keys: Any, timeout: Any = ...) -> Any:
+        """BLPOP (awaitable)."""
         ...
 
     def pipeline(self, transaction: bool = ..., shard_hint: Any = ...) -> Any:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Final
 
 from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy
 from smartcache.cache._codec import CorruptEntryError, Serializer, decode_entry, get_serializer
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._store import is_async_store, stream_version
 from smartcache.cache._wb_core import (
     SET_SCRIPT,
@@ -84,7 +85,7 @@ class WriteBehindBase:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisLike | AsyncRedisLike,
         store: Any = None,
         *,
         name: str = "default",
@@ -275,7 +276,7 @@ def _id_ms(entry_id: Any) -> int:
     return int(_s(entry_id).split("-", 1)[0])
 
 
-def run_batch_sync(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+def run_batch_sync(client: RedisLike, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` as one non-transactional pipeline; errors in place."""
     try:
         pipe = client.pipeline(transaction=False)
@@ -287,7 +288,9 @@ def run_batch_sync(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any
 
 
 def run_round_sync(
-    gen: Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult], client: Any, store: Any
+    gen: Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult],
+    client: RedisLike,
+    store: Any,
 ) -> RoundResult:
     """Drive one :func:`flush_round` with blocking calls."""
     reply: Any = None
@@ -323,7 +326,7 @@ class FlusherBase:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisLike | AsyncRedisLike,
         store: Any,
         layout: QueueLayout | None = None,
         options: FlushOptions | None = None,
@@ -391,6 +394,7 @@ class Flusher(FlusherBase):
     """
 
     accepts_async_store: ClassVar[bool] = False
+    client: RedisLike
 
     def _init_shell(self) -> None:
         self._wake = threading.Event()
@@ -444,7 +448,11 @@ class WriteBehind(WriteBehindBase):
     reached the store; ``close()`` flushes and stops. Use it as a context manager.
     """
 
-    def __init__(self, client: Any, store: Any = None, *, flusher: bool = True, **kw: Any) -> None:
+    client: RedisLike
+
+    def __init__(
+        self, client: RedisLike, store: Any = None, *, flusher: bool = True, **kw: Any
+    ) -> None:
         super().__init__(client, store, **kw)
         if flusher and store is None:
             raise InvalidArgumentError(

@@ -13,6 +13,7 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from smartcache.cache._base import REDIS_ERRORS
+from smartcache.cache._protocol import AsyncRedisLike
 from smartcache.cache._wb_core import (
     SET_SCRIPT,
     RedisBatch,
@@ -26,7 +27,7 @@ from smartcache.exceptions import InvalidArgumentError
 __all__ = ["AsyncFlusher", "AsyncWriteBehind"]
 
 
-async def run_batch_async(client: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def run_batch_async(client: AsyncRedisLike, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` as one non-transactional pipeline; errors in place."""
     try:
         pipe = client.pipeline(transaction=False)
@@ -39,7 +40,7 @@ async def run_batch_async(client: Any, commands: Sequence[tuple[Any, ...]]) -> l
 
 async def run_round_async(
     gen: Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult],
-    client: Any,
+    client: AsyncRedisLike,
     store: Any,
     store_is_async: bool,
 ) -> RoundResult:
@@ -79,6 +80,8 @@ async def run_round_async(
 
 class AsyncFlusher(FlusherBase):
     """The asyncio twin of :class:`~smartcache.cache.Flusher`: ``await run()`` or ``start()``."""
+
+    client: AsyncRedisLike
 
     def _init_shell(self) -> None:
         self._wake = asyncio.Event()
@@ -135,7 +138,11 @@ class AsyncWriteBehind(WriteBehindBase):
     wb.flush()``; ``await wb.aclose()`` flushes and stops the task. ``async with`` works.
     """
 
-    def __init__(self, client: Any, store: Any = None, *, flusher: bool = True, **kw: Any) -> None:
+    client: AsyncRedisLike
+
+    def __init__(
+        self, client: AsyncRedisLike, store: Any = None, *, flusher: bool = True, **kw: Any
+    ) -> None:
         super().__init__(client, store, **kw)
         if flusher and store is None:
             raise InvalidArgumentError(

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy
 from smartcache.cache._policy import RandomSource
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._repair_log import (
     RepairRecord,
     append_repair_log,
@@ -88,7 +89,7 @@ _Op: TypeAlias = _Call | _Redis | _Sleep
 _Flow: TypeAlias = Generator[_Op, Any, R]
 
 
-def _client_is_async(client: Any) -> bool:
+def _client_is_async(client: RedisLike | AsyncRedisLike) -> bool:
     flag = getattr(client, "_is_async_client", None)
     if isinstance(flag, bool):
         return flag
@@ -101,7 +102,7 @@ class _WriteThroughCore:
 
     def __init__(
         self,
-        client: Any,
+        client: RedisLike | AsyncRedisLike,
         *,
         mode: Mode = "invalidate",
         policy: CachePolicy | None = None,
@@ -458,7 +459,7 @@ class WriteThrough(_WriteThroughCore):
 
     def __init__(
         self,
-        client: Any,
+        client: RedisLike | AsyncRedisLike,
         store: Store | AsyncStore,
         *,
         mode: Mode = "invalidate",

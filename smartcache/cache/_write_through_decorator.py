@@ -19,6 +19,7 @@ from typing import Any, Final, Generic, ParamSpec, TypeVar, cast, overload
 from smartcache.cache._base import CachePolicy
 from smartcache.cache._decorator import get_default_client
 from smartcache.cache._keys import KeyBuilder
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._write_through import _STATS, Mode, _Call, _Flow, _WriteThroughCore
 
 __all__ = [
@@ -51,7 +52,7 @@ class _WriteThroughFunctionBase(Generic[P, T]):
         func: Callable[P, Any],
         *,
         key_of: Callable[[tuple[Any, ...], dict[str, Any]], str],
-        client: Any,
+        client: RedisLike | AsyncRedisLike | None,
         mode: Mode,
         policy: CachePolicy,
         options: dict[str, Any],
@@ -153,7 +154,7 @@ class _WriteThroughDecorator:
         self,
         key: str | Callable[..., str],
         *,
-        client: Any,
+        client: RedisLike | AsyncRedisLike | None,
         mode: Mode,
         policy: CachePolicy,
         version: int | str | None,
@@ -206,7 +207,7 @@ class _WriteThroughDecorator:
 def write_through(
     key: str | Callable[..., str],
     *,
-    client: Any = None,
+    client: RedisLike | AsyncRedisLike | None = None,
     mode: Mode = "invalidate",
     policy: CachePolicy | None = None,
     version: int | str | None = None,
