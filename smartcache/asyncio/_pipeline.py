@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis.exceptions as rx
 from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSentinelCommands
 
 from smartcache._scripts import missing_scripts
+from smartcache.asyncio._cluster import AsyncClusterRouter
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._pool import AsyncConnectionPool, run_batches
-from smartcache.core.commands import normalize_command
+from smartcache.core.commands import CommandTable, normalize_command
 from smartcache.core.fanout import unfinished
 from smartcache.core.flow import (
     ApplyMoved,
@@ -60,13 +61,30 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.core.retry import request_written
-from smartcache.wire import Undecoded
-
-if TYPE_CHECKING:
-    from smartcache.asyncio.client import AsyncSmartClient
+from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.wire import ConnectionSettings, Undecoded
 
 __all__ = ["AsyncPipeline"]
+
+
+class _Client(Protocol):
+    """What a pipeline needs of its client (``AsyncSmartClient``): a Protocol, so this module
+    does not import the client's, which imports this one."""
+
+    _router: AsyncClusterRouter | None
+    _table: CommandTable
+    _settings: ConnectionSettings
+    retry_policy: RetryPolicy
+    response_callbacks: Any
+
+    def get_encoder(self) -> Any: ...
+    async def _ensure_ready(self) -> None: ...
+    async def _one_node_pool(self) -> AsyncConnectionPool | None: ...
+    async def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any: ...
+    async def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any: ...
+    def script_exists(self, *args: Any) -> Any: ...
+    def script_load(self, script: Any) -> Any: ...
+
 
 #: redis-py's words when the connection of a WATCH breaks
 _WATCH_LOST = "A ConnectionError occurred on while watching one or more keys"
@@ -84,9 +102,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     _is_async_client: Literal[True] = True
     _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
 
-    def __init__(
-        self, client: AsyncSmartClient, transaction: bool = True, shard_hint: Any = None
-    ) -> None:
+    def __init__(self, client: _Client, transaction: bool = True, shard_hint: Any = None) -> None:
         self._client = client
         self.transaction = transaction
         self.shard_hint = shard_hint

@@ -27,7 +27,7 @@ import asyncio
 import itertools
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import hiredis
 import redis.exceptions as rx
@@ -35,9 +35,27 @@ import redis.exceptions as rx
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
 
 if TYPE_CHECKING:
-    from smartcache.asyncio._connection import AsyncConnection
+    from collections import deque
+
+    from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["NOT_ENOUGH", "Batch", "RespProtocol", "UnsolicitedReplyError", "transport_error"]
+
+
+class _Conn(Protocol):
+    """What a protocol reports to its connection (``asyncio._connection.AsyncConnection``):
+    a Protocol, so this module does not import the connection's, which imports this one."""
+
+    settings: ConnectionSettings
+    address: str
+    write_count: int
+    _timeout: float | None
+    _waiters: deque[asyncio.Future[None]]
+
+    def _wake(self) -> None: ...
+    def _on_push(self, message: Any) -> None: ...
+    def _on_broken(self, proto: RespProtocol) -> None: ...
+
 
 #: What ``Reader.gets()`` returns while a reply is incomplete (``False``/``None`` are replies).
 NOT_ENOUGH: Final = object()
@@ -107,7 +125,7 @@ class RespProtocol(asyncio.Protocol):
     )
 
     def __init__(
-        self, conn: AsyncConnection, loop: asyncio.AbstractEventLoop, reader: hiredis.Reader
+        self, conn: _Conn, loop: asyncio.AbstractEventLoop, reader: hiredis.Reader
     ) -> None:
         self.conn = conn
         self.loop = loop

@@ -20,7 +20,7 @@ import functools
 import inspect
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import hiredis
 import redis.exceptions as rx
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from smartcache.asyncio._cluster import AsyncClusterRouter
     from smartcache.asyncio._connection import AsyncConnection
     from smartcache.asyncio._pool import AsyncConnectionPool
-    from smartcache.asyncio.client import AsyncSmartClient
 
 __all__ = ["AsyncPubSub"]
 
@@ -47,6 +46,17 @@ _NET: Final = (rx.ConnectionError, rx.TimeoutError, OSError)
 _LOST: Final = object()  # queued when a connection is lost
 _WAKE: Final = object()  # queued by aclose() for readers waiting on the queue
 _CLASSIC: Final = ("SUBSCRIBE", "PSUBSCRIBE")
+
+
+class _Client(Protocol):
+    """What a pub/sub needs of its client (``AsyncSmartClient``): a Protocol, so this module
+    does not import the client's, which imports this one."""
+
+    _pool: AsyncConnectionPool | None
+    _router: AsyncClusterRouter | None
+
+    def get_encoder(self) -> Encoder: ...
+    async def _ensure_ready(self) -> None: ...
 
 
 class _Link:
@@ -95,7 +105,7 @@ class AsyncPubSub(Subscriptions):
 
     def __init__(
         self,
-        client: AsyncSmartClient,
+        client: _Client,
         *,
         ignore_subscribe_messages: bool = False,
         encoder: Encoder | None = None,
@@ -233,7 +243,7 @@ class AsyncPubSub(Subscriptions):
     # -- connections (callers hold the lock) ------------------------------------------------
     async def _ready(self) -> AsyncClusterRouter | None:
         """The cluster router, or None on a standalone server (topology detected first)."""
-        await self._client.initialize()
+        await self._client._ensure_ready()
         return self._client._router
 
     async def _open(self, address: str | None, *, shard: bool) -> _Link:

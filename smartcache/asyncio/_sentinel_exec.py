@@ -16,10 +16,11 @@ import asyncio
 import dataclasses
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis.exceptions as rx
 
+from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import CommandTable
 from smartcache.core.flow import Outcome, Sleep
 from smartcache.core.retry import RetryPolicy, request_written
@@ -30,20 +31,32 @@ from smartcache.core.sentinel_command import (
     sentinel_command_flow,
 )
 
-if TYPE_CHECKING:
-    from smartcache.asyncio._sentinel import AsyncSentinelState
-
 __all__ = ["AsyncSentinelExecutor"]
 
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
+class _State(Protocol):
+    """What the executor needs of the Sentinel state it drives (``AsyncSentinelState``): a
+    Protocol, so this module does not import the state's, which imports this one."""
+
+    @property
+    def current_pool(self) -> AsyncConnectionPool | None: ...
+    @property
+    def writable(self) -> bool: ...
+    async def primary_pool(self) -> AsyncConnectionPool: ...
+    async def replica_pools(self) -> list[AsyncConnectionPool]: ...
+    async def on_error(self, exc: BaseException | None = None) -> bool: ...
+    async def wait_until_writable(self, timeout: float) -> bool: ...
+
+
 class AsyncSentinelExecutor:
-    """Executes commands against the primary an :class:`AsyncSentinelState` follows."""
+    """Executes commands against the primary a Sentinel state (``AsyncSentinelState``)
+    follows."""
 
     def __init__(
         self,
-        state: AsyncSentinelState,
+        state: _State,
         policy: RetryPolicy,
         table: CommandTable,
         *,

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import redis.exceptions as rx
 
@@ -33,6 +33,7 @@ from smartcache.asyncio._protocol import RespProtocol
 from smartcache.core.sentinel import (
     WATCHED_CHANNELS,
     Address,
+    SentinelEvent,
     format_address,
     parse_event,
     parse_pubsub_message,
@@ -40,10 +41,30 @@ from smartcache.core.sentinel import (
 from smartcache.core.sentinel_flow import subscribed_all
 from smartcache.wire import ConnectionSettings
 
-if TYPE_CHECKING:
-    from smartcache.asyncio._sentinel import AsyncSentinelState
-
 __all__ = ["AsyncSentinelWatcher"]
+
+
+class WatchedState(Protocol):
+    """What a watcher needs of the Sentinel state it feeds
+    (``asyncio._sentinel.AsyncSentinelState``): a Protocol, so this module does not import
+    the state's, which imports this one."""
+
+    service_name: str
+    check_interval: float
+
+    @property
+    def primary_address(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def sentinels(self) -> list[Address]: ...
+    def sentinel_settings_for(self, sentinel: Address) -> ConnectionSettings: ...
+    def report(self, kind: str, value: Any) -> None: ...
+    async def handle_event(self, event: SentinelEvent) -> None: ...
+    def forget_source(self, source: str) -> None: ...
+    async def after_events(self) -> None: ...
+    async def periodic_check(self) -> None: ...
+
 
 #: Resubscription backoff: first retry after this, doubling up to the cap.
 _BACKOFF_FIRST: Final = 0.05
@@ -84,9 +105,9 @@ def _cancel_soon(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> N
 
 
 class AsyncSentinelWatcher:
-    """Owns the subscription tasks of one :class:`AsyncSentinelState`."""
+    """Owns the subscription tasks of one :class:`WatchedState`."""
 
-    def __init__(self, state: AsyncSentinelState) -> None:
+    def __init__(self, state: WatchedState) -> None:
         self._ref = weakref.ref(state)
         self.service_name = state.service_name
         self._wake = asyncio.Event()
@@ -163,7 +184,7 @@ class AsyncSentinelWatcher:
             if subs:
                 await asyncio.wait(subs)
 
-    async def _maintain(self, state: AsyncSentinelState) -> float:
+    async def _maintain(self, state: WatchedState) -> float:
         """(Re)subscribe where due, run the periodic check; return seconds until next duty."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
@@ -242,7 +263,7 @@ class AsyncSentinelWatcher:
             del state
 
     async def _handle(
-        self, state: AsyncSentinelState, message: Any, address: Address, source: str
+        self, state: WatchedState, message: Any, address: Address, source: str
     ) -> None:
         parsed = parse_pubsub_message(message)
         if parsed is not None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
 from smartcache._scripts import missing_scripts
-from smartcache.core.commands import normalize_command
+from smartcache.core.commands import CommandTable, normalize_command
 from smartcache.core.fanout import unfinished
 from smartcache.core.flow import (
     ApplyMoved,
@@ -58,15 +58,33 @@ from smartcache.core.pipeline import (
 from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
-from smartcache.core.retry import request_written
+from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.sync._cluster import ClusterRouter
 from smartcache.sync._connection import Connection
 from smartcache.sync._pool import ConnectionPool, run_batches
-from smartcache.wire import Undecoded
-
-if TYPE_CHECKING:
-    from smartcache.sync.client import SmartClient
+from smartcache.wire import ConnectionSettings, Undecoded
 
 __all__ = ["Pipeline"]
+
+
+class _Client(Protocol):
+    """What a pipeline needs of its client (``SmartClient``): a Protocol, so this module
+    does not import the client's, which imports this one."""
+
+    _router: ClusterRouter | None
+    _table: CommandTable
+    _settings: ConnectionSettings
+    retry_policy: RetryPolicy
+    response_callbacks: Any
+
+    def get_encoder(self) -> Any: ...
+    def _ensure_ready(self) -> None: ...
+    def _one_node_pool(self) -> ConnectionPool | None: ...
+    def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any: ...
+    def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any: ...
+    def script_exists(self, *args: Any) -> Any: ...
+    def script_load(self, script: Any) -> Any: ...
+
 
 #: redis-py's words when the connection of a WATCH breaks
 _WATCH_LOST = "A ConnectionError occurred on while watching one or more keys"
@@ -82,9 +100,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     _is_async_client: Literal[False] = False
     _event_dispatcher: Any = None  # part of redis-py's client protocol; unused here
 
-    def __init__(
-        self, client: SmartClient, transaction: bool = True, shard_hint: Any = None
-    ) -> None:
+    def __init__(self, client: _Client, transaction: bool = True, shard_hint: Any = None) -> None:
         self._client = client
         self.transaction = transaction
         self.shard_hint = shard_hint

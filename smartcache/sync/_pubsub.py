@@ -17,7 +17,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import hiredis
 import redis.exceptions as rx
@@ -34,11 +34,22 @@ if TYPE_CHECKING:
     from redis._parsers.encoders import Encoder
 
     from smartcache.sync._connection import Connection
-    from smartcache.sync.client import SmartClient
 
 __all__ = ["PubSub"]
 
 _LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+
+class _Client(Protocol):
+    """What a pub/sub needs of its client (``SmartClient``): a Protocol, so this module
+    does not import the client's, which imports this one."""
+
+    @property
+    def is_cluster(self) -> bool: ...
+    def get_encoder(self) -> Encoder: ...
+    def _address_for_slot(self, slot: int) -> str: ...
+    def _new_dedicated_connection(self, address: str | None = None) -> Connection: ...
+    def _try_refresh(self) -> None: ...
 
 
 class PubSub(Subscriptions):
@@ -52,7 +63,7 @@ class PubSub(Subscriptions):
 
     def __init__(
         self,
-        client: SmartClient,
+        client: _Client,
         *,
         ignore_subscribe_messages: bool = False,
         encoder: Encoder | None = None,

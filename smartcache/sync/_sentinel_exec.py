@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis.exceptions as rx
 
@@ -29,21 +29,34 @@ from smartcache.core.sentinel_command import (
     WaitWritable,
     sentinel_command_flow,
 )
-
-if TYPE_CHECKING:
-    from smartcache.sync._sentinel import SentinelState
+from smartcache.sync._pool import ConnectionPool
 
 __all__ = ["SentinelExecutor"]
 
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
+class _State(Protocol):
+    """What the executor needs of the Sentinel state it drives (``SentinelState``): a
+    Protocol, so this module does not import the state's, which imports this one."""
+
+    @property
+    def current_pool(self) -> ConnectionPool | None: ...
+    @property
+    def writable(self) -> bool: ...
+    def primary_pool(self) -> ConnectionPool: ...
+    def replica_pools(self) -> list[ConnectionPool]: ...
+    def on_error(self, exc: BaseException | None = None) -> bool: ...
+    def wait_until_writable(self, timeout: float) -> bool: ...
+
+
 class SentinelExecutor:
-    """Executes commands against the primary an :class:`SentinelState` follows."""
+    """Executes commands against the primary a Sentinel state (``SentinelState``)
+    follows."""
 
     def __init__(
         self,
-        state: SentinelState,
+        state: _State,
         policy: RetryPolicy,
         table: CommandTable,
         *,

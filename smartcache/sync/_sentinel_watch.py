@@ -24,13 +24,14 @@ import socket
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import redis.exceptions as rx
 
 from smartcache.core.sentinel import (
     WATCHED_CHANNELS,
     Address,
+    SentinelEvent,
     format_address,
     parse_event,
     parse_pubsub_message,
@@ -40,10 +41,31 @@ from smartcache.exceptions import SmartConnectionError
 from smartcache.sync._connection import Connection
 from smartcache.wire import ConnectionSettings
 
-if TYPE_CHECKING:
-    from smartcache.sync._sentinel import SentinelState
-
 __all__ = ["SentinelWatcher"]
+
+
+class WatchedState(Protocol):
+    """What a watcher needs of the Sentinel state it feeds (``sync._sentinel.SentinelState``):
+    a Protocol, so this module does not import the state's, which imports this one."""
+
+    service_name: str
+    check_interval: float
+
+    @property
+    def primary_address(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def sentinels(self) -> list[Address]: ...
+    def sentinel_settings_for(
+        self, sentinel: Address, *, subscriber: bool = False
+    ) -> ConnectionSettings: ...
+    def report(self, kind: str, value: Any) -> None: ...
+    def handle_event(self, event: SentinelEvent) -> None: ...
+    def forget_source(self, source: str) -> None: ...
+    def after_events(self) -> None: ...
+    def periodic_check(self) -> None: ...
+
 
 #: Resubscription backoff: first retry after this, doubling up to the cap.
 _BACKOFF_FIRST = 0.05
@@ -71,9 +93,9 @@ class _Subscriber(Connection):
 
 
 class SentinelWatcher:
-    """Owns the subscriptions and the thread of one :class:`SentinelState`."""
+    """Owns the subscriptions and the thread of one :class:`WatchedState`."""
 
-    def __init__(self, state: SentinelState) -> None:
+    def __init__(self, state: WatchedState) -> None:
         self._ref = weakref.ref(state)
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -168,7 +190,7 @@ class SentinelWatcher:
             for sock in (self._wake_r, self._wake_w):
                 sock.close()
 
-    def _maintain(self, state: SentinelState) -> float:
+    def _maintain(self, state: WatchedState) -> float:
         """(Re)subscribe where due, run the periodic check; return seconds until next duty."""
         now = time.monotonic()
         for item in self._take_arrived():
@@ -229,7 +251,7 @@ class SentinelWatcher:
             arrived, self._arrived = self._arrived, []
         return arrived
 
-    def _ping(self, state: SentinelState, now: float) -> None:
+    def _ping(self, state: WatchedState, now: float) -> None:
         """Drop subscriptions that left the last PING unanswered; PING the others."""
         for sub in list(self._subs.values()):
             if sub.ping_sent is not None:
@@ -263,7 +285,7 @@ class SentinelWatcher:
                         pass
         return ready
 
-    def _drain(self, state: SentinelState, sub: _Subscriber) -> None:
+    def _drain(self, state: WatchedState, sub: _Subscriber) -> None:
         """Handle every message ready on ``sub``; drop it if its connection failed."""
         try:
             while True:
@@ -281,7 +303,7 @@ class SentinelWatcher:
         except (rx.RedisError, OSError):
             self._drop(state, sub)
 
-    def _drop(self, state: SentinelState, sub: _Subscriber) -> None:
+    def _drop(self, state: WatchedState, sub: _Subscriber) -> None:
         sub.close()
         self._subs.pop(sub.sentinel, None)
         self._retry[sub.sentinel] = (1, time.monotonic() + _BACKOFF_FIRST)

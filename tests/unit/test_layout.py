@@ -61,3 +61,44 @@ def test_the_shells_are_twins_module_for_module() -> None:
     sync = {p.name for p in (PACKAGE / "sync").glob("*.py")}
     asyncio = {p.name for p in (PACKAGE / "asyncio").glob("*.py")}
     assert sync == asyncio - ONLY_ASYNC
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the smartcache modules it imports (type-only imports included)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        for _, target in _imports(path):
+            for candidate in (target, target.rsplit(".", 1)[0]):
+                if candidate in modules and candidate != name:
+                    edges.add(candidate)
+        # a package importing its own submodules (re-exports) is not a circle
+        graph[name] = {t for t in edges if not t.startswith(name + ".")}
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    return graph
+
+
+def test_no_import_circles() -> None:
+    """No two modules import each other, directly or through others, type-only imports
+    included: a module that needs its owner takes it through a Protocol."""
+    graph = _graph()
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        assert node not in visiting, f"import circle: {' -> '.join([*visiting, node])}"
+        visiting.append(node)
+        for target in sorted(graph[node]):
+            visit(target)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
