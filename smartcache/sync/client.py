@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
@@ -69,6 +69,8 @@ from smartcache.wire import ConnectionSettings
 __all__ = ["SmartClient"]
 
 _NEVER_DECODE = "NEVER_DECODE"
+#: attributes that exist once the topology is detected
+_DETECTED = frozenset({"_cluster", "_router", "_pool"})
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"
 
 
@@ -86,11 +88,13 @@ class SmartClient(
     Construct it as you would ``redis.Redis`` (``host=``, ``port=``, ``db=``, ``password=``,
     ``decode_responses=``, ``protocol=``, ``ssl=``...), with ``SmartClient.from_url(...)``,
     with ``startup_nodes=[(host, port), ...]`` for a cluster, or with a redis-py
-    ``connection_pool=`` whose settings it takes over. Whether the server is a cluster is
-    detected from the first node that answers (``INFO cluster``), at construction: a server
-    that refuses the credentials raises ``redis.exceptions.AuthenticationError`` here.
-    ``single_connection_client=True`` sends every command over one connection (on a
-    standalone server, as redis-py; :attr:`connection` is that connection).
+    ``connection_pool=`` whose settings it takes over. Making the client connects to
+    nothing, as with redis-py: whether the server is a cluster is detected from the first
+    node that answers (``INFO cluster``) when the client is first used, so an unreachable
+    server or refused credentials raise then (``redis.exceptions.ConnectionError``,
+    ``AuthenticationError``). ``single_connection_client=True`` sends every command over
+    one connection, opened at construction (on a standalone server, as redis-py;
+    :attr:`connection` is that connection).
 
     ``wait_replicas=N`` (with ``wait_timeout_ms=``) follows every write with ``WAIT`` and
     raises :class:`~smartcache.exceptions.DurabilityError` when fewer replicas acknowledged;
@@ -160,9 +164,6 @@ class SmartClient(
         self._pool_timeout = pool_timeout
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         self._startup = [(str(h), int(p)) for h, p in nodes]
-        self._cluster: ClusterState | None = None
-        self._router: ClusterRouter | None = None
-        self._pool: ConnectionPool | None = None
         self._sentinel: SentinelState | None = None
         self._sentinel_exec: SentinelExecutor | None = None
         self._closed = False
@@ -170,12 +171,40 @@ class SmartClient(
         self._wait_aof = wait_aof
         if wait_replicas and startup_nodes:
             raise ConfigurationError(WAIT_ON_CLUSTER)
+        self._detect_lock = threading.Lock()
         if sentinels is not None:
+            self._cluster, self._router, self._pool = None, None, None
             self._start_sentinel(
                 sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
             )
             return
-        self._detect(cluster)
+        self._cluster_hint = cluster
+        if self.single_connection_client:
+            self._detect(cluster)  # as redis-py, which opens the one connection here
+        # Otherwise the topology is detected on first use, as redis-py connects on the
+        # first command: a client made before its server is up (or with wrong credentials)
+        # raises then, not here (``__getattr__`` below).
+
+    #: set by :meth:`_detect`, on first use (see ``__getattr__``)
+    _cluster: ClusterState | None
+    _router: ClusterRouter | None
+    _pool: ConnectionPool | None
+
+    if not TYPE_CHECKING:  # at run time only: type checkers keep flagging unknown names
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for attributes not set yet: the topology's, before first use.
+            if name in _DETECTED and "_cluster_hint" in self.__dict__:
+                with self._detect_lock:
+                    if name not in self.__dict__:
+                        self._detect(self._cluster_hint)
+                return self.__dict__[name]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def _detected(self) -> bool:
+        """Whether the topology is known (no I/O: for close() and repr())."""
+        return "_pool" in self.__dict__
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -263,16 +292,17 @@ class SmartClient(
                 pool.close()
                 if self._wait[0]:
                     raise ConfigurationError(WAIT_ON_CLUSTER)
-                self._cluster = ClusterState(settings, self._startup, pool_factory=self._new_pool)
-                self._cluster.refresh(force=True)
-                self._router = ClusterRouter(self._cluster, self.retry_policy, self.read_from)
+                state = ClusterState(settings, self._startup, pool_factory=self._new_pool)
+                state.refresh(force=True)
+                router = ClusterRouter(state, self.retry_policy, self.read_from)
+                self._cluster, self._router, self._pool = state, router, None
                 if self._refresh_interval is not None:
-                    self._refresher = _PeriodicRefresh(self._cluster, self._refresh_interval)
+                    self._refresher = _PeriodicRefresh(state, self._refresh_interval)
             elif self.single_connection_client:
                 pool.close()
-                self._pool = self._single_pool(settings)
+                self._cluster, self._router, self._pool = None, None, self._single_pool(settings)
             else:
-                self._pool = pool
+                self._cluster, self._router, self._pool = None, None, pool
             return
         raise NoReachableNodeError(
             f"none of the startup nodes answered: {'; '.join(errors)}", addresses=tried
@@ -349,6 +379,8 @@ class SmartClient(
         return self
 
     def __repr__(self) -> str:
+        if not self._detected:
+            return f"<SmartClient (not connected yet) {self._settings!r}>"
         kind = "cluster" if self._cluster else "standalone"
         return f"<SmartClient {kind} {self._settings!r}>"
 
@@ -379,6 +411,8 @@ class SmartClient(
         self._drop_connections()
 
     def _drop_connections(self) -> None:
+        if not self._detected:
+            return  # never used: nothing to close
         if self._pool is not None:
             # As redis-py: the connections go; the client reconnects if used again.
             old, self._pool = self._pool, self._pool_like(self._pool)

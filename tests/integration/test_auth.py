@@ -131,8 +131,12 @@ def with_suppressed_close(client: Any) -> None:
         pass
 
 
-def _refused_clients(make: Callable[..., Any], server: Standalone, protocol: int) -> Run:
-    """With requirepass set: no password, a wrong password, the right one."""
+def _refused_clients(
+    make: Callable[..., Any], server: Standalone, protocol: int, *, lazy: bool = False
+) -> Run:
+    """With requirepass set: no password, a wrong password, the right one. ``lazy``: also
+    check that making a client with a wrong password raises nothing (the first command
+    does), as with redis-py (the async harness initialises its clients as it makes them)."""
     run = Run()
     admin = _admin(server)
     admin.config_set("requirepass", PASSWORD)
@@ -141,6 +145,13 @@ def _refused_clients(make: Callable[..., Any], server: Standalone, protocol: int
     try:
         run.step("no password", lambda: make(**base).ping())
         run.step("wrong password", lambda: make(**base, password="wrong").ping())
+        if lazy:  # as redis-py: making it connects to nothing; the first command is refused
+            made: dict[str, Any] = {}
+            run.step(
+                "wrong password, made",
+                lambda: bool(made.setdefault("c", make(**base, password="wrong"))),
+            )
+            run.step("wrong password, first command", lambda: made["c"].ping())  # noqa: PLW0108
         run.step("right password", lambda: make(**base, password=PASSWORD).ping())
         run.step(
             "right password as default",
@@ -198,12 +209,14 @@ def test_auth_flow_as_redis_py(
 def test_requirepass_refuses_fast(
     server: Standalone, client_factory: Any, redis_py_factory: Any, protocol: int
 ) -> None:
+    lazy = client_factory.kind == "sync"
     reference = _refused_clients(
         lambda **kw: redis_py_factory(retry=_retry(redis_py_factory.kind), **kw),
         server,
         protocol,
+        lazy=lazy,
     )
-    smart = _refused_clients(client_factory, server, protocol)
+    smart = _refused_clients(client_factory, server, protocol, lazy=lazy)
     _compare(smart, reference)
     assert dict(smart.outcomes)["no password"] == "AuthenticationError"
     assert dict(smart.outcomes)["wrong password"] == "AuthenticationError"

@@ -175,7 +175,13 @@ def test_bad_input(redis_cluster: Cluster) -> None:
             c.delete()
         with pytest.raises(redis.DataError):
             c.set("k", True)  # type: ignore[arg-type]
+    # as redis-py: making a client connects to nothing; its first command does
+    down = SmartClient(
+        startup_nodes=[("127.0.0.1", 1), ("127.0.0.1", 2)], socket_connect_timeout=0.5
+    )
+    assert "not connected yet" in repr(down)
     with pytest.raises(NoReachableNodeError) as err:
-        SmartClient(startup_nodes=[("127.0.0.1", 1), ("127.0.0.1", 2)], socket_connect_timeout=0.5)
+        down.get("k")
+    assert isinstance(err.value, redis.ConnectionError)
     assert err.value.addresses == ("127.0.0.1:1", "127.0.0.1:2")
     assert "127.0.0.1:1" in str(err.value) and "127.0.0.1:2" in str(err.value)

@@ -40,6 +40,7 @@ def test_pipelines_resolve_an_empty_host_to_the_node_that_answered(
     # pipeline, the other in a transaction (a client refreshes its map after a MOVED).
     piped = client_factory(startup_nodes=cluster.startup_nodes)
     transacted = client_factory(startup_nodes=cluster.startup_nodes)
+    transacted.ping()  # a client loads its map when first used: before the migration here
     moving = cluster.slots_of(source)[:20]
     wanted = set(moving)
     keys = [k for k in (f"eh:{i}" for i in range(20000)) if key_slot(k) in wanted][:40]
