@@ -35,6 +35,7 @@ from smartcache.core.flow import (
     RefreshIfPending,
     RequestRefresh,
     Sleep,
+    failed_attempt,
 )
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
@@ -387,7 +388,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             elif isinstance(reply, _RETRYABLE):
                 # MOVED, ASK, TRYAGAIN...: the command's own flow follows it, knowing which
                 # node answered (``MOVED 3999 :6381`` names that node's host).
-                failed = Outcome(error=reply, sent=True, address=pool.settings.address)
+                failed = failed_attempt(reply, pool.settings.address)
                 replies[i] = await self._rerun(args, slot, failed)
         return assemble(plans, [op[0] for op in ops], replies, router.table)
 

@@ -20,8 +20,7 @@ from typing import Any
 import redis.exceptions as rx
 
 from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
-from smartcache.core.flow import Outcome
-from smartcache.core.retry import request_written
+from smartcache.core.flow import Outcome, failed_attempt
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
@@ -253,7 +252,7 @@ class AsyncConnectionPool:
                         conn.settimeout(timeout + then_timeout)
                     reply, follow = await conn.execute_many([args, then])
                     if isinstance(reply, rx.RedisError):
-                        return Outcome(error=reply, sent=True, address=address)
+                        return failed_attempt(reply, address)
                     return Outcome(reply=(reply, follow))
             if blocking or undecoded or dedicated:
                 async with self.dedicated() as conn:
@@ -268,13 +267,11 @@ class AsyncConnectionPool:
             elif asking:
                 reply = (await self.connection.execute_many([("ASKING",), args]))[1]
                 if isinstance(reply, rx.RedisError):
-                    return Outcome(error=reply, sent=True, address=address)
+                    return failed_attempt(reply, address)
             else:
                 reply = await self.connection.execute(*args)
-        except rx.ResponseError as exc:
-            return Outcome(error=exc, sent=True, address=address)
-        except _NET as exc:
-            return Outcome(error=exc, sent=request_written(exc), address=address)
+        except (rx.ResponseError, *_NET) as exc:
+            return failed_attempt(exc, address)
         return Outcome(reply=reply)
 
     def _wake_one(self) -> None:

@@ -22,8 +22,12 @@ import redis.exceptions as rx
 
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.core.commands import CommandTable
-from smartcache.core.flow import Outcome, Sleep
-from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.core.flow import (
+    Outcome,
+    Sleep,
+    failed_attempt,
+)
+from smartcache.core.retry import RetryPolicy
 from smartcache.core.sentinel_command import (
     Rediscover,
     SendCommand,
@@ -96,10 +100,8 @@ class AsyncSentinelExecutor:
             # between the writable check and queuing the command, so no hold is missed).
             try:
                 return await pool.execute(*args)
-            except rx.ResponseError as exc:
-                first = Outcome(error=exc, sent=True, address="primary")
-            except _NET as exc:
-                first = Outcome(error=exc, sent=request_written(exc), address="primary")
+            except (rx.ResponseError, *_NET) as exc:
+                first = failed_attempt(exc, "primary")
             return await self._run(args, first)
         return await self._run(args, None)
 

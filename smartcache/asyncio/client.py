@@ -46,9 +46,10 @@ from smartcache.core.flow import (
     IsSuspect,
     Outcome,
     Sleep,
+    failed_attempt,
     keyed_flow,
 )
-from smartcache.core.retry import RetryPolicy, is_network_failure, request_written
+from smartcache.core.retry import RetryPolicy, is_network_failure
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.core.slotmap import parse_address
@@ -573,12 +574,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         else:
             try:
                 reply = await node.connection.execute(*args)
-            except rx.ResponseError as exc:
-                first = Outcome(error=exc, sent=True, address=node.settings.address)
-                reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
-            except _NET as exc:
-                sent = request_written(exc)
-                first = Outcome(error=exc, sent=sent, address=node.settings.address)
+            except (rx.ResponseError, *_NET) as exc:
+                first = failed_attempt(exc, node.settings.address)
                 reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
         callback = self.response_callbacks.get(name)
         return callback(reply) if callback is not None else reply
@@ -647,10 +644,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         assert pool is not None
         spec = self._table.lookup(args)
         blocking = spec is not None and spec.blocking and spec.is_blocking(args)
-        start = None
-        if first is not None:
-            sent = request_written(first)
-            start = Outcome(error=first, sent=sent, address=pool.settings.address)
+        start = None if first is None else failed_attempt(first, pool.settings.address)
         flow = keyed_flow(
             args,
             spec,
@@ -702,10 +696,8 @@ async def _attempt_on(
         pending = shared.execute(*args)
         shared.settimeout(before)  # flushes it with none; later commands get theirs
         reply = await pending
-    except rx.ResponseError as exc:
-        return Outcome(error=exc, sent=True, address=address)
-    except _NET as exc:
-        return Outcome(error=exc, sent=request_written(exc), address=address)
+    except (rx.ResponseError, *_NET) as exc:
+        return failed_attempt(exc, address)
     return Outcome(reply=reply)
 
 

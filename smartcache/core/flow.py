@@ -36,6 +36,7 @@ from smartcache.core.retry import (
     RetryPolicy,
     decide,
     is_network_failure,
+    request_written,
 )
 from smartcache.exceptions import AmbiguousCommandError, ClusterUnavailableError
 
@@ -51,6 +52,7 @@ __all__ = [
     "Sleep",
     "command_error",
     "command_name",
+    "failed_attempt",
     "keyed_flow",
     "unserved",
 ]
@@ -207,6 +209,14 @@ def keyed_flow(
                 yield RequestRefresh()
             yield Sleep(decision.delay)
         outcome = None
+
+
+def failed_attempt(error: BaseException, address: str | None) -> Outcome:
+    """The outcome of an attempt that failed with ``error`` (an error reply or a transport
+    error), for the flows: whether the request may have run is
+    :func:`~smartcache.core.retry.request_written` (an error reply: it reached the server;
+    a transport error: its ``request_sent``). The one rule every shell's attempt uses."""
+    return Outcome(error=error, sent=request_written(error), address=address)
 
 
 def unserved(slot: int) -> Outcome:

@@ -37,11 +37,12 @@ from smartcache.core.flow import (
     RequestRefresh,
     Sleep,
     command_name,
+    failed_attempt,
     keyed_flow,
     unserved,
 )
 from smartcache.core.refresh import AskTopology
-from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.core.retry import RetryPolicy
 from smartcache.core.routing import (
     Split,
     ToNodes,
@@ -300,9 +301,8 @@ class ClusterRouter:
                 pool = state.slot_pools[slot]
                 first = None
                 if result is not _UNSENT:
-                    sent = request_written(result)
                     address = pool.settings.address if pool is not None else None
-                    first = Outcome(error=result, sent=sent, address=address)
+                    first = failed_attempt(result, address)
                 results[i] = self.keyed(part, self.table.lookup(part), slot, first=first)
         return results
 

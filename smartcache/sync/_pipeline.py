@@ -32,6 +32,7 @@ from smartcache.core.flow import (
     RefreshIfPending,
     RequestRefresh,
     Sleep,
+    failed_attempt,
 )
 from smartcache.core.pipeline import (
     ALL_PRIMARIES,
@@ -381,7 +382,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             elif isinstance(reply, _RETRYABLE):
                 # MOVED, ASK, TRYAGAIN...: the command's own flow follows it, knowing which
                 # node answered (``MOVED 3999 :6381`` names that node's host).
-                failed = Outcome(error=reply, sent=True, address=pool.settings.address)
+                failed = failed_attempt(reply, pool.settings.address)
                 replies[i] = self._rerun(args, slot, failed)
         return assemble(plans, [op[0] for op in ops], replies, router.table)
 

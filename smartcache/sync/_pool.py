@@ -18,8 +18,7 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache.core.flow import Outcome
-from smartcache.core.retry import request_written
+from smartcache.core.flow import Outcome, failed_attempt
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.sync._connection import Connection, current_pid
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
@@ -284,14 +283,12 @@ class ConnectionPool:
                 else:
                     conn.send_command(*args)
                     reply = conn.read_raw()
-        except rx.ResponseError as exc:
-            return Outcome(error=exc, sent=True, address=address)
-        except _NET as exc:
-            return Outcome(error=exc, sent=request_written(exc), address=address)
+        except (rx.ResponseError, *_NET) as exc:
+            return failed_attempt(exc, address)
         finally:
             self.release(conn)
         if isinstance(reply, rx.RedisError):
-            return Outcome(error=reply, sent=True, address=address)
+            return failed_attempt(reply, address)
         return Outcome(reply=reply)
 
     # -- shutdown -------------------------------------------------------------------------

@@ -41,12 +41,12 @@ from smartcache.core.flow import (
     IsSuspect,
     Outcome,
     Sleep,
+    failed_attempt,
     keyed_flow,
 )
 from smartcache.core.retry import (
     RetryPolicy,
     is_network_failure,
-    request_written,
 )
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
@@ -69,6 +69,7 @@ from smartcache.wire import ConnectionSettings
 __all__ = ["SmartClient"]
 
 _NEVER_DECODE = "NEVER_DECODE"
+_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 #: attributes that exist once the topology is detected
 _DETECTED = frozenset({"_cluster", "_router", "_pool"})
 _EMPTY_RESPONSE = "EMPTY_RESPONSE"
@@ -521,14 +522,9 @@ class SmartClient(
             conn = pool.get()
             try:
                 reply = conn.execute(*args)
-            except rx.ResponseError as exc:
+            except (rx.ResponseError, *_NET) as exc:
                 pool.release(conn)
-                first = Outcome(error=exc, sent=True, address=pool.settings.address)
-                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
-            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                pool.release(conn)
-                sent = request_written(exc)
-                first = Outcome(error=exc, sent=sent, address=pool.settings.address)
+                first = failed_attempt(exc, pool.settings.address)
                 reply = router.keyed(args, router.table.lookup(args), slot, first=first)
             except BaseException:
                 pool.release(conn)  # bad arguments (DataError), interrupts
@@ -552,14 +548,9 @@ class SmartClient(
                     raise reply
             else:
                 reply = conn.execute(*args)
-        except rx.ResponseError as exc:
+        except (rx.ResponseError, *_NET) as exc:
             pool.release(conn)
-            first = Outcome(error=exc, sent=True, address=pool.settings.address)
-            return self._standalone_flow(pool, args, first, blocking)
-        except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-            pool.release(conn)
-            sent = request_written(exc)
-            first = Outcome(error=exc, sent=sent, address=pool.settings.address)
+            first = failed_attempt(exc, pool.settings.address)
             return self._standalone_flow(pool, args, first, blocking)
         except BaseException:
             pool.release(conn)  # bad arguments (DataError), interrupts

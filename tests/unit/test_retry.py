@@ -181,3 +181,14 @@ def test_a_pipeline_loss_decides_as_a_single_command(
     )
     assert (verdict is None) == (single.action is Action.RETRY)
     assert isinstance(verdict, AmbiguousCommandError) == single.ambiguous
+
+
+def test_failed_attempt_says_whether_the_request_may_have_run() -> None:
+    from smartcache.core.flow import failed_attempt
+    from smartcache.exceptions import SmartConnectionError
+
+    refused = failed_attempt(rx.ResponseError("WRONGTYPE"), "h:1")
+    assert refused.sent is True and refused.address == "h:1"  # the server answered it
+    unsent = failed_attempt(SmartConnectionError("down", request_sent=False), "h:1")
+    assert unsent.sent is False
+    assert failed_attempt(rx.TimeoutError("t"), None).sent is True  # unknown: maybe ran
