@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: (async source, generated sync file)
 FILES: list[tuple[str, str]] = [
+    ("smartcache/asyncio/_client_base.py", "smartcache/sync/_client_base.py"),
     ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
@@ -45,22 +46,26 @@ SUBS: list[tuple[str, str]] = [
     (r"Literal\[True\] = True", "Literal[False] = False"),
     (r"  # type: ignore\[misc\]  # redis-py's own async mixins disagree on command_info", ""),
     (r"  # type: ignore\[override\]  # awaitable, as redis\.asyncio", ""),
+    (r"  # type: ignore\[override\]  # an async iterator, as redis\.asyncio", ""),
+    (r"Selects the awaitable overloads", "Selects the synchronous overloads"),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
     (r"\bawait ", ""),
     # modules and names
     (r"\bsmartcache\.asyncio\.", "smartcache.sync."),
     (r"\bredis\.asyncio\.cluster\b", "redis.cluster"),
+    (r"\bredis\.asyncio\.(\w)", r"redis.\1"),
     (
         r"\bAsync(SentinelState|SentinelExecutor|ConnectionPool|Connection|ClusterState"
         r"|ClusterRouter|Pipeline|SmartClient|RedisModuleCommands|CoreCommands"
-        r"|SentinelCommands)\b",
+        r"|SentinelCommands|ClientBase|KeyspaceNotifications)\b",
         r"\1",
     ),
     (r"\baclose\(", "close("),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),
+    (r"\bAsyncIterator\b", "Iterator"),
     (r"^from asyncio import Lock$", "from threading import Lock"),
 ]
 

@@ -16,6 +16,7 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
+from smartcache._redis_surface import SETTINGS_FIELDS, take_over_pool
 from smartcache.core.commands import CommandTable
 from smartcache.core.node_choice import READ_FROM
 from smartcache.core.retry import RetryPolicy
@@ -76,6 +77,55 @@ class ClientCommon:
     retry_policy: RetryPolicy
     read_from: str
     response_callbacks: dict[str, Any]
+
+    def _take_arguments(self, arguments: dict[str, Any]) -> None:
+        """Check and keep a client constructor's arguments (its ``locals()``, taken first
+        thing in ``__init__``): the options both clients share are handled here once; the
+        client keeps reading its own (``autopipeline=``...) from its parameters."""
+        a = {k: v for k, v in arguments.items() if k not in {"self", "__class__"}}
+        kwargs = dict(a.pop("kwargs"))
+        host, port, max_connections = a["host"], a["port"], a["max_connections"]
+        #: the arguments again, for ``client()`` (never shown: they may hold secrets)
+        self._given = {k: v for k, v in a.items() if k != "connection_pool"} | kwargs
+        value = kwargs.pop("single_connection_client", False)
+        if value not in (True, False, None, 0, 1):
+            raise ConfigurationError(f"single_connection_client must be a bool, got {value!r}")
+        #: every command over one connection (redis-py's option of this name)
+        self.single_connection_client = bool(value)
+        if a["connection_pool"] is not None:
+            kwargs, pool_limit = take_over_pool(a["connection_pool"], kwargs, SETTINGS_FIELDS)
+            if max_connections is None:
+                max_connections = pool_limit
+            host = kwargs.pop("host", host)
+            port = kwargs.pop("port", port)
+            self._given.update(kwargs, host=host, port=port, max_connections=max_connections)
+        if a.get("read_from_replicas"):
+            kwargs["read_from_replicas"] = True
+        startup_nodes = a["startup_nodes"]
+        self._init_common(
+            host,
+            port,
+            kwargs,
+            startup_nodes=startup_nodes,
+            retry_policy=a["retry_policy"],
+            retry_non_idempotent=a["retry_non_idempotent"],
+            read_from=a["read_from"],
+            wait_replicas=a["wait_replicas"],
+            wait_timeout_ms=a["wait_timeout_ms"],
+            sentinels=a["sentinels"],
+            service_name=a["service_name"],
+            sentinel_kwargs=a["sentinel_kwargs"],
+            refresh_interval=a["refresh_interval"],
+        )
+        self._max_connections: int | None = max_connections
+        self._pool_timeout: float | None = a["pool_timeout"]
+        self._wait = (int(a["wait_replicas"]), int(a["wait_timeout_ms"]))
+        self._wait_aof = bool(a["wait_aof"])
+        nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
+        self._startup = [(str(h), int(p)) for h, p in nodes]
+        self._cluster_hint: bool | None = a["cluster"]
+        if a["wait_replicas"] and startup_nodes:
+            raise ConfigurationError(WAIT_ON_CLUSTER)
 
     def _init_common(
         self,

@@ -28,7 +28,6 @@ from redis.commands.cluster import AsyncClusterManagementCommands, ClusterManage
 from smartcache.core.commands import CommandTable, normalize_command
 from smartcache.core.routing import Split, ToNodes, route
 from smartcache.core.slots import key_slot
-from smartcache.exceptions import ConfigurationError
 from smartcache.wire import ConnectionSettings
 
 __all__ = [
@@ -140,13 +139,6 @@ class RedisSurface:
         options.pop("keys", None)
         callback = self.response_callbacks.get(command_name)
         return callback(response, **options) if callback is not None else response
-
-    @staticmethod
-    def _check_single_connection(kwargs: dict[str, Any]) -> bool:
-        value = kwargs.pop("single_connection_client", False)
-        if value not in (True, False, None, 0, 1):
-            raise ConfigurationError(f"single_connection_client must be a bool, got {value!r}")
-        return bool(value)
 
 
 def _then(result: Any, parse: Callable[..., Any]) -> Any:

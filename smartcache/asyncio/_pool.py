@@ -21,8 +21,8 @@ import redis.exceptions as rx
 
 from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
 from smartcache.core.flow import Outcome, failed_attempt
-from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
-from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
+from smartcache.wire.pool_base import PoolBase
+from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["AsyncConnectionPool", "run_batches"]
 
@@ -32,7 +32,7 @@ _CLOSING: set[asyncio.Task[None]] = set()
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 
-class AsyncConnectionPool:
+class AsyncConnectionPool(PoolBase):
     """The connections of one node for one event loop.
 
     ``max_connections`` bounds the *dedicated* connections (``None``: unbounded); the
@@ -49,53 +49,18 @@ class AsyncConnectionPool:
         *,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
-        if max_connections is not None and max_connections < 1:
-            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
-        if timeout is not None and timeout < 0:
-            raise ConfigurationError(f"pool timeout must be >= 0 or None, got {timeout!r}")
-        self.settings = settings
-        self.max_connections = max_connections
-        self.timeout = timeout
+        super().__init__(settings, max_connections, timeout)
         self.max_in_flight = max_in_flight
         self._shared: AsyncConnection | None = None
         self._idle: deque[AsyncConnection] = deque()
         self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._closed = False
-
-    @classmethod
-    def from_redis_kwargs(cls, **kwargs: Any) -> AsyncConnectionPool:
-        """Build a pool from redis-py ``Redis(...)`` / ``ConnectionPool(...)`` kwargs.
-
-        ``max_connections`` and ``timeout`` go to the pool; everything else to
-        :meth:`ConnectionSettings.from_redis_kwargs`.
-        """
-        pool_kwargs = {k: kwargs.pop(k) for k in POOL_KWARGS if k in kwargs}
-        return cls(ConnectionSettings.from_redis_kwargs(**kwargs), **pool_kwargs)
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`aclose`."""
-        return self._closed
-
-    def __repr__(self) -> str:
-        return (
-            f"<AsyncConnectionPool {self.settings.address} db={self.settings.db} "
-            f"idle={len(self._idle)} in_use={self._in_use} max={self.max_connections}>"
-        )
 
     async def __aenter__(self) -> AsyncConnectionPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SmartConnectionError(
-                f"connection pool for {self.settings.address} is closed",
-                node=self.settings.address,
-            )
 
     # -- the shared connection ----------------------------------------------------------------
 
@@ -142,11 +107,7 @@ class AsyncConnectionPool:
                 conn = AsyncConnection(self.settings)
                 break
             if deadline is not None and loop.time() >= deadline:
-                raise PoolExhaustedError(
-                    f"all {limit} dedicated connections to {self.settings.address} stayed in "
-                    f"use for {self.timeout} s; raise max_connections or release connections",
-                    node=self.settings.address,
-                )
+                raise self._exhausted("dedicated connections")
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.append(waiter)
             try:

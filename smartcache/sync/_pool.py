@@ -19,9 +19,9 @@ from typing import Any
 import redis.exceptions as rx
 
 from smartcache.core.flow import Outcome, failed_attempt
-from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.sync._connection import Connection, current_pid
-from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
+from smartcache.wire.pool_base import PoolBase
+from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["ConnectionPool", "SingleConnectionPool", "run_batches"]
 
@@ -40,7 +40,7 @@ def _reinit_fork_lock() -> None:
 os.register_at_fork(after_in_child=_reinit_fork_lock)
 
 
-class ConnectionPool:
+class ConnectionPool(PoolBase):
     """Idle connections to one node, handed out most-recently-used first.
 
     ``max_connections=None`` means unbounded. ``timeout`` is how long :meth:`get` waits
@@ -53,14 +53,7 @@ class ConnectionPool:
         max_connections: int | None = None,
         timeout: float | None = None,
     ) -> None:
-        if max_connections is not None and max_connections < 1:
-            raise ConfigurationError(f"max_connections must be >= 1, got {max_connections!r}")
-        if timeout is not None and timeout < 0:
-            raise ConfigurationError(f"pool timeout must be >= 0 or None, got {timeout!r}")
-        self.settings = settings
-        self.max_connections = max_connections
-        self.timeout = timeout
-        self._closed = False
+        super().__init__(settings, max_connections, timeout)
         self._reset()
 
     def _reset(self) -> None:
@@ -70,32 +63,6 @@ class ConnectionPool:
         self._idle: deque[Connection] = deque()
         self._in_use = 0
         self._waiting = 0
-
-    @classmethod
-    def from_redis_kwargs(cls, **kwargs: Any) -> ConnectionPool:
-        """Build a pool from redis-py ``Redis(...)`` / ``ConnectionPool(...)`` kwargs.
-
-        ``max_connections`` and ``timeout`` (as ``BlockingConnectionPool`` spells it) go to
-        the pool; everything else to :meth:`ConnectionSettings.from_redis_kwargs`.
-        """
-        pool_kwargs = {k: kwargs.pop(k) for k in POOL_KWARGS if k in kwargs}
-        return cls(ConnectionSettings.from_redis_kwargs(**kwargs), **pool_kwargs)
-
-    @property
-    def connection_kwargs(self) -> dict[str, Any]:
-        """redis-py style connection kwargs, for introspection (holds the password)."""
-        return self.settings.to_redis_kwargs()
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._closed
-
-    def __repr__(self) -> str:
-        return (
-            f"<ConnectionPool {self.settings.address} db={self.settings.db} "
-            f"idle={len(self._idle)} in_use={self._in_use} max={self.max_connections}>"
-        )
 
     def __enter__(self) -> ConnectionPool:
         return self
@@ -151,11 +118,7 @@ class ConnectionPool:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._lock:
             while True:
-                if self._closed:
-                    raise SmartConnectionError(
-                        f"connection pool for {self.settings.address} is closed",
-                        node=self.settings.address,
-                    )
+                self._check_open()
                 if self._idle:
                     self._in_use += 1
                     return self._idle.pop()
@@ -165,11 +128,7 @@ class ConnectionPool:
                     return None
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise PoolExhaustedError(
-                        f"all {limit} connections to {self.settings.address} stayed in use "
-                        f"for {self.timeout} s; raise max_connections or release connections",
-                        node=self.settings.address,
-                    )
+                    raise self._exhausted("connections")
                 self._waiting += 1
                 try:
                     self._available.wait(remaining)
@@ -349,13 +308,6 @@ class SingleConnectionPool(ConnectionPool):
         """Let the next user have it (the connection stays open)."""
         conn.last_used = time.monotonic()
         self.lock.release()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise SmartConnectionError(
-                f"connection pool for {self.settings.address} is closed",
-                node=self.settings.address,
-            )
 
     def close(self) -> None:
         """Close the connection and refuse new users."""

@@ -12,50 +12,33 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
-from redis.commands.helpers import list_or_args
-from redis.lock import Lock
 
 from smartcache._client_common import BLOCKING as _BLOCKING
-from smartcache._client_common import WAIT_ON_CLUSTER, ClientCommon, sentinel_url_kwargs
 from smartcache._cluster_compat import ClusterNodesMixin
 from smartcache._redis_surface import (
-    SETTINGS_FIELDS,
     ClusterManagement,
-    RedisSurface,
-    take_over_pool,
 )
 from smartcache._scripts import PipelineAwareScript
 from smartcache.core.commands import (
     CommandTable,
-    normalize_command,
 )
-from smartcache.core.fanout import parse_each
 from smartcache.core.flow import (
-    Attempt,
-    IsSuspect,
-    Outcome,
-    Sleep,
     failed_attempt,
-    keyed_flow,
 )
 from smartcache.core.retry import (
     RetryPolicy,
-    is_network_failure,
 )
-from smartcache.core.scan import first_step, next_step
-from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.core.slotmap import parse_address
 from smartcache.exceptions import (
     ClusterUnavailableError,
-    ConfigurationError,
-    NoReachableNodeError,
 )
+from smartcache.sync._client_base import ClientBase
 from smartcache.sync._cluster import ClusterRouter, ClusterState
 from smartcache.sync._connection import Connection
 from smartcache.sync._monitor import Monitor
@@ -76,8 +59,7 @@ _EMPTY_RESPONSE = "EMPTY_RESPONSE"
 
 
 class SmartClient(
-    ClientCommon,
-    RedisSurface,
+    ClientBase,
     ClusterNodesMixin,
     ClusterManagement,
     RedisModuleCommands,
@@ -108,9 +90,6 @@ class SmartClient(
     :class:`~smartcache.exceptions.AmbiguousCommandError`).
     """
 
-    # Selects the synchronous overloads of redis-py's typed command mixins.
-    _is_async_client: Literal[False] = False
-
     def __init__(
         self,
         host: str = "localhost",
@@ -134,59 +113,26 @@ class SmartClient(
         wait_aof: bool = False,
         **kwargs: Any,
     ) -> None:
-        if read_from_replicas and read_from == "primary":
-            read_from = "replica_preferred"  # redis-py RedisCluster's spelling
+        self._take_arguments(locals())
         self._refresher: _PeriodicRefresh | None = None
-        self.single_connection_client = self._check_single_connection(kwargs)
         #: held while a command uses the one connection (redis-py's attribute of this name)
         self.single_connection_lock = threading.RLock()
-        if connection_pool is not None:
-            kwargs, pool_limit = take_over_pool(connection_pool, kwargs, SETTINGS_FIELDS)
-            if max_connections is None:
-                max_connections = pool_limit
-            host = kwargs.pop("host", host)
-            port = kwargs.pop("port", port)
-        self._init_common(
-            host,
-            port,
-            kwargs,
-            startup_nodes=startup_nodes,
-            retry_policy=retry_policy,
-            retry_non_idempotent=retry_non_idempotent,
-            read_from=read_from,
-            wait_replicas=wait_replicas,
-            wait_timeout_ms=wait_timeout_ms,
-            sentinels=sentinels,
-            service_name=service_name,
-            sentinel_kwargs=sentinel_kwargs,
-            refresh_interval=refresh_interval,
-        )
-        self._max_connections = max_connections
-        self._pool_timeout = pool_timeout
-        nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
-        self._startup = [(str(h), int(p)) for h, p in nodes]
         self._sentinel: SentinelState | None = None
         self._sentinel_exec: SentinelExecutor | None = None
         self._closed = False
-        self._wait = (wait_replicas, wait_timeout_ms)
-        self._wait_aof = wait_aof
-        if wait_replicas and startup_nodes:
-            raise ConfigurationError(WAIT_ON_CLUSTER)
         self._detect_lock = threading.Lock()
         if sentinels is not None:
             self._cluster, self._router, self._pool = None, None, None
-            self._start_sentinel(
-                sentinels, service_name, sentinel_kwargs, wait_replicas, wait_timeout_ms
-            )
+            self._start_sentinel(sentinels, service_name, sentinel_kwargs)
             return
-        self._cluster_hint = cluster
         if self.single_connection_client:
-            self._detect(cluster)  # as redis-py, which opens the one connection here
+            # as redis-py, which opens the one connection here
+            self._detect_topology(self._cluster_hint)
         # Otherwise the topology is detected on first use, as redis-py connects on the
         # first command: a client made before its server is up (or with wrong credentials)
         # raises then, not here (``__getattr__`` below).
 
-    #: set by :meth:`_detect`, on first use (see ``__getattr__``)
+    #: set by :meth:`_detect_topology`, on first use (see ``__getattr__``)
     _cluster: ClusterState | None
     _router: ClusterRouter | None
     _pool: ConnectionPool | None
@@ -198,7 +144,7 @@ class SmartClient(
             if name in _DETECTED and "_cluster_hint" in self.__dict__:
                 with self._detect_lock:
                     if name not in self.__dict__:
-                        self._detect(self._cluster_hint)
+                        self._detect_topology(self._cluster_hint)
                 return self.__dict__[name]
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -206,25 +152,6 @@ class SmartClient(
     def _detected(self) -> bool:
         """Whether the topology is known (no I/O: for close() and repr())."""
         return "_pool" in self.__dict__
-
-    # -- construction -----------------------------------------------------------------
-    @classmethod
-    def from_pool(cls, connection_pool: Any) -> SmartClient:
-        """A client with the settings of a redis-py ``connection_pool`` (as
-        ``redis.Redis.from_pool``); smartcache opens its own connections."""
-        return cls(connection_pool=connection_pool)
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> SmartClient:
-        """Build from ``redis://[[user]:pass@]host[:port][/db]``, ``rediss://...`` or
-        ``redis+sentinel://[user:pass@]h1:26379,h2:26380/service[/db]``."""
-        sentinel = sentinel_url_kwargs(url, kwargs)
-        if sentinel is not None:
-            return cls(**sentinel)
-        settings = ConnectionSettings.from_url(url)
-        values = settings.to_redis_kwargs()
-        values.update(kwargs)
-        return cls(**values)
 
     def _new_pool(self, settings: ConnectionSettings) -> ConnectionPool:
         return ConnectionPool(
@@ -236,78 +163,27 @@ class SmartClient(
         sentinels: Sequence[tuple[str, int]],
         service_name: str | None,
         sentinel_kwargs: dict[str, Any] | None,
-        wait_replicas: int,
-        wait_timeout_ms: int,
     ) -> None:
-        assert service_name is not None  # checked by _init_common
-        addresses = [(str(h), int(p)) for h, p in sentinels]
-        state = SentinelState(
-            addresses,
-            service_name,
-            self._settings,
-            self._sentinel_settings(sentinel_kwargs),
-            self._new_pool,
-        )
+        state, executor = self._sentinel_parts(sentinels, service_name, sentinel_kwargs)
         try:
             state.discover()
             state.start_watcher()
         except BaseException:
             state.close()
             raise
-        self._sentinel = state
-        self._sentinel_exec = SentinelExecutor(
-            state,
-            self.retry_policy,
-            self._table,
-            read_from=self.read_from,
-            wait_replicas=wait_replicas,
-            wait_timeout_ms=wait_timeout_ms,
-            wait_aof=self._wait_aof,
-        )
+        self._sentinel, self._sentinel_exec = state, executor
 
-    def _detect(self, cluster: bool | None) -> None:
-        errors: list[str] = []
-        tried: list[str] = []
-        for host, port in self._startup:
-            settings = self._settings.with_address(host, port)
-            pool = self._new_pool(settings)
-            tried.append(f"{host}:{port}")
-            try:
-                if cluster is None:
-                    conn = pool.get()
-                    try:
-                        info = conn.execute("INFO", "cluster")
-                    finally:
-                        pool.release(conn)
-                    text = info.decode() if isinstance(info, bytes) else str(info)
-                    is_cluster = "cluster_enabled:1" in text
-                else:
-                    is_cluster = cluster
-            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                pool.close()
-                if not is_network_failure(exc):
-                    raise  # credentials refused: every other node would refuse them too
-                errors.append(f"{host}:{port}: {exc}")
-                continue
-            if is_cluster:
-                pool.close()
-                if self._wait[0]:
-                    raise ConfigurationError(WAIT_ON_CLUSTER)
-                state = ClusterState(settings, self._startup, pool_factory=self._new_pool)
-                state.refresh(force=True)
-                router = ClusterRouter(state, self.retry_policy, self.read_from)
-                self._cluster, self._router, self._pool = state, router, None
-                if self._refresh_interval is not None:
-                    self._refresher = _PeriodicRefresh(state, self._refresh_interval)
-            elif self.single_connection_client:
-                pool.close()
-                self._cluster, self._router, self._pool = None, None, self._single_pool(settings)
-            else:
-                self._cluster, self._router, self._pool = None, None, pool
-            return
-        raise NoReachableNodeError(
-            f"none of the startup nodes answered: {'; '.join(errors)}", addresses=tried
-        )
+    def _standalone_pool(self, pool: ConnectionPool) -> ConnectionPool:
+        """The pool a standalone client keeps (``single_connection_client``: one
+        connection, used under :attr:`single_connection_lock`)."""
+        if not self.single_connection_client:
+            return pool
+        pool.close()
+        return self._single_pool(pool.settings)
+
+    def _start_refresher(self, state: ClusterState) -> None:
+        if self._refresh_interval is not None:
+            self._refresher = _PeriodicRefresh(state, self._refresh_interval)
 
     # -- redis-py surface -------------------------------------------------------------
     @property
@@ -349,31 +225,6 @@ class SmartClient(
                     if watch_delay is not None and watch_delay > 0:
                         time.sleep(watch_delay)
                     continue
-
-    def lock(  # noqa: PLR0917 - redis.Redis.lock's signature
-        self,
-        name: Any,
-        timeout: float | None = None,
-        sleep: float = 0.1,
-        blocking: bool = True,
-        blocking_timeout: float | None = None,
-        lock_class: Any = None,
-        thread_local: bool = True,
-        raise_on_release_error: bool = True,
-    ) -> Any:
-        """A ``redis.lock.Lock`` on this client (as ``redis.Redis.lock``)."""
-        if lock_class is None:
-            lock_class = Lock
-        return lock_class(
-            self,
-            name,
-            timeout=timeout,
-            sleep=sleep,
-            blocking=blocking,
-            blocking_timeout=blocking_timeout,
-            thread_local=thread_local,
-            raise_on_release_error=raise_on_release_error,
-        )
 
     def client(self) -> SmartClient:
         """A client sharing nothing mutable with this one but its settings (as redis-py)."""
@@ -439,22 +290,6 @@ class SmartClient(
         pool = self._pool
         return pool.connection if isinstance(pool, SingleConnectionPool) else None
 
-    def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
-        """Read one reply from ``connection`` and apply ``command_name``'s response
-        callback, as ``redis.Redis.parse_response`` (``EMPTY_RESPONSE`` and
-        ``NEVER_DECODE`` included). ``connection``: this client's (:attr:`connection`,
-        ``connection_pool.get_connection()``) or a redis-py one."""
-        try:
-            if _NEVER_DECODE in options:
-                response = connection.read_response(disable_decoding=True)
-            else:
-                response = connection.read_response()
-        except rx.ResponseError:
-            if _EMPTY_RESPONSE in options:
-                return options[_EMPTY_RESPONSE]
-            raise
-        return self._parsed(command_name, response, options)
-
     def monitor(self, target_node: Any = None) -> Monitor:
         """A ``redis.client.Monitor`` on a connection of its own (as ``redis.Redis.monitor``;
         on a cluster, as ``RedisCluster.monitor``: ``target_node``, else any primary)."""
@@ -465,24 +300,6 @@ class SmartClient(
         """``None``: smartcache has no client-side cache (``cache=`` is refused), as
         ``redis.Redis.get_cache`` without one."""
         return
-
-    def keyspace_notifications(
-        self, key_prefix: str | bytes | None = None, ignore_subscribe_messages: bool = True
-    ) -> Any:
-        """redis-py's ``KeyspaceNotifications`` on this client's pub/sub (as
-        ``redis.Redis.keyspace_notifications``; a standalone server or Sentinel)."""
-        if self._cluster is not None:
-            raise NotImplementedError(
-                "keyspace notifications on a cluster need one subscription per primary "
-                "(redis-py's ClusterKeyspaceNotifications); smartcache does not offer it yet"
-            )
-        from redis.keyspace_notifications import KeyspaceNotifications  # noqa: PLC0415
-
-        return KeyspaceNotifications(
-            self,  # type: ignore[arg-type]  # drop-in client
-            key_prefix=key_prefix,
-            ignore_subscribe_messages=ignore_subscribe_messages,
-        )
 
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
@@ -534,128 +351,26 @@ class SmartClient(
         callback = self.response_callbacks.get(name)
         return callback(reply) if callback is not None else reply
 
-    def _standalone_round_trip(
-        self, pool: ConnectionPool, args: tuple[Any, ...], blocking: bool = False
-    ) -> Any:
+    def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses
         (:func:`~smartcache.core.flow.keyed_flow`: MASTERDOWN waits; READONLY, WRONGTYPE...
         raise at once; a lost connection is retried only where that is safe)."""
         conn = pool.get()
         try:
-            if blocking:
-                reply = conn.execute_blocking(*args)
-                if isinstance(reply, rx.RedisError):
-                    raise reply
-            else:
-                reply = conn.execute(*args)
+            reply = conn.execute(*args)
         except (rx.ResponseError, *_NET) as exc:
             pool.release(conn)
             first = failed_attempt(exc, pool.settings.address)
-            return self._standalone_flow(pool, args, first, blocking)
+            return self._single_node_retry(args, first)
         except BaseException:
             pool.release(conn)  # bad arguments (DataError), interrupts
             raise
         pool.release(conn)
         return reply
 
-    def _standalone_flow(
-        self,
-        pool: ConnectionPool,
-        args: tuple[Any, ...],
-        first: Outcome | None,
-        blocking: bool,
-        then: tuple[Any, ...] | None = None,
-    ) -> Any:
-        """Drive the core's command flow on the one server (from the failure ``first``, if
-        the fast path met one); ``then``: ``WAIT`` behind each attempt (``wait_replicas``),
-        the reply then being ``(reply, WAIT's reply)``."""
-        flow = keyed_flow(
-            args,
-            self._table.lookup(args),
-            0,
-            policy=self.retry_policy,
-            read_from="primary",
-            clock=time.monotonic,
-            first=first,
-            reroutable=False,  # one fixed server: a retry reaches the same node
-        )
-        result: Any = None
-        try:
-            while True:
-                effect = flow.send(result)
-                result = None
-                if isinstance(effect, Attempt):
-                    result = pool.attempt(
-                        args, blocking=blocking, then=then, then_timeout=self._wait[1] / 1000
-                    )
-                elif isinstance(effect, IsSuspect):
-                    result = False
-                elif isinstance(effect, Sleep):
-                    time.sleep(effect.seconds)
-        except StopIteration as done:
-            return done.value
-
-    def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        command_name = args[0]
-        args = normalize_command(args)
-        empty = options.pop(_EMPTY_RESPONSE, _MISSING)
-        undecoded = _NEVER_DECODE in options and self._settings.decode_responses
-        options.pop(_NEVER_DECODE, None)
-        options.pop("keys", None)
-        target_nodes = options.pop("target_nodes", None)
-        try:
-            if undecoded:
-                reply = self._execute_undecoded(args, target_nodes)
-            else:
-                reply = self._execute_routed(args, target_nodes)
-        except rx.ResponseError:
-            if empty is not _MISSING:
-                return empty
-            raise
-        return parse_each(reply, self.response_callbacks.get(command_name), options)
-
-    def _execute_routed(self, args: tuple[Any, ...], target_nodes: Any = None) -> Any:
-        """Run a normalised command on whatever topology this client talks to."""
-        if self._pool is not None:
-            if self._wait[0]:
-                spec = self._table.lookup(args)
-                if spec is None or spec.replicates:
-                    return self._write_and_wait(self._pool, args)
-            blocking = self._table.is_blocking(args)
-            return self._standalone_round_trip(self._pool, args, blocking)
-        if self._sentinel_exec is not None:
-            return self._sentinel_exec.execute(args)
-        assert self._router is not None
-        return self._router.execute(args, target_nodes)
-
-    def _execute_undecoded(self, args: tuple[Any, ...], target_nodes: Any) -> Any:
-        """A command whose reply must stay bytes (redis-py's NEVER_DECODE, e.g. DUMP)."""
-        if self._router is not None:
-            return self._router.execute(args, target_nodes, undecoded=True)
-        pool = self._single_node_pool()
-        assert pool is not None
-        conn = pool.get()
-        try:
-            reply = conn.execute_undecoded(*args)
-        finally:
-            pool.release(conn)
-        if isinstance(reply, rx.RedisError):
-            raise reply
-        return reply
-
-    def _write_and_wait(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
-        """A write followed by WAIT on the same connection, in one round trip, through the
-        command flow; too few acknowledgements raise ``DurabilityError`` (``check_wait``,
-        the Sentinel path's rule)."""
-        wanted, timeout_ms = self._wait
-        wait = wait_command(wanted, timeout_ms, aof=self._wait_aof)
-        reply, acked = self._standalone_flow(pool, args, None, False, then=wait)
-        check_wait(args, acked, wanted, timeout_ms, aof=self._wait_aof)
-        return reply
-
     def _ensure_ready(self) -> None:
-        """Nothing to do: the topology is detected when the client is made (the async
-        twin detects it on first use)."""
+        """Nothing to do: the topology is detected on the first access to it (see
+        ``__getattr__``)."""
 
     def _one_node_pool(self) -> ConnectionPool | None:
         """The pool of the one node a non-cluster client talks to (None on a cluster)."""
@@ -709,78 +424,6 @@ class SmartClient(
         host, port = parse_address(address)
         return Connection(self._settings.with_address(host, port))
 
-    # -- RedisCluster compatibility -----------------------------------------------------
-    def mget_nonatomic(self, keys: Any, *args: Any) -> list[Any]:
-        """MGET split by slot, as ``RedisCluster.mget_nonatomic``: the values in the order
-        of ``keys``, read by one MGET per slot (not atomic across slots; ``mget()`` refuses
-        keys on several slots)."""
-        command = ("MGET", *list_or_args(keys, args))
-        if self._router is None or len(command) == 1:
-            return self.mget(command[1:])
-        reply = self._router.execute(command, None, nonatomic=True)
-        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
-
-    def mset_nonatomic(self, mapping: Mapping[Any, Any]) -> list[bool]:
-        """MSET split by slot, as ``RedisCluster.mset_nonatomic``: one MSET per slot, and
-        its result per slot (not atomic across slots; ``mset()`` refuses keys on several
-        slots). On a single server the one MSET's result."""
-        command = self._mset_args(mapping)
-        if len(command) == 1:
-            return []
-        if self._router is None:
-            return [self.mset(mapping)]
-        reply = self._router.execute(command, None, nonatomic=True)
-        return self._nonatomic_reply(command, reply)  # type: ignore[no-any-return]
-
-    def scan(
-        self,
-        cursor: int = 0,
-        match: Any = None,
-        count: int | None = None,
-        _type: str | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """SCAN, as ``redis.Redis.scan``. On a cluster (without ``target_nodes=``) the int
-        cursor runs over every primary in turn (:mod:`smartcache.core.scan`), so a loop
-        ``while cursor != 0`` visits every key, as on one server."""
-        router = self._router
-        if router is None or "target_nodes" in kwargs:
-            return super().scan(cursor, match, count, _type, **kwargs)
-        primaries = sorted(router.primaries())
-        step = first_step(cursor, len(primaries))
-        keys: list[Any] = []
-        while True:
-            reply_cursor, data = super().scan(
-                step.cursor, match, count, _type, target_nodes=[primaries[step.node]], **kwargs
-            )
-            keys.extend(data)
-            step = next_step(step, reply_cursor, len(primaries))
-            if step.done or step.cursor:  # finished, or a primary is part-way: hand back
-                return step.to_cursor(), keys
-
-    def scan_iter(
-        self, match: Any = None, count: int | None = None, _type: str | None = None, **kwargs: Any
-    ) -> Iterator[Any]:
-        """Iterate over every key (on a cluster: of every primary), as redis-py does."""
-        if self._cluster is None:
-            yield from super().scan_iter(match=match, count=count, _type=_type, **kwargs)
-            return
-        assert self._router is not None
-        for address in self._router.primaries():
-            cursor = 0
-            first = True
-            while first or cursor != 0:
-                first = False
-                cursor, data = self.scan(
-                    cursor=cursor,
-                    match=match,
-                    count=count,
-                    _type=_type,
-                    target_nodes=[address],
-                    **kwargs,
-                )
-                yield from data
-
 
 class _PeriodicRefresh:
     """Asks for a refresh when the slot map is older than ``interval`` seconds (a daemon
@@ -807,10 +450,3 @@ class _PeriodicRefresh:
     def stop(self) -> None:
         """Stop the thread (idempotent)."""
         self._stop.set()
-
-
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
