@@ -92,8 +92,23 @@ class _Subscriber(Connection):
         return sock.fileno()
 
 
+_LIVE: weakref.WeakSet[SentinelWatcher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watcher in list(_LIVE):
+        watcher.abandon()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SentinelWatcher:
-    """Owns the subscriptions and the thread of one :class:`WatchedState`."""
+    """Owns the subscriptions and the thread of one :class:`WatchedState`.
+
+    In a forked child it lets go of the parent's sockets by itself (:meth:`abandon`) and
+    is not :attr:`running`.
+    """
 
     def __init__(self, state: WatchedState) -> None:
         self._ref = weakref.ref(state)
@@ -114,11 +129,12 @@ class SentinelWatcher:
             target=self._run, name=f"smartcache-sentinel-{state.service_name}", daemon=True
         )
         weakref.finalize(state, self.stop, False)
+        _LIVE.add(self)
 
     @property
-    def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
+    def running(self) -> bool:
+        """True while the thread runs (in this process)."""
+        return self.pid == os.getpid() and self._thread.is_alive()
 
     @property
     def subscribed(self) -> list[str]:
