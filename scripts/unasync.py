@@ -27,6 +27,8 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
+    ("smartcache/asyncio/_sentinel.py", "smartcache/sync/_sentinel.py"),
+    ("smartcache/asyncio/_sentinel_replicas.py", "smartcache/sync/_sentinel_replicas.py"),
 ]
 
 #: (pattern, replacement), applied in order to every line
@@ -61,6 +63,7 @@ SUBS: list[tuple[str, str]] = [
         r"|SentinelCommands|ClientBase|KeyspaceNotifications)\b",
         r"\1",
     ),
+    (r"\bAsync(ReplicaSet|SentinelWatcher)\b", r"\1"),
     (r"\baclose\(", "close("),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),

@@ -1,24 +1,24 @@
-"""Sentinel state for the asyncio client: the current primary, replica pools, failover holds.
+"""Sentinel state: the current primary, the replica pools, and the failover holds.
 
-:class:`AsyncSentinelState` is the async driver of the core's Sentinel flows
+:class:`AsyncSentinelState` drives the core's Sentinel flows
 (:func:`~smartcache.core.sentinel_flow.discovery_flow`,
 :func:`~smartcache.core.sentinel_flow.replicas_flow`,
 :func:`~smartcache.core.sentinel_flow.react`): it finds the primary of one service through
-its sentinels, confirms it with ``ROLE``, keeps one pool for it (swapped whole on a switch;
-the old pool is closed once its in-flight commands are answered) and pools for the usable
-replicas. Its watcher (:mod:`smartcache.asyncio._sentinel_watch`, an asyncio task) follows
+its sentinels, confirms it with ``ROLE`` on the node itself, keeps one pool for it (swapped
+whole on a switch; the old pool is retired, so no connection to a demoted primary is
+reused) and pools for the usable replicas. Its watcher (:mod:`._sentinel_watch`) follows
 the sentinels' events: a failover of our primary holds writes
-(:meth:`AsyncSentinelState.wait_until_writable`) until ``+switch-master`` (or an abort).
-:class:`~smartcache.asyncio._sentinel_exec.AsyncSentinelExecutor` runs commands on it.
+(:meth:`AsyncSentinelState.wait_until_writable`) until ``+switch-master`` (or an abort),
+so nothing is written to an old primary whose writes the failover will erase. Every
+decision is the core's; this module only does the I/O and the swapping. The primitives
+that differ between tasks and threads (the state lock, events, retiring a pool, fork
+handling) are :mod:`._sentinel_io`'s.
 
-Every decision is the core's; this module only awaits where the sync
-:class:`~smartcache.sync._sentinel.SentinelState` blocks. One event loop only; not
-fork-safe (no asyncio code is).
+``smartcache/sync/_sentinel.py`` is generated from this file (``scripts/unasync.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +28,17 @@ import redis.exceptions as rx
 
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._sentinel_exec import AsyncSentinelExecutor
+from smartcache.asyncio._sentinel_io import (
+    Event,
+    Lock,
+    PoolRetirer,
+    StateLock,
+    track_forks,
+    unless_busy,
+    wait_event,
+)
 from smartcache.asyncio._sentinel_probe import ask_replicas, ask_sentinel, role_refusal
-from smartcache.asyncio._sentinel_replicas import AsyncReplicaSet, PoolRetirer
+from smartcache.asyncio._sentinel_replicas import AsyncReplicaSet
 from smartcache.asyncio._sentinel_watch import AsyncSentinelWatcher
 from smartcache.core.sentinel import Address, FailoverState, SentinelEvent, format_address
 from smartcache.core.sentinel_flow import (
@@ -50,21 +59,27 @@ from smartcache.wire.settings import short_timeouts
 
 __all__ = ["AsyncSentinelExecutor", "AsyncSentinelState", "Listener"]
 
-#: ``listener(kind, value)``, as :data:`smartcache.sync._sentinel.Listener`: ``"switch"``,
-#: ``"replicas"``, ``"sentinels"``, ``"failover"``, ``"error"``, ``"subscribed"``. Called in
-#: the event loop; it must not block.
+#: ``listener(kind, value)``: ``"switch"`` (new primary ``host:port``), ``"replicas"`` (tuple
+#: of ``host:port``), ``"sentinels"`` (tuple of ``(host, port)``), ``"failover"``
+#: (:class:`~smartcache.core.sentinel.FailoverState`), ``"error"`` (an exception the watcher
+#: survived), ``"subscribed"`` (the watcher now hears the sentinel ``host:port``). Called
+#: where the change was made; it must not block.
 Listener = Callable[[str, Any], None]
 
 
 class AsyncSentinelState:
-    """The primary and replicas of one Sentinel-managed service, kept current (asyncio).
+    """The primary and replicas of one Sentinel-managed service, kept current.
 
-    Arguments as :class:`~smartcache.sync._sentinel.SentinelState`; ``pool_factory``
-    makes an :class:`~smartcache.asyncio._pool.AsyncConnectionPool` from a node's
-    settings. May be built outside a running loop; every coroutine must run in one loop.
+    ``sentinels``: ``(host, port)`` of at least one sentinel (the others are learned).
+    ``data_settings`` / ``sentinel_settings``: how to reach the data nodes and the sentinels
+    (separate credentials; ``sentinel_settings.db`` is ignored). ``pool_factory`` makes a
+    pool from a node's settings. ``check_interval``: seconds between re-checks of the primary
+    and replicas by the watcher. ``query_timeout`` caps connect/read timeouts of sentinel
+    queries and ``ROLE`` probes; ``discover_timeout`` bounds :meth:`discover`'s retries while
+    the sentinels report an unconfirmable primary (a failover under way).
     """
 
-    def __init__(  # noqa: PLR0917 - the same signature as SentinelState
+    def __init__(  # noqa: PLR0917 - the signature the client was promised
         self,
         sentinels: Sequence[tuple[str, int]],
         service_name: str,
@@ -93,6 +108,7 @@ class AsyncSentinelState:
         self._pool_factory = pool_factory
         self._listeners: list[Listener] = []
         self._closed = False
+        self._watch_wanted = False
         self._watcher: AsyncSentinelWatcher | None = None
         self._primary: Address | None = None
         self._primary_pool: AsyncConnectionPool | None = None
@@ -102,13 +118,19 @@ class AsyncSentinelState:
             self._retirer.retire,
         )
         self._failover = FailoverState(service_name)
-        self._writable = asyncio.Event()
-        self._writable.set()
-        self._switched = asyncio.Event()  # set (and replaced) on every switch
-        self._discover_lock = asyncio.Lock()
-        self._replica_lock = asyncio.Lock()
         self._discoveries = 0
         self._switches = 0
+        self._init_locks(writable=True)
+        track_forks(self)
+
+    def _init_locks(self, *, writable: bool) -> None:
+        self._lock = StateLock()
+        self._discover_lock = Lock()
+        self._replica_lock = Lock()
+        self._writable = Event()  # set while no failover of the primary is reported
+        if writable:
+            self._writable.set()
+        self._switched = Event()  # set (and replaced) on every switch
 
     def __repr__(self) -> str:
         return f"<AsyncSentinelState {self.service_name} primary={self.primary_address}>"
@@ -116,7 +138,7 @@ class AsyncSentinelState:
     # -- views ------------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
-        """True after :meth:`aclose`."""
+        """True once the state is closed."""
         return self._closed
 
     @property
@@ -151,7 +173,7 @@ class AsyncSentinelState:
 
     @property
     def watcher_running(self) -> bool:
-        """True while the watcher task runs."""
+        """True while this process's watcher runs."""
         watcher = self._watcher
         return watcher is not None and watcher.running
 
@@ -173,10 +195,12 @@ class AsyncSentinelState:
     # -- the primary ------------------------------------------------------------------------
     async def primary_pool(self) -> AsyncConnectionPool:
         """The pool of the current primary (discovered on first use)."""
+        if self._watch_wanted and self._watcher is None:
+            self.start_watcher()  # first use in a forked child: this process's own watcher
         pool = self._primary_pool
         if pool is None:
             self._check_open()
-            await self._discover(retry=True)
+            await self._discover()
             pool = self._primary_pool
             if pool is None:  # closed while discovering
                 raise self._closed_error()
@@ -185,23 +209,29 @@ class AsyncSentinelState:
     async def discover(self) -> str:
         """Find the primary through the sentinels, confirm it with ``ROLE``; return host:port.
 
-        The rules are :func:`~smartcache.core.sentinel_flow.discovery_flow`'s. Concurrent
-        calls collapse into one. Raises :class:`~smartcache.exceptions.NoReachableNodeError`
-        listing every address tried.
+        Sentinels are asked in turn: one that does not answer, or that reports the primary
+        down, is skipped; a reported primary that is not a ``master`` by its own ``ROLE`` is
+        refused. The other sentinels are learned from each answer. While sentinels answer but
+        no primary can be confirmed (a failover under way), it retries for up to
+        ``discover_timeout`` (the rules are
+        :func:`~smartcache.core.sentinel_flow.discovery_flow`'s). Concurrent calls collapse
+        into one. Raises :class:`~smartcache.exceptions.NoReachableNodeError` listing every
+        address tried.
         """
         self._check_open()
-        return format_address(await self._discover(retry=True))
+        return format_address(await self._discover())
 
     async def on_error(self, exc: BaseException | None = None) -> bool:
         """Re-discover the primary at once after ``exc`` on it; True if the primary changed.
 
-        Joins a discovery already running instead of starting another. Never raises.
+        For ``READONLY`` (the primary was demoted), a lost connection or a timeout. Joins a
+        discovery already running instead of starting another. Never raises.
         """
         if self._closed:
             return False
         before = self._primary
         try:
-            await self._discover(retry=True)
+            await self._discover()
         except (rx.RedisError, OSError) as error:
             self.report("error", error)
             return False
@@ -210,15 +240,11 @@ class AsyncSentinelState:
     async def wait_until_writable(self, timeout: float) -> bool:
         """Wait while a failover of our primary is under way; False if still so at ``timeout``.
 
-        True at once when no failover is reported, and once the state is closed.
+        Returns at once (True) when no failover is reported. Otherwise waits, without
+        polling, for ``+switch-master`` (the new primary is then confirmed and installed) or
+        an abort. Also True once the state is closed.
         """
-        event = self._writable
-        if event.is_set():
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        return event.is_set()
+        return await wait_event(self._writable, timeout)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -227,20 +253,20 @@ class AsyncSentinelState:
     def _closed_error(self) -> SmartConnectionError:
         return SmartConnectionError(f"the Sentinel state of {self.service_name!r} is closed")
 
-    async def _discover(self, *, retry: bool) -> Address:
+    async def _discover(self) -> Address:
         seen = self._discoveries
         async with self._discover_lock:
             if self._discoveries != seen and self._primary is not None:
                 return self._primary  # someone discovered while we waited
-            address = await self._run_discovery(self.discover_timeout if retry else 0.0)
+            address = await self._run_discovery(self.discover_timeout)
             self._discoveries += 1
             return address
 
     async def _run_discovery(self, timeout: float) -> Address:
-        """Drive :func:`~smartcache.core.sentinel_flow.discovery_flow`: the async driver."""
+        """Drive :func:`~smartcache.core.sentinel_flow.discovery_flow` for up to ``timeout``."""
         switches = self._switches
         flow = discovery_flow(
-            self._sentinels, self.service_name, clock=time.monotonic, timeout=timeout
+            self.sentinels, self.service_name, clock=time.monotonic, timeout=timeout
         )
         answer: Any = None
         try:
@@ -272,10 +298,9 @@ class AsyncSentinelState:
 
     async def _pause(self, seconds: float, switches: int) -> Address | None:
         """Wait (woken at once by a switch); the primary installed meanwhile, if any."""
+        switched = self._switched  # taken first: a switch from now on sets it
         if self._switches == switches and seconds > 0 and not self._closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(seconds):
-                    await self._switched.wait()
+            await wait_event(switched, seconds)
         if self._closed:
             raise self._closed_error()
         return self._primary if self._switches != switches else None
@@ -286,32 +311,37 @@ class AsyncSentinelState:
     def _install_primary(self, address: Address) -> None:
         """Make ``address`` the primary: new pool swapped in, old one retired, holds lifted.
 
-        No await in here: every task sees the old primary or the new one, never a mix.
+        Under the state lock, which no await ever splits: every user sees the old primary
+        or the new one, never a mix.
         """
-        if self._closed:
-            return  # a discovery that finished after aclose(): install nothing
-        switched = address != self._primary or self._primary_pool is None
+        old = None
+        with self._lock:
+            if self._closed:
+                return  # a discovery that finished after close: install nothing
+            switched = address != self._primary or self._primary_pool is None
+            if switched:
+                old = self._primary_pool
+                self._primary_pool = self._pool_factory(self._data_settings.with_address(*address))
+                self._primary = address
+                self._switches += 1
+                self._replicas.dirty = True
+                event, self._switched = self._switched, Event()
+                event.set()
+            state = self._failover.with_primary(address)
+            changed = state is not self._failover
+            self._set_failover(state)
+            watcher = self._watcher
+        if old is not None:
+            self._retirer.retire(old)  # closed once its in-flight commands are answered
         if switched:
-            old = self._primary_pool
-            self._primary_pool = self._pool_factory(self._data_settings.with_address(*address))
-            self._primary = address
-            self._switches += 1
-            self._replicas.dirty = True
-            if old is not None:
-                self._retirer.retire(old)  # closed once its in-flight commands are answered
-            event, self._switched = self._switched, asyncio.Event()
-            event.set()
-        state = self._failover.with_primary(address)
-        changed = state is not self._failover
-        self._set_failover(state)
-        if switched:
-            if self._watcher is not None:
-                self._watcher.wake()  # it refreshes the replicas after its next wake-up
+            if watcher is not None:
+                watcher.wake()  # it refreshes the replicas after its next wake-up
             self.report("switch", format_address(address))
         if changed:
             self.report("failover", state)
 
     def _set_failover(self, state: FailoverState) -> None:
+        """Publish ``state`` (under the state lock) and wake writers waiting on it."""
         self._failover = state
         if state.writable:
             self._writable.set()
@@ -319,29 +349,38 @@ class AsyncSentinelState:
             self._writable.clear()
 
     # -- sentinels ---------------------------------------------------------------------------
-    def sentinel_settings_for(self, sentinel: Address) -> ConnectionSettings:
-        """Settings for a connection to ``sentinel``, with short timeouts."""
+    def sentinel_settings_for(
+        self, sentinel: Address, *, subscriber: bool = False
+    ) -> ConnectionSettings:
+        """Settings for a connection to ``sentinel``, with short timeouts (a subscriber's
+        read timeout at least one second)."""
+        read = max(self.query_timeout, 1.0) if subscriber else self.query_timeout
         return short_timeouts(
-            self._sentinel_settings.with_address(*sentinel),
-            self.query_timeout,
-            self.query_timeout,
+            self._sentinel_settings.with_address(*sentinel), self.query_timeout, read
         )
 
     def _learn_sentinels(self, addresses: Iterable[Address]) -> None:
-        new = [a for a in dict.fromkeys(addresses) if a not in self._sentinels]
+        with self._lock:
+            new = [a for a in dict.fromkeys(addresses) if a not in self._sentinels]
+            if new:
+                self._sentinels = [*self._sentinels, *new]
+            known = tuple(self._sentinels)
+            watcher = self._watcher
         if new:
-            self._sentinels = [*self._sentinels, *new]
-            if self._watcher is not None:
-                self._watcher.wake()
-            self.report("sentinels", tuple(self._sentinels))
+            if watcher is not None:
+                watcher.wake()
+            self.report("sentinels", known)
 
     def _promote_sentinel(self, sentinel: Address) -> None:
-        if self._sentinels and self._sentinels[0] != sentinel:
-            self._sentinels = [sentinel, *(a for a in self._sentinels if a != sentinel)]
+        with self._lock:
+            if self._sentinels and self._sentinels[0] != sentinel:
+                self._sentinels = [sentinel, *(a for a in self._sentinels if a != sentinel)]
 
     # -- replicas ---------------------------------------------------------------------------
     async def replica_pools(self) -> list[AsyncConnectionPool]:
         """Pools of the replicas fit for reads (loaded on first use; may be empty)."""
+        if self._watch_wanted and self._watcher is None:
+            self.start_watcher()
         if not self._replicas.loaded:
             self._check_open()
             await self.refresh_replicas()
@@ -352,11 +391,13 @@ class AsyncSentinelState:
     async def refresh_replicas(self) -> list[str]:
         """Ask a sentinel for the replicas and keep the usable ones; return their addresses.
 
-        The rules are :func:`~smartcache.core.sentinel_flow.replicas_flow`'s. Pools of
-        replicas that left the list are closed.
+        Usable: not ``s_down``/``o_down``/``disconnected``, ``master-link-status`` ok,
+        reporting the replica role, and not the current primary (the rules are
+        :func:`~smartcache.core.sentinel_flow.replicas_flow`'s). Pools of replicas that left
+        the list are retired.
         """
         async with self._replica_lock:
-            flow = replicas_flow(self._sentinels, self.service_name, self._primary)
+            flow = replicas_flow(self.sentinels, self.service_name, self._primary)
             answer: Any = None
             try:
                 while True:
@@ -377,11 +418,12 @@ class AsyncSentinelState:
     # -- called by the watcher ---------------------------------------------------------------
     async def handle_event(self, event: SentinelEvent) -> None:
         """Feed one sentinel event to the failover state; follow a switch at once."""
-        before = self._failover
-        reaction = react(before, event)
-        after = reaction.failover
-        if after is not before:
-            self._set_failover(after)
+        with self._lock:
+            before = self._failover
+            reaction = react(before, event)
+            after = reaction.failover
+            if after is not before:
+                self._set_failover(after)
         if reaction.learn is not None:
             self._learn_sentinels([reaction.learn])
         if after is not before:
@@ -401,9 +443,11 @@ class AsyncSentinelState:
         """One discovery round for the watcher: skipped if a discovery already runs (it
         will find the truth; the watcher must not wait behind its retries). Never raises
         a Redis or network error (reports it)."""
-        if self._discover_lock.locked() or self._closed:
+        if self._closed:
             return
-        async with self._discover_lock:
+        async with unless_busy(self._discover_lock) as held:
+            if not held:
+                return
             try:
                 await self._run_discovery(0.0)
                 self._discoveries += 1
@@ -412,10 +456,12 @@ class AsyncSentinelState:
 
     def forget_source(self, source: str) -> None:
         """A sentinel's subscription was lost: whatever failover it reported may never end."""
-        before = self._failover
-        after = before.forget(source)
+        with self._lock:
+            before = self._failover
+            after = before.forget(source)
+            if after is not before:
+                self._set_failover(after)
         if after is not before:
-            self._set_failover(after)
             self.report("failover", after)
 
     async def after_events(self) -> None:
@@ -435,27 +481,41 @@ class AsyncSentinelState:
         self._replicas.dirty = True
         await self.after_events()
 
-    # -- watcher and close -----------------------------------------------------------------------
+    # -- watcher, fork, close ---------------------------------------------------------------------
     def start_watcher(self) -> None:
-        """Start following the sentinels' events in a task of the running loop (idempotent).
+        """Start following the sentinels' events (idempotent): :mod:`._sentinel_watch`.
 
-        The task is cancelled by :meth:`aclose` (or when the state is garbage-collected).
+        Stopped when the state is closed or garbage-collected. In a forked
+        child (sync) the parent's watcher does not run; the child's first use of
+        :meth:`primary_pool` or :meth:`replica_pools` starts its own.
         """
         self._check_open()
-        if self._watcher is not None and self._watcher.running:
-            return
-        self._watcher = AsyncSentinelWatcher(self)
-        self._watcher.start()
+        with self._lock:
+            self._watch_wanted = True
+            current = self._watcher
+            if current is not None and current.running:
+                return
+            watcher = self._watcher = AsyncSentinelWatcher(self)
+        watcher.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child, right after fork (sync: see ``track_forks``): fresh locks, and
+        the parent's watcher forgotten (it lets go of its sockets by itself)."""
+        self._init_locks(writable=self._writable.is_set())
+        self._replicas.reset_lock()
+        self._watcher = None
 
     async def aclose(self) -> None:
-        """Cancel the watcher, close every pool, release waiting writers. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the watcher, close every pool, release waiting writers. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._watch_wanted = False
+            watcher, self._watcher = self._watcher, None
+            pool, self._primary_pool = self._primary_pool, None
         self._writable.set()  # waiting writers wake, and find the state closed
         self._switched.set()
-        watcher, self._watcher = self._watcher, None
-        pool, self._primary_pool = self._primary_pool, None
         if watcher is not None:
             await watcher.stop()
         if pool is not None:

@@ -30,45 +30,23 @@ import redis.exceptions as rx
 
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._protocol import RespProtocol
-from smartcache.core.sentinel import (
-    WATCHED_CHANNELS,
-    Address,
-    SentinelEvent,
-    format_address,
-    parse_event,
-    parse_pubsub_message,
-)
-from smartcache.core.sentinel_flow import subscribed_all
+from smartcache.core.sentinel import WATCHED_CHANNELS, Address, SentinelEvent, format_address
+from smartcache.core.sentinel_watch import Watched, WatchPlan, read_message
 from smartcache.wire import ConnectionSettings
 
 __all__ = ["AsyncSentinelWatcher"]
 
 
-class WatchedState(Protocol):
+class WatchedState(Watched, Protocol):
     """What a watcher needs of the Sentinel state it feeds
-    (``asyncio._sentinel.AsyncSentinelState``): a Protocol, so this module does not import
-    the state's, which imports this one."""
+    (``asyncio._sentinel.AsyncSentinelState``), besides :class:`Watched`."""
 
-    service_name: str
-    check_interval: float
-
-    @property
-    def primary_address(self) -> str | None: ...
-    @property
-    def closed(self) -> bool: ...
-    @property
-    def sentinels(self) -> list[Address]: ...
     def sentinel_settings_for(self, sentinel: Address) -> ConnectionSettings: ...
-    def report(self, kind: str, value: Any) -> None: ...
     async def handle_event(self, event: SentinelEvent) -> None: ...
-    def forget_source(self, source: str) -> None: ...
     async def after_events(self) -> None: ...
     async def periodic_check(self) -> None: ...
 
 
-#: Resubscription backoff: first retry after this, doubling up to the cap.
-_BACKOFF_FIRST: Final = 0.05
-_BACKOFF_CAP: Final = 2.0
 #: Put in a subscriber's queue when its connection breaks.
 _LOST: Final = object()
 
@@ -113,9 +91,9 @@ class AsyncSentinelWatcher:
         self._wake = asyncio.Event()
         self._subs: dict[Address, asyncio.Task[None]] = {}
         self._subscribed: set[Address] = set()
-        self._retry: dict[Address, tuple[int, float]] = {}
-        now = time.monotonic()
-        self._check_at = now + state.check_interval if state.primary_address else now
+        self._plan = WatchPlan(
+            state.check_interval, time.monotonic(), primary_known=bool(state.primary_address)
+        )
         self._task: asyncio.Task[None] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -187,19 +165,16 @@ class AsyncSentinelWatcher:
     async def _maintain(self, state: WatchedState) -> float:
         """(Re)subscribe where due, run the periodic check; return seconds until next duty."""
         loop = asyncio.get_running_loop()
+        plan = self._plan
         now = time.monotonic()
-        for address in state.sentinels:
-            if address in self._subs or self._retry.get(address, (0, 0.0))[1] > now:
-                continue
+        for address in plan.to_subscribe(state.sentinels, self._subs, now):
             self._subs[address] = loop.create_task(
                 self._listen(address), name=f"smartcache-sentinel-{format_address(address)}"
             )
-        if now >= self._check_at:
+        if plan.check_due(now):
             await state.periodic_check()
-            self._check_at = time.monotonic() + state.check_interval
-        retries = (at for a, (_, at) in self._retry.items() if a not in self._subs)
-        next_due = min([self._check_at, *retries])
-        return max(0.0, next_due - time.monotonic())
+            plan.checked(time.monotonic())
+        return plan.wait(self._subs, time.monotonic())
 
     # -- one subscription -----------------------------------------------------------------------
     async def _listen(self, address: Address) -> None:
@@ -217,9 +192,8 @@ class AsyncSentinelWatcher:
             await sub.connect()
             await sub.send("SUBSCRIBE", *WATCHED_CHANNELS)
             connected = True
-            if self._retry.pop(address, None) is not None:
-                self._check_at = 0.0  # events were missed while away: check now
-                self._wake.set()
+            if self._plan.subscribed(address):
+                self._wake.set()  # events were missed while away: the check is due now
             await self._pump(sub, address, source, interval)
         except (rx.RedisError, OSError):
             pass
@@ -228,9 +202,7 @@ class AsyncSentinelWatcher:
             self._subscribed.discard(address)
             if self._subs.get(address) is asyncio.current_task():
                 del self._subs[address]
-            failures = 1 if connected else self._retry.get(address, (0, 0.0))[0] + 1
-            delay = min(_BACKOFF_FIRST * 2 ** (failures - 1), _BACKOFF_CAP, interval)
-            self._retry[address] = (failures, time.monotonic() + delay)
+            self._plan.failed(address, time.monotonic(), was_subscribed=connected)
             state = self._ref()
             if state is not None:
                 state.forget_source(source)
@@ -265,11 +237,9 @@ class AsyncSentinelWatcher:
     async def _handle(
         self, state: WatchedState, message: Any, address: Address, source: str
     ) -> None:
-        parsed = parse_pubsub_message(message)
-        if parsed is not None:
-            event = parse_event(parsed[0], parsed[1], source)
-            if event is not None:
-                await state.handle_event(event)
-        elif subscribed_all(message):
+        news = read_message(message, source)
+        if isinstance(news, SentinelEvent):
+            await state.handle_event(news)
+        elif news == "subscribed":
             self._subscribed.add(address)
             state.report("subscribed", source)

@@ -1,28 +1,40 @@
+# Generated from smartcache/asyncio/_sentinel_replicas.py by scripts/unasync.py: do not edit.
 """The read replicas of a Sentinel service: one pool per usable replica, swapped whole.
 
-Fed by ``SENTINEL REPLICAS`` replies, filtered by the I/O-free core
-(:func:`smartcache.core.sentinel.usable_replicas`). Pools of replicas that leave the list
-are closed; pools of replicas that stay are kept.
+Fed by the addresses :func:`~smartcache.core.sentinel_flow.replicas_flow` returns
+(filtered by the I/O-free core), swapped whole under the state lock (every user sees the
+old list or the new one). Pools of replicas that leave the list are retired (the
+``retire`` callable: :class:`~smartcache.sync._sentinel_io.PoolRetirer`); pools of
+replicas that stay are kept.
+
+The asyncio module is the source; its sync twin is generated (``scripts/unasync.py``).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 
 from smartcache.core.sentinel import Address, format_address
 from smartcache.sync._pool import ConnectionPool
-from smartcache.wire import ConnectionSettings
+from smartcache.sync._sentinel_io import StateLock
 
 __all__ = ["ReplicaSet"]
 
 
 class ReplicaSet:
-    """Pools of the usable replicas, in the sentinels' order."""
+    """Pools of the usable replicas, in the sentinels' order.
 
-    def __init__(self, make_pool: Callable[[Address], ConnectionPool]) -> None:
+    ``make_pool`` builds a replica's pool; ``retire`` takes a pool that left the list.
+    """
+
+    def __init__(
+        self,
+        make_pool: Callable[[Address], ConnectionPool],
+        retire: Callable[[ConnectionPool], None],
+    ) -> None:
         self._make_pool = make_pool
-        self._lock = threading.Lock()
+        self._retire = retire
+        self._lock = StateLock()
         self._pools: dict[Address, ConnectionPool] = {}
         self._closed = False
         #: True once a list was installed
@@ -30,18 +42,9 @@ class ReplicaSet:
         #: True when the list may be stale (the primary moved, a replica event arrived)
         self.dirty = False
 
-    @classmethod
-    def for_settings(
-        cls,
-        settings: ConnectionSettings,
-        pool_factory: Callable[[ConnectionSettings], ConnectionPool],
-    ) -> ReplicaSet:
-        """Pools made by ``pool_factory`` from ``settings.with_address(...)``."""
-        return cls(lambda address: pool_factory(settings.with_address(*address)))
-
     def reset_lock(self) -> None:
         """A fresh lock (in a forked child)."""
-        self._lock = threading.Lock()
+        self._lock = StateLock()
 
     @property
     def addresses(self) -> list[str]:
@@ -65,7 +68,7 @@ class ReplicaSet:
             self._pools = pools
             self.loaded = True
         for pool in gone:
-            pool.close()
+            self._retire(pool)
         return changed
 
     def close(self) -> None:

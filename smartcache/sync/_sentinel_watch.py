@@ -24,19 +24,12 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis.exceptions as rx
 
-from smartcache.core.sentinel import (
-    WATCHED_CHANNELS,
-    Address,
-    SentinelEvent,
-    format_address,
-    parse_event,
-    parse_pubsub_message,
-)
-from smartcache.core.sentinel_flow import subscribed_all
+from smartcache.core.sentinel import WATCHED_CHANNELS, Address, SentinelEvent, format_address
+from smartcache.core.sentinel_watch import Watched, WatchPlan, read_message
 from smartcache.exceptions import SmartConnectionError
 from smartcache.sync._connection import Connection
 from smartcache.wire import ConnectionSettings
@@ -44,32 +37,18 @@ from smartcache.wire import ConnectionSettings
 __all__ = ["SentinelWatcher"]
 
 
-class WatchedState(Protocol):
-    """What a watcher needs of the Sentinel state it feeds (``sync._sentinel.SentinelState``):
-    a Protocol, so this module does not import the state's, which imports this one."""
+class WatchedState(Watched, Protocol):
+    """What the watcher needs of the Sentinel state it feeds (``sync._sentinel.SentinelState``),
+    besides :class:`Watched`."""
 
-    service_name: str
-    check_interval: float
-
-    @property
-    def primary_address(self) -> str | None: ...
-    @property
-    def closed(self) -> bool: ...
-    @property
-    def sentinels(self) -> list[Address]: ...
     def sentinel_settings_for(
         self, sentinel: Address, *, subscriber: bool = False
     ) -> ConnectionSettings: ...
-    def report(self, kind: str, value: Any) -> None: ...
     def handle_event(self, event: SentinelEvent) -> None: ...
-    def forget_source(self, source: str) -> None: ...
     def after_events(self) -> None: ...
     def periodic_check(self) -> None: ...
 
 
-#: Resubscription backoff: first retry after this, doubling up to the cap.
-_BACKOFF_FIRST = 0.05
-_BACKOFF_CAP = 2.0
 _READY = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
@@ -92,8 +71,23 @@ class _Subscriber(Connection):
         return sock.fileno()
 
 
+_LIVE: weakref.WeakSet[SentinelWatcher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watcher in list(_LIVE):
+        watcher.abandon()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class SentinelWatcher:
-    """Owns the subscriptions and the thread of one :class:`WatchedState`."""
+    """Owns the subscriptions and the thread of one :class:`WatchedState`.
+
+    In a forked child it lets go of the parent's sockets by itself (:meth:`abandon`) and
+    is not :attr:`running`.
+    """
 
     def __init__(self, state: WatchedState) -> None:
         self._ref = weakref.ref(state)
@@ -102,23 +96,25 @@ class SentinelWatcher:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._subs: dict[Address, _Subscriber] = {}
-        self._retry: dict[Address, tuple[int, float]] = {}
         # Connects run in short-lived threads (a paused or unreachable sentinel must not
         # stall the events of the others); results arrive here: a subscriber or a failure.
         self._connecting: set[Address] = set()
         self._arrived: list[_Subscriber | Address] = []
         self._arrived_lock = threading.Lock()
-        self._check_at = time.monotonic() + (state.check_interval if state.primary_address else 0.0)
+        self._plan = WatchPlan(
+            state.check_interval, time.monotonic(), primary_known=bool(state.primary_address)
+        )
         self.pid = os.getpid()
         self._thread = threading.Thread(
             target=self._run, name=f"smartcache-sentinel-{state.service_name}", daemon=True
         )
         weakref.finalize(state, self.stop, False)
+        _LIVE.add(self)
 
     @property
-    def alive(self) -> bool:
-        """True while the thread runs."""
-        return self._thread.is_alive()
+    def running(self) -> bool:
+        """True while the thread runs (in this process)."""
+        return self.pid == os.getpid() and self._thread.is_alive()
 
     @property
     def subscribed(self) -> list[str]:
@@ -192,25 +188,18 @@ class SentinelWatcher:
 
     def _maintain(self, state: WatchedState) -> float:
         """(Re)subscribe where due, run the periodic check; return seconds until next duty."""
+        plan = self._plan
         now = time.monotonic()
         for item in self._take_arrived():
             if isinstance(item, _Subscriber):
                 self._connecting.discard(item.sentinel)
                 self._subs[item.sentinel] = item
-                if self._retry.pop(item.sentinel, None) is not None:
-                    self._check_at = now  # events were missed while away: check now
+                plan.subscribed(item.sentinel)  # after a failure, the check is due at once
             else:
                 self._connecting.discard(item)
-                failures = self._retry.get(item, (0, 0.0))[0] + 1
-                delay = min(
-                    _BACKOFF_FIRST * 2 ** (failures - 1), _BACKOFF_CAP, state.check_interval
-                )
-                self._retry[item] = (failures, now + delay)
-        for address in state.sentinels:
-            if address in self._subs or address in self._connecting:
-                continue
-            if self._retry.get(address, (0, 0.0))[1] > now:
-                continue
+                plan.failed(item, now, was_subscribed=False)
+        busy = self._subs.keys() | self._connecting
+        for address in plan.to_subscribe(state.sentinels, busy, now):
             self._connecting.add(address)
             settings = state.sentinel_settings_for(address, subscriber=True)
             threading.Thread(
@@ -219,13 +208,11 @@ class SentinelWatcher:
                 name="smartcache-sentinel-connect",
                 daemon=True,
             ).start()
-        if now >= self._check_at:
+        if plan.check_due(now):
             self._ping(state, now)
             state.periodic_check()
-            self._check_at = time.monotonic() + state.check_interval
-        retries = (at for a, (_, at) in self._retry.items() if a not in self._connecting)
-        next_due = min([self._check_at, *retries])
-        return max(0.0, next_due - time.monotonic())
+            plan.checked(time.monotonic())
+        return plan.wait(self._connecting, time.monotonic())
 
     def _connect(self, settings: ConnectionSettings, address: Address) -> None:
         """In a connect thread: subscribe to one sentinel, hand the result to the watcher."""
@@ -291,12 +278,10 @@ class SentinelWatcher:
             while True:
                 message = sub.read_next()
                 sub.ping_sent = None
-                parsed = parse_pubsub_message(message)
-                if parsed is not None:
-                    event = parse_event(parsed[0], parsed[1], sub.source)
-                    if event is not None:
-                        state.handle_event(event)
-                elif subscribed_all(message):
+                news = read_message(message, sub.source)
+                if isinstance(news, SentinelEvent):
+                    state.handle_event(news)
+                elif news == "subscribed":
                     state.report("subscribed", sub.source)
                 if not sub.can_read(0.0):
                     return
@@ -306,5 +291,5 @@ class SentinelWatcher:
     def _drop(self, state: WatchedState, sub: _Subscriber) -> None:
         sub.close()
         self._subs.pop(sub.sentinel, None)
-        self._retry[sub.sentinel] = (1, time.monotonic() + _BACKOFF_FIRST)
+        self._plan.failed(sub.sentinel, time.monotonic(), was_subscribed=True)
         state.forget_source(sub.source)
