@@ -26,6 +26,7 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
+    ("smartcache/cache/_async.py", "smartcache/cache/_sync.py"),
 ]
 
 #: (pattern, replacement), applied in order to every line
@@ -58,10 +59,19 @@ SUBS: list[tuple[str, str]] = [
         r"\1",
     ),
     (r"\baclose\(", "close("),
+    # the cache engines: one Cache has both, so the async names carry an ``a``
+    (r"\bAsyncEngine\b", "SyncEngine"),
+    (r"\bAsync(LeaseLock|SingleFlight)\b", r"\1"),
+    (
+        r"\b(_?)a(get_or_load|degraded|fill|fill_locked|store|refresh|refresh_job|refreshes"
+        r"|peek|invalidate|invalidate_tag|wait_refreshes|flight|lease|lock|reads)\b",
+        r"\1\2",
+    ),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"^from asyncio import Lock$", "from threading import Lock"),
+    (r"\bsmartcache\.cache\._primitives_async\b", "smartcache.cache._primitives"),
 ]
 
 HEADER = "# Generated from {source} by scripts/unasync.py: do not edit.\n"
