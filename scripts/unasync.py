@@ -27,6 +27,7 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
     ("smartcache/cache/_async.py", "smartcache/cache/_sync.py"),
+    ("smartcache/cache/_write_behind_async.py", "smartcache/cache/_write_behind.py"),
 ]
 
 #: (pattern, replacement), applied in order to every line
@@ -59,9 +60,9 @@ SUBS: list[tuple[str, str]] = [
         r"\1",
     ),
     (r"\baclose\(", "close("),
-    # the cache engines: one Cache has both, so the async names carry an ``a``
+    # the cache: one Cache has both engines, so the async names carry an ``a``
     (r"\bAsyncEngine\b", "SyncEngine"),
-    (r"\bAsync(LeaseLock|SingleFlight)\b", r"\1"),
+    (r"\bAsync(LeaseLock|SingleFlight|Flusher|WriteBehind|RedisLike)\b", r"\1"),
     (
         r"\b(_?)a(get_or_load|degraded|fill|fill_locked|store|refresh|refresh_job|refreshes"
         r"|peek|invalidate|invalidate_tag|wait_refreshes|flight|lease|lock|reads)\b",

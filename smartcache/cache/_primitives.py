@@ -14,12 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from threading import Event
 from time import sleep
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from smartcache.cache._base import LoaderError
 from smartcache.cache._protocol import RedisLike
 
 __all__ = [
+    "CAN_AWAIT",
     "BackgroundJobs",
     "Event",
     "SharedGets",
@@ -29,9 +30,13 @@ __all__ = [
     "join",
     "sleep",
     "spawn",
+    "start_in_init",
     "timed",
     "wait_event",
 ]
+
+#: whether this world can await (a thread flusher calls sync stores only)
+CAN_AWAIT: Final = False
 
 #: what :func:`spawn` starts: a daemon thread
 Worker: TypeAlias = threading.Thread
@@ -65,9 +70,9 @@ def spawn(target: Callable[[], None], name: str) -> Worker:
     return thread
 
 
-def alive(worker: Worker | None) -> bool:
-    """Whether ``worker`` was started and has not finished."""
-    return worker is not None and worker.is_alive()
+def alive(worker: Worker) -> bool:
+    """Whether ``worker`` has not finished."""
+    return worker.is_alive()
 
 
 def join(worker: Worker, timeout: float | None) -> None:
@@ -75,6 +80,12 @@ def join(worker: Worker, timeout: float | None) -> None:
     ends after its current step; a thread joining itself returns at once)."""
     if worker is not threading.current_thread():
         worker.join(timeout)
+
+
+def start_in_init(start: Callable[[], None]) -> None:
+    """Call ``start()`` now: a thread shell checks its queue and starts its flusher in
+    ``__init__`` (its twin, which cannot await there, does it later)."""
+    start()
 
 
 class BackgroundJobs:

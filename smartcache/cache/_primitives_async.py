@@ -14,12 +14,13 @@ import inspect
 import time
 from asyncio import Event
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from smartcache.cache._base import LoaderError
 from smartcache.cache._protocol import AsyncRedisLike
 
 __all__ = [
+    "CAN_AWAIT",
     "BackgroundJobs",
     "Event",
     "SharedGets",
@@ -29,9 +30,13 @@ __all__ = [
     "join",
     "sleep",
     "spawn",
+    "start_in_init",
     "timed",
     "wait_event",
 ]
+
+#: whether this world can await (an asyncio flusher awaits an async store)
+CAN_AWAIT: Final = True
 
 #: what :func:`spawn` starts: a task of the running loop
 Worker: TypeAlias = "asyncio.Task[None]"
@@ -74,9 +79,9 @@ def spawn(target: Callable[[], Coroutine[Any, Any, None]], name: str) -> Worker:
     return asyncio.get_running_loop().create_task(target(), name=name)
 
 
-def alive(worker: Worker | None) -> bool:
-    """Whether ``worker`` was started and has not finished."""
-    return worker is not None and not worker.done()
+def alive(worker: Worker) -> bool:
+    """Whether ``worker`` has not finished."""
+    return not worker.done()
 
 
 async def join(worker: Worker, timeout: float | None) -> None:
@@ -90,6 +95,11 @@ async def join(worker: Worker, timeout: float | None) -> None:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
+
+
+def start_in_init(start: Callable[[], Awaitable[None]]) -> None:
+    """Nothing: ``__init__`` cannot await, so an asyncio shell runs ``start()`` later (with
+    its first write, ``async with``, or a call)."""
 
 
 class BackgroundJobs:
