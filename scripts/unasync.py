@@ -29,6 +29,8 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
     ("smartcache/asyncio/_sentinel.py", "smartcache/sync/_sentinel.py"),
     ("smartcache/asyncio/_sentinel_replicas.py", "smartcache/sync/_sentinel_replicas.py"),
+    ("smartcache/cache/_async.py", "smartcache/cache/_sync.py"),
+    ("smartcache/cache/_write_behind_async.py", "smartcache/cache/_write_behind.py"),
 ]
 
 #: (pattern, replacement), applied in order to every line
@@ -65,11 +67,20 @@ SUBS: list[tuple[str, str]] = [
     ),
     (r"\bAsync(ReplicaSet|SentinelWatcher)\b", r"\1"),
     (r"\baclose\(", "close("),
+    # the cache: one Cache has both engines, so the async names carry an ``a``
+    (r"\bAsyncEngine\b", "SyncEngine"),
+    (r"\bAsync(LeaseLock|SingleFlight|Flusher|WriteBehind|RedisLike)\b", r"\1"),
+    (
+        r"\b(_?)a(get_or_load|degraded|fill|fill_locked|store|refresh|refresh_job|refreshes"
+        r"|peek|invalidate|invalidate_tag|wait_refreshes|flight|lease|lock|reads)\b",
+        r"\1\2",
+    ),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"^from asyncio import Lock$", "from threading import Lock"),
+    (r"\bsmartcache\.cache\._primitives_async\b", "smartcache.cache._primitives"),
 ]
 
 HEADER = "# Generated from {source} by scripts/unasync.py: do not edit.\n"

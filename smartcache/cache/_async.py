@@ -1,13 +1,19 @@
-"""The asyncio cache-aside engine: the twin of ``_sync.py`` over an async client.
+"""The cache-aside engine: read, single-flight, lease lock, load, write.
 
-Background refreshes (stale serving, XFetch) run in tasks this engine keeps references to
-(``await cache.aclose()`` or ``await cache.await_refreshes()`` waits for them).
+Flow of ``aget_or_load``: GET -> fresh hit returns; stale/XFetch hit returns at once and hands
+the refresh to a background job; a miss goes through in-process single-flight, then the
+cross-process lease loop (acquire -> re-check -> load -> write -> release, or wait on the
+holder's signal and re-check), bounded by ``wait_timeout``. Redis failures fall back to the
+loader (``on_cache_error="load"``); loader exceptions propagate and are never cached.
+
+The sync engine (``_sync.py``, the same methods without the ``a`` prefix) is generated from
+the async one (``_async.py``) by ``scripts/unasync.py``; what threads and tasks do
+differently (background refreshes, shared GETs, awaiting the loader) is in
+``_primitives.py`` / ``_primitives_async.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,32 +22,21 @@ from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy, LoaderE
 from smartcache.cache._codec import Entry
 from smartcache.cache._flight import AsyncSingleFlight
 from smartcache.cache._lock import AsyncLeaseLock
+from smartcache.cache._primitives_async import BackgroundJobs, SharedGets, timed
 
 __all__ = ["AsyncEngine"]
 
 
-async def atimed(loader: Callable[[], Any]) -> tuple[Any, int]:
-    """Call (and await) ``loader``; its value and duration in microseconds."""
-    start = time.perf_counter()
-    try:
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
-    except Exception as exc:
-        raise LoaderError(exc) from exc
-    return value, int((time.perf_counter() - start) * 1_000_000)
-
-
 class AsyncEngine(CacheBase):
-    """Async operations of :class:`~smartcache.cache.Cache` (methods prefixed ``a``)."""
+    """Cache-aside operations of :class:`~smartcache.cache.Cache` (the async engine's methods
+    are prefixed ``a``, and their ``loader()`` may return an awaitable)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._aflight = AsyncSingleFlight()
         self._alease: AsyncLeaseLock | None = None
-        self._arefreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._gets: dict[str, asyncio.Future[Any]] = {}
+        self._areads = SharedGets()
+        self._arefreshes = BackgroundJobs("smartcache-refresh")
 
     def _alock(self, policy: CachePolicy) -> AsyncLeaseLock:
         lease = self._alease
@@ -58,18 +53,20 @@ class AsyncEngine(CacheBase):
         tags: Sequence[str] = (),
         **options: Any,
     ) -> Any:
-        """The cached value of ``key``; ``loader()`` may be sync or return an awaitable."""
+        """The cached value of ``key``, calling ``loader()`` (once, cluster-wide) on a miss."""
         policy = (policy or self.policy).with_options(**options)
         try:
             try:
-                raw = await self._aget_shared(key)
+                raw = await self._areads.get(self.client, key)
             except REDIS_ERRORS as exc:
                 return await self._adegraded(loader, policy, exc)
             entry = self._decode(raw, policy)
             if entry is not None:
                 if self._needs_refresh(entry, policy):
                     self.stats.incr("stale_serves" if policy.stale_ttl else "hits")
-                    self._arefresh_later(key, loader, policy, tags, entry)
+                    self._arefreshes.start(
+                        key, self._arefresh_job, key, loader, policy, tags, entry
+                    )
                 else:
                     self.stats.incr("hits")
                 return entry.value
@@ -81,40 +78,6 @@ class AsyncEngine(CacheBase):
         except LoaderError as err:
             raise err.original from None
 
-    async def _aget_shared(self, key: str) -> Any:
-        """GET ``key``; tasks reading one key at the same time share one GET.
-
-        A burst of readers of a hot key (200 tasks when it expires) sends one GET, not 200.
-        Each caller decodes the shared reply itself, so no two callers share a value object.
-        If the task that sent the GET is cancelled, the others read for themselves.
-        """
-        pending = self._gets.get(key)
-        if pending is not None:
-            try:
-                return await asyncio.shield(pending)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not pending.cancelled() or (task is not None and task.cancelling()):
-                    raise  # this task was cancelled, not the one that sent the GET
-                return await self._aget_shared(key)
-        shared: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._gets[key] = shared
-        try:
-            raw = await self.client.get(key)
-        except asyncio.CancelledError:
-            shared.cancel()
-            raise
-        except BaseException as exc:
-            shared.set_exception(exc)
-            shared.exception()  # the waiters re-raise it; nobody waiting is fine too
-            raise
-        else:
-            shared.set_result(raw)
-            return raw
-        finally:
-            if self._gets.get(key) is shared:
-                del self._gets[key]
-
     async def _adegraded(
         self, loader: Callable[[], Any], policy: CachePolicy, exc: Exception
     ) -> Any:
@@ -122,7 +85,8 @@ class AsyncEngine(CacheBase):
         if policy.on_cache_error == "raise":
             raise exc
         self.stats.incr("loads")
-        return (await atimed(loader))[0]
+        value, _ = await timed(loader)
+        return value
 
     async def _afill(
         self, key: str, loader: Callable[[], Any], policy: CachePolicy, tags: Sequence[str]
@@ -143,9 +107,9 @@ class AsyncEngine(CacheBase):
                 try:
                     entry = self._decode(await self.client.get(key), policy)
                     if entry is not None and self._is_fresh(entry, policy):
-                        return entry.value
+                        return entry.value  # filled between our miss and our lock
                     async with lock.watchdog(key, token) as lost:
-                        value, load_us = await atimed(loader)
+                        value, load_us = await timed(loader)
                         self.stats.incr("loads")
                         if not lost.is_set():
                             await self._astore(key, value, load_us, policy, tags)
@@ -160,7 +124,8 @@ class AsyncEngine(CacheBase):
             entry = self._decode(await self.client.get(key), policy)
             if entry is not None and self._is_fresh(entry, policy):
                 return entry.value
-        value, load_us = await atimed(loader)
+        # The holder neither finished nor gave up in time: load without the lock.
+        value, load_us = await timed(loader)
         self.stats.incr("loads")
         await self._astore(key, value, load_us, policy, tags)
         return value
@@ -178,21 +143,6 @@ class AsyncEngine(CacheBase):
         else:
             await self.client.set(key, data, px=px)
 
-    def _arefresh_later(
-        self,
-        key: str,
-        loader: Callable[[], Any],
-        policy: CachePolicy,
-        tags: Sequence[str],
-        seen: Entry,
-    ) -> None:
-        if key in self._arefreshing:
-            return
-        self._arefreshing.add(key)
-        task = asyncio.create_task(self._arefresh_job(key, loader, policy, tags, seen))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _arefresh_job(
         self,
         key: str,
@@ -205,13 +155,13 @@ class AsyncEngine(CacheBase):
             lock = self._alock(policy)
             token = await lock.acquire(key)
             if token is None:
-                return
+                return  # another process is refreshing it
             try:
                 current = self._decode(await self.client.get(key), policy)
                 if current is not None and current.expiry_ms != seen.expiry_ms:
-                    return
+                    return  # somebody refreshed it meanwhile
                 async with lock.watchdog(key, token) as lost:
-                    value, load_us = await atimed(loader)
+                    value, load_us = await timed(loader)
                     self.stats.incr("loads")
                     self.stats.incr("refreshes")
                     if not lost.is_set():
@@ -219,9 +169,7 @@ class AsyncEngine(CacheBase):
             finally:
                 await lock.release(key, token)
         except Exception:
-            self.stats.incr("errors")
-        finally:
-            self._arefreshing.discard(key)
+            self.stats.incr("errors")  # the stale value stays until its physical expiry
 
     async def arefresh(
         self,
@@ -231,10 +179,10 @@ class AsyncEngine(CacheBase):
         policy: CachePolicy | None = None,
         tags: Sequence[str] = (),
     ) -> Any:
-        """Load now and overwrite the entry; return the new value."""
+        """Load now and overwrite the entry, whatever it holds; return the new value."""
         policy = policy or self.policy
         try:
-            value, load_us = await atimed(loader)
+            value, load_us = await timed(loader)
         except LoaderError as err:
             raise err.original from None
         self.stats.incr("loads")
@@ -242,7 +190,7 @@ class AsyncEngine(CacheBase):
         return value
 
     async def apeek(self, key: str, *, policy: CachePolicy | None = None) -> Entry | None:
-        """The decoded entry under ``key``, without loading or counting."""
+        """The decoded entry under ``key`` (stale or not), without loading or counting."""
         return self._decode(await self.client.get(key), policy or self.policy)
 
     async def ainvalidate(self, *keys: str) -> int:
@@ -257,11 +205,11 @@ class AsyncEngine(CacheBase):
         await self.client.delete(tkey)
         return deleted
 
-    async def await_refreshes(self) -> None:
-        """Wait for the background refresh tasks started so far."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def await_refreshes(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout`` seconds) for the background refreshes started so far."""
+        await self._arefreshes.wait(timeout)
 
     async def aclose(self) -> None:
-        """Wait for background refreshes (the client itself is the caller's to close)."""
-        await self.await_refreshes()
+        """Wait for the background refreshes (the sync engine then ends its refresh threads);
+        the client itself is the caller's to close."""
+        await self._arefreshes.close()

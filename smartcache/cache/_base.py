@@ -184,13 +184,3 @@ class CacheBase:
             pipe.sadd(tkey, key)
             pipe.pexpire(tkey, px, nx=True)
             pipe.pexpire(tkey, px, gt=True)
-
-
-def timed(loader: Callable[[], Any]) -> tuple[Any, int]:
-    """Call ``loader``; its value and duration in microseconds (loader errors wrapped)."""
-    start = time.perf_counter()
-    try:
-        value = loader()
-    except Exception as exc:
-        raise LoaderError(exc) from exc
-    return value, int((time.perf_counter() - start) * 1_000_000)

@@ -1,46 +1,43 @@
-"""The synchronous cache-aside engine: read, single-flight, lease lock, load, write.
+# Generated from smartcache/cache/_async.py by scripts/unasync.py: do not edit.
+"""The cache-aside engine: read, single-flight, lease lock, load, write.
 
 Flow of ``get_or_load``: GET -> fresh hit returns; stale/XFetch hit returns at once and hands
-the refresh to a background thread; a miss goes through in-process single-flight, then the
+the refresh to a background job; a miss goes through in-process single-flight, then the
 cross-process lease loop (acquire -> re-check -> load -> write -> release, or wait on the
 holder's signal and re-check), bounded by ``wait_timeout``. Redis failures fall back to the
 loader (``on_cache_error="load"``); loader exceptions propagate and are never cached.
+
+The sync engine (``_sync.py``, the same methods without the ``a`` prefix) is generated from
+the async one (``_async.py``) by ``scripts/unasync.py``; what threads and tasks do
+differently (background refreshes, shared GETs, awaiting the loader) is in
+``_primitives.py`` / ``_primitives_async.py``.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from smartcache.cache._base import (
-    REDIS_ERRORS,
-    CacheBase,
-    CachePolicy,
-    LoaderError,
-    tag_key,
-    timed,
-)
+from smartcache.cache._base import REDIS_ERRORS, CacheBase, CachePolicy, LoaderError, tag_key
 from smartcache.cache._codec import Entry
 from smartcache.cache._flight import SingleFlight
 from smartcache.cache._lock import LeaseLock
+from smartcache.cache._primitives import BackgroundJobs, SharedGets, timed
 
 __all__ = ["SyncEngine"]
 
 
 class SyncEngine(CacheBase):
-    """Sync operations of :class:`~smartcache.cache.Cache`."""
+    """Cache-aside operations of :class:`~smartcache.cache.Cache` (the async engine's methods
+    are prefixed ``a``, and their ``loader()`` may return an awaitable)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._flight = SingleFlight()
         self._lease: LeaseLock | None = None
-        self._refreshing: set[str] = set()
-        self._guard = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._jobs: set[Future[None]] = set()
+        self._reads = SharedGets()
+        self._refreshes = BackgroundJobs("smartcache-refresh")
 
     def _lock(self, policy: CachePolicy) -> LeaseLock:
         lease = self._lease
@@ -61,14 +58,14 @@ class SyncEngine(CacheBase):
         policy = (policy or self.policy).with_options(**options)
         try:
             try:
-                raw = self.client.get(key)
+                raw = self._reads.get(self.client, key)
             except REDIS_ERRORS as exc:
                 return self._degraded(loader, policy, exc)
             entry = self._decode(raw, policy)
             if entry is not None:
                 if self._needs_refresh(entry, policy):
                     self.stats.incr("stale_serves" if policy.stale_ttl else "hits")
-                    self._refresh_later(key, loader, policy, tags, entry)
+                    self._refreshes.start(key, self._refresh_job, key, loader, policy, tags, entry)
                 else:
                     self.stats.incr("hits")
                 return entry.value
@@ -85,7 +82,8 @@ class SyncEngine(CacheBase):
         if policy.on_cache_error == "raise":
             raise exc
         self.stats.incr("loads")
-        return timed(loader)[0]
+        value, _ = timed(loader)
+        return value
 
     def _fill(
         self, key: str, loader: Callable[[], Any], policy: CachePolicy, tags: Sequence[str]
@@ -142,24 +140,6 @@ class SyncEngine(CacheBase):
         else:
             self.client.set(key, data, px=px)
 
-    def _refresh_later(
-        self,
-        key: str,
-        loader: Callable[[], Any],
-        policy: CachePolicy,
-        tags: Sequence[str],
-        seen: Entry,
-    ) -> None:
-        with self._guard:
-            if key in self._refreshing:
-                return
-            self._refreshing.add(key)
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(4, thread_name_prefix="smartcache-refresh")
-            job = self._executor.submit(self._refresh_job, key, loader, policy, tags, seen)
-            self._jobs.add(job)
-        job.add_done_callback(self._jobs.discard)
-
     def _refresh_job(
         self,
         key: str,
@@ -187,9 +167,6 @@ class SyncEngine(CacheBase):
                 lock.release(key, token)
         except Exception:
             self.stats.incr("errors")  # the stale value stays until its physical expiry
-        finally:
-            with self._guard:
-                self._refreshing.discard(key)
 
     def refresh(
         self,
@@ -226,13 +203,10 @@ class SyncEngine(CacheBase):
         return deleted
 
     def wait_refreshes(self, timeout: float | None = None) -> None:
-        """Block until queued background refreshes have run (tests, shutdown)."""
-        with self._guard:
-            jobs = set(self._jobs)
-        wait(jobs, timeout)
+        """Wait (up to ``timeout`` seconds) for the background refreshes started so far."""
+        self._refreshes.wait(timeout)
 
     def close(self) -> None:
-        """Stop the background refresh threads (waits for running refreshes)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Wait for the background refreshes (the sync engine then ends its refresh threads);
+        the client itself is the caller's to close."""
+        self._refreshes.close()

@@ -1,33 +1,46 @@
-"""``AsyncWriteBehind``: write-behind over an asyncio client, flushed by an asyncio task.
+"""Write-behind: the cache answers at once, the database catches up, and a crash loses nothing.
 
-The same rules as :class:`~smartcache.cache.WriteBehind` (:mod:`._wb_core`), driven with
-``await``. A sync store is called in a worker thread (``asyncio.to_thread``) so the event
-loop never blocks on the database; an async store (``async def write_many``) is awaited.
+``set(key, value)`` runs one script on one slot that sets the cache entry and appends the
+change to the key's partition stream: both happen or neither. Flushers (a thread of the
+sync shell, a task of the asyncio one, or ``smartcache flush-worker`` processes) read the
+streams with a consumer group, coalesce, call the store in batches and acknowledge only what
+the store committed. The rules live in :mod:`._wb_core`, what both shells share in
+:mod:`._wb_base`; the shells only perform the I/O. The asyncio shell calls a sync store in a
+worker thread (``asyncio.to_thread``), so the event loop never blocks on the database, and
+awaits a coroutine ``write_many``. See docs/write-behind.md.
+
+The thread shell (``_write_behind.py``) is generated from the asyncio one
+(``_write_behind_async.py``) by ``scripts/unasync.py``; what threads and tasks do
+differently is in ``_primitives.py`` / ``_primitives_async.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from smartcache.cache._base import REDIS_ERRORS
-from smartcache.cache._protocol import AsyncRedisLike
-from smartcache.cache._wb_core import (
-    SET_SCRIPT,
-    RedisBatch,
-    RoundResult,
-    StoreCall,
-    StorePing,
+from smartcache.cache._primitives_async import (
+    CAN_AWAIT,
+    Event,
+    Worker,
+    alive,
+    call_store,
+    join,
+    sleep,
+    spawn,
+    start_in_init,
+    wait_event,
 )
-from smartcache.cache._write_behind import FlusherBase, WriteBehindBase
+from smartcache.cache._protocol import AsyncRedisLike
+from smartcache.cache._wb_base import FlusherBase, WriteBehindBase
+from smartcache.cache._wb_core import SET_SCRIPT, RedisBatch, RoundResult, StoreCall, StorePing
 from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["AsyncFlusher", "AsyncWriteBehind"]
 
 
-async def run_batch_async(client: AsyncRedisLike, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+async def run_batch(client: AsyncRedisLike, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     """Run ``commands`` as one non-transactional pipeline; errors in place."""
     try:
         pipe = client.pipeline(transaction=False)
@@ -38,38 +51,30 @@ async def run_batch_async(client: AsyncRedisLike, commands: Sequence[tuple[Any, 
         return [exc] * len(commands)
 
 
-async def run_round_async(
+async def run_round(
     gen: Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult],
     client: AsyncRedisLike,
     store: Any,
     store_is_async: bool,
 ) -> RoundResult:
-    """Drive one :func:`flush_round` with awaits."""
+    """Drive one :func:`~smartcache.cache._wb_core.flush_round`: perform what it yields."""
     reply: Any = None
     try:
         effect = next(gen)
         while True:
             if isinstance(effect, RedisBatch):
-                reply = await run_batch_async(client, effect.commands)
+                reply = await run_batch(client, effect.commands)
             elif isinstance(effect, StoreCall):
                 method = store.write_many if effect.op == "write" else store.delete_many
                 try:
-                    if store_is_async:
-                        await method(list(effect.items))
-                    else:
-                        await asyncio.to_thread(method, list(effect.items))
+                    await call_store(method, store_is_async, list(effect.items))
                     reply = None
                 except Exception as exc:
                     reply = exc
             else:
                 ping = getattr(store, "ping", None)
                 try:
-                    if ping is None:
-                        reply = None
-                    elif store_is_async:
-                        reply = bool(await ping())
-                    else:
-                        reply = bool(await asyncio.to_thread(ping))
+                    reply = None if ping is None else bool(await call_store(ping, store_is_async))
                 except Exception:
                     reply = False
             effect = gen.send(reply)
@@ -79,63 +84,70 @@ async def run_round_async(
 
 
 class AsyncFlusher(FlusherBase):
-    """The asyncio twin of :class:`~smartcache.cache.Flusher`: ``await run()`` or ``start()``."""
+    """Moves queued changes from Redis into the store; in a thread, a task or a process.
 
+    ``Flusher(client, store, layout).run(stop_event)`` loops until ``stop_event`` (or
+    :meth:`stop`) is set: rounds back to back while there is work, a ``poll_interval`` pause
+    when the queue is empty (cut short by :meth:`kick`), exponential backoff with jitter
+    while Redis or the store is failing. Any number of flushers may share a queue.
+    ``start()`` runs it in a daemon thread, or (the asyncio shell, which also takes an async
+    store) in a task of the running loop.
+    """
+
+    accepts_async_store: ClassVar[bool] = CAN_AWAIT
     client: AsyncRedisLike
 
     def _init_shell(self) -> None:
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._wake = Event()
+        self._stop = Event()
+        self._worker: Worker | None = None
 
     async def run_once(self) -> RoundResult:
         """One round; what it did."""
-        result = await run_round_async(self._round(), self.client, self.store, self.store_is_async)
+        result = await run_round(self._round(), self.client, self.store, self.store_is_async)
         self._record(result)
         return result
 
-    async def run(self) -> None:
-        """Flush until :meth:`stop`."""
-        while not self._stopping:
+    async def run(self, stop: Event | None = None) -> None:
+        """Flush until ``stop`` (or :meth:`stop`) is set."""
+        stop = stop or self._stop
+        while not stop.is_set() and not self._stop.is_set():
             delay = self._pause_after(await self.run_once())
-            if delay and not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            if delay and not self._stop.is_set():
+                await wait_event(self._wake, delay)
                 self._wake.clear()
 
     def kick(self) -> None:
-        """Cut the current pause short."""
+        """Cut the current pause short (a writer wants its changes flushed now)."""
         self._wake.set()
 
-    def start(self) -> asyncio.Task[None]:
-        """Run as a task of the running loop; returns it."""
-        if self._task is None or self._task.done():
-            self._stopping = False
-            self._task = asyncio.get_running_loop().create_task(
-                self.run(), name="smartcache-flusher"
-            )
-        return self._task
+    def start(self) -> Worker:
+        """Run in a daemon thread, or a task of the running loop; returns it."""
+        if self._worker is None or not alive(self._worker):
+            self._stop.clear()
+            self._worker = spawn(self.run, "smartcache-flusher")
+        return self._worker
 
-    async def stop(self) -> None:
-        """Stop after the current round; the task never outlives this call."""
-        self._stopping = True
+    async def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop after the current round (it finishes: nothing is left half-acknowledged),
+        waiting up to ``timeout`` seconds for it; a task is then cancelled (it never outlives
+        this call), a thread ends after its round."""
+        self._stop.set()
         self._wake.set()
-        task = self._task
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 10.0)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._worker is not None:
+            await join(self._worker, timeout)
 
 
 class AsyncWriteBehind(WriteBehindBase):
-    """Write-behind over an asyncio client (``AsyncSmartClient``, ``redis.asyncio``).
+    """Write-behind: ``set`` answers from Redis; a flusher feeds the store.
 
-    ``wb = AsyncWriteBehind(client, store)``; ``await wb.set(key, value)``; the flusher task
-    starts with the first write (``flusher=False`` for writer-only processes); ``await
-    wb.flush()``; ``await wb.aclose()`` flushes and stops the task. ``async with`` works.
+    ``WriteBehind(client, store, ttl=3600)`` starts one flusher: a thread, at once, over a
+    sync client; a task of the running loop, with the first write, the context manager or
+    ``start()``, in the asyncio shell (over ``redis.asyncio`` or the asyncio smartcache
+    client). ``flusher=False`` for processes that only write, with ``smartcache
+    flush-worker`` processes flushing. ``set`` returns the change's version;
+    ``flush(timeout)`` waits until everything this object wrote reached the store; closing
+    flushes and stops. Use it as a context manager.
     """
 
     client: AsyncRedisLike
@@ -146,8 +158,8 @@ class AsyncWriteBehind(WriteBehindBase):
         super().__init__(client, store, **kw)
         if flusher and store is None:
             raise InvalidArgumentError(
-                "AsyncWriteBehind(flusher=True) needs a store; pass store=..., or "
-                "flusher=False when flush-worker processes write the database"
+                "AsyncWriteBehind(flusher=True) needs a store; pass store=..., or flusher=False "
+                "when separate flush-worker processes write the database"
             )
         self._script = client.register_script(SET_SCRIPT)
         self._checked = False
@@ -163,14 +175,16 @@ class AsyncWriteBehind(WriteBehindBase):
                 clock=self.clock,
                 serializer=self.policy.serializer,
             )
+        start_in_init(self.start)
 
     async def start(self) -> None:
-        """Check the queue's partition count and start the flusher task (idempotent)."""
+        """Check the queue's partition count and start the flusher (idempotent)."""
         if not self._checked:
             pipe = self.client.pipeline(transaction=False)
             for command in self._meta_commands():
                 pipe.execute_command(*command)
-            self._check_meta((await pipe.execute())[1])
+            replies = await pipe.execute()
+            self._check_meta(replies[1])
             self._checked = True
         if self.flusher is not None:
             self.flusher.start()
@@ -194,11 +208,15 @@ class AsyncWriteBehind(WriteBehindBase):
         return self._decode_value(await self.client.get(self.key_for(key)), default)
 
     async def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every change this object wrote has reached the store."""
+        """Wait until every change this object wrote has reached the store.
+
+        Raises :class:`~smartcache.exceptions.FlushTimeoutError` after ``timeout`` seconds;
+        the changes stay queued in Redis (nothing is dropped).
+        """
         await self._wait_flushed(self._flush_targets(), timeout)
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until the whole queue is empty (every writer's changes)."""
+        """Wait until the whole queue is empty (every writer's changes, e.g. after a crash)."""
         await self._wait_flushed(self._all_targets(), timeout)
 
     async def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:
@@ -207,18 +225,18 @@ class AsyncWriteBehind(WriteBehindBase):
             step = next(flow)
             while True:
                 if isinstance(step, RedisBatch):
-                    reply = await run_batch_async(self.client, step.commands)
+                    reply = await run_batch(self.client, step.commands)
                 else:
                     if self.flusher is not None:
                         self.flusher.kick()
-                    await asyncio.sleep(step)
+                    await sleep(step)
                     reply = None
                 step = flow.send(reply)
         except StopIteration:
             return
 
     async def aclose(self, timeout: float = 30.0) -> None:
-        """Flush (bounded by ``timeout``), then stop the flusher task."""
+        """Flush (bounded by ``timeout``), then stop the flusher after its current round."""
         try:
             if self.flusher is not None and self._checked:
                 await self.flush(timeout)
@@ -234,7 +252,7 @@ class AsyncWriteBehind(WriteBehindBase):
         await self.aclose()
 
     async def stats(self) -> dict[str, Any]:
-        """Counts, ``backlog``, ``dead_letters`` and ``lag_seconds``."""
+        """Counts, ``backlog`` (queued entries), ``dead_letters`` and ``lag_seconds``."""
         pipe = self.client.pipeline(transaction=False)
         for command in self._stats_commands():
             pipe.execute_command(*command)

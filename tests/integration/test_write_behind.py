@@ -335,8 +335,8 @@ async def test_async_write_behind_with_a_sync_store(redis_standalone: Any, tmp_p
             await wb.flush(timeout=20)
             assert store.items() == {f"a{i}": i for i in range(100)}
             assert (await wb.stats())["backlog"] == 0
-        assert wb.flusher is not None and wb.flusher._task is not None
-        assert wb.flusher._task.done()  # the task never outlives aclose()
+        assert wb.flusher is not None and wb.flusher._worker is not None
+        assert wb.flusher._worker.done()  # the task never outlives aclose()
     finally:
         store.close()
         await client.aclose()

@@ -1,0 +1,339 @@
+"""The world-free parts of write-behind: what the thread and asyncio shells share.
+
+Configuration, validation, the plan of a write (script keys and arguments), the flush-wait
+flow, stats parsing, and a flusher's per-round bookkeeping. No I/O here: the shells
+(``_write_behind_async.py`` and its generated twin ``_write_behind.py``) perform it, and
+the flush rules themselves live in :mod:`._wb_core`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, ClassVar, Final
+
+from smartcache.cache._base import CacheBase, CachePolicy
+from smartcache.cache._codec import CorruptEntryError, Serializer, decode_entry, get_serializer
+from smartcache.cache._protocol import AsyncRedisLike, RedisLike
+from smartcache.cache._store import is_async_store, stream_version
+from smartcache.cache._wb_core import (
+    FlushOptions,
+    FlushState,
+    QueueLayout,
+    RedisBatch,
+    RoundResult,
+    StoreCall,
+    StorePing,
+    flush_round,
+)
+from smartcache.exceptions import ConfigurationError, FlushTimeoutError, InvalidArgumentError
+
+__all__ = ["FlusherBase", "FlusherStats", "WriteBehindBase"]
+
+log = logging.getLogger("smartcache.cache")
+
+
+class FlusherStats:
+    """Counters of one flusher (thread-safe)."""
+
+    FIELDS: Final = ("rounds", "read", "applied", "acked", "dead", "store_errors", "redis_errors")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(self.FIELDS, 0)
+
+    def record(self, result: RoundResult) -> None:
+        """Add one round's result."""
+        with self._lock:
+            c = self._counts
+            c["rounds"] += 1
+            c["read"] += result.read
+            c["applied"] += result.applied
+            c["acked"] += result.acked
+            c["dead"] += result.dead
+            c["store_errors"] += result.store_error is not None
+            c["redis_errors"] += result.redis_error is not None
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts now."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class _Backoff:
+    """Exponential backoff with full jitter for stalled rounds, reset by progress."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap, self.failures = base, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0, min(self.cap, self.base * 2 ** min(self.failures, 20)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class WriteBehindBase:
+    """Layout, validation, the plan of a write, and stats parsing for both shells."""
+
+    def __init__(
+        self,
+        client: RedisLike | AsyncRedisLike,
+        store: Any = None,
+        *,
+        name: str = "default",
+        namespace: str = "sc",
+        partitions: int = 16,
+        group: str = "flushers",
+        policy: CachePolicy | None = None,
+        options: FlushOptions | None = None,
+        poll_interval: float = 0.05,
+        max_backoff: float = 5.0,
+        **policy_options: Any,
+    ) -> None:
+        policy = (policy or CachePolicy(ttl=3600.0, namespace=namespace)).with_options(
+            **policy_options
+        )
+        self.client = client
+        self.policy = policy
+        self._entries = CacheBase(client, policy)  # entry encoding, as Cache writes it
+        self.clock = self._entries.clock
+        self.layout = QueueLayout(name, namespace, partitions, group)
+        self.store = store
+        self.options = options or FlushOptions()
+        if poll_interval <= 0 or max_backoff <= 0:
+            raise InvalidArgumentError("poll_interval and max_backoff must be > 0 seconds")
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self._last_ids: dict[int, str] = {}
+        self._ids_lock = threading.Lock()
+        self.counts = {"sets": 0, "deletes": 0}
+
+    # -- planning (pure) ---------------------------------------------------------------
+    def key_for(self, key: str) -> str:
+        """The Redis key holding ``key``'s cache entry (readable by ``Cache.get_or_load``)."""
+        return self.layout.cache_key(self._check_key(key))
+
+    @staticmethod
+    def _check_key(key: Any) -> str:
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError(
+                f"write-behind keys are non-empty str, got {type(key).__name__} {key!r}: "
+                "pass the database key as text (e.g. f'user:{user_id}')"
+            )
+        return key
+
+    def _set_args(self, key: str, value: Any) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of :data:`SET_SCRIPT` for ``set(key, value)``."""
+        key = self._check_key(key)
+        raw = self.policy.serializer.dumps(value)
+        data, px = self._entries._write_plan(key, value, 0, self.policy)
+        p = self.layout.partition_of(key)
+        return [self.layout.cache_key(key), self.layout.stream(p)], [data, px, key, raw]
+
+    def _delete_args(self, key: str) -> tuple[list[str], list[Any]]:
+        key = self._check_key(key)
+        p = self.layout.partition_of(key)
+        return [self.layout.cache_key(key), self.layout.stream(p)], [b"", 0, key, b""]
+
+    def _written(self, key: str, entry_id: Any, counter: str) -> str:
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        p = self.layout.partition_of(key)
+        with self._ids_lock:
+            self._last_ids[p] = text
+            self.counts[counter] += 1
+        return stream_version(text)
+
+    def _decode_value(self, raw: Any, default: Any) -> Any:
+        try:
+            entry = decode_entry(raw, self.policy.serializer)
+        except CorruptEntryError:
+            return default
+        return default if entry is None else entry.value
+
+    def _flush_targets(self) -> dict[int, str]:
+        with self._ids_lock:
+            return dict(self._last_ids)
+
+    def _wait_flow(
+        self, targets: dict[int, str], timeout: float
+    ) -> Generator[RedisBatch | float, Any, None]:
+        """Wait until ``targets`` are flushed: yields checks (-> replies) and pauses (-> None).
+
+        Raises :class:`~smartcache.exceptions.FlushTimeoutError` after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while targets:
+            replies = yield RedisBatch(tuple(self._flush_check(targets)))
+            for p, reply in zip(list(targets), replies, strict=True):
+                if not isinstance(reply, BaseException) and not reply:
+                    del targets[p]
+            if not targets:
+                return
+            if time.monotonic() >= deadline:
+                raise FlushTimeoutError(
+                    f"write-behind queue {self.layout.name!r}: changes in {len(targets)} "
+                    f"partition(s) not flushed within {timeout}s (they stay queued in Redis; "
+                    "is a flusher running and the store reachable?)",
+                    partitions=sorted(targets),
+                )
+            yield delay
+            delay = min(delay * 2, 0.1)
+
+    def _all_targets(self) -> dict[int, str]:
+        return dict.fromkeys(range(self.layout.partitions), "+")
+
+    def _flush_check(self, targets: dict[int, str]) -> list[tuple[Any, ...]]:
+        """Commands answering "is any entry up to what this writer wrote still queued?"."""
+        return [("XRANGE", self.layout.stream(p), "-", i, "COUNT", 1) for p, i in targets.items()]
+
+    def _stats_commands(self) -> list[tuple[Any, ...]]:
+        cmds: list[tuple[Any, ...]] = []
+        for p in range(self.layout.partitions):
+            stream = self.layout.stream(p)
+            cmds += [
+                ("XLEN", stream),
+                ("XLEN", self.layout.dead(p)),
+                ("XRANGE", stream, "-", "+", "COUNT", 1),
+            ]
+        return cmds
+
+    def _parse_stats(self, replies: Sequence[Any], flusher: dict[str, int]) -> dict[str, Any]:
+        backlog = dead = 0
+        oldest: int | None = None
+        for i in range(self.layout.partitions):
+            xlen, dlen, first = replies[3 * i : 3 * i + 3]
+            backlog += int(xlen or 0)
+            dead += int(dlen or 0)
+            if first:
+                ms = _id_ms(first[0][0])
+                oldest = ms if oldest is None else min(oldest, ms)
+        lag = max(0.0, (self._entries.now_ms() - oldest) / 1000) if oldest is not None else 0.0
+        return {
+            **self.counts,
+            "backlog": backlog,
+            "dead_letters": dead,
+            "lag_seconds": lag,
+            **{f"flusher_{k}": v for k, v in flusher.items()},
+        }
+
+    def _dead_commands(self, count: int) -> list[tuple[Any, ...]]:
+        return [
+            ("XRANGE", self.layout.dead(p), "-", "+", "COUNT", count)
+            for p in range(self.layout.partitions)
+        ]
+
+    def _parse_dead(self, replies: Sequence[Any], count: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for reply in replies:
+            for _dead_id, fields in reply or ():
+                row = {_s(k): v for k, v in fields.items()}
+                value = row.get("v", b"")
+                op = _s(row.get("op", "s"))
+                out.append(
+                    {
+                        "id": _s(row.get("id", "")),
+                        "key": _s(row.get("k", "")),
+                        "op": "delete" if op == "d" else "set",
+                        "raw_value": value.encode() if isinstance(value, str) else value,
+                        "error": _s(row.get("error", "")),
+                        "attempts": int(row.get("attempts", 0) or 0),
+                    }
+                )
+        out.sort(key=lambda r: r["id"])
+        return out[:count]
+
+    def _meta_commands(self) -> list[tuple[Any, ...]]:
+        meta = self.layout.meta()
+        return [
+            ("HSETNX", meta, "partitions", self.layout.partitions),
+            ("HGET", meta, "partitions"),
+        ]
+
+    def _check_meta(self, stored: Any) -> None:
+        if stored is not None and int(stored) != self.layout.partitions:
+            raise ConfigurationError(
+                f"write-behind queue {self.layout.name!r} was created with {int(stored)} "
+                f"partitions, this process asks for {self.layout.partitions}: keys would land "
+                "in other partitions. Use the same partitions= everywhere, or drain the queue "
+                f"(flush()) and delete {self.layout.meta()!r} before changing it"
+            )
+
+
+def _s(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _id_ms(entry_id: Any) -> int:
+    return int(_s(entry_id).split("-", 1)[0])
+
+
+class FlusherBase:
+    """Configuration and per-round bookkeeping shared by the flushers of both shells.
+
+    The shells only drive :meth:`_round` with their I/O and wait :meth:`_pause_after` seconds.
+    """
+
+    def __init__(
+        self,
+        client: RedisLike | AsyncRedisLike,
+        store: Any,
+        layout: QueueLayout | None = None,
+        options: FlushOptions | None = None,
+        *,
+        poll_interval: float = 0.05,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        serializer: str | Serializer = "json",
+        on_round: Callable[[RoundResult], None] | None = None,
+    ) -> None:
+        self.store_is_async = is_async_store(store)
+        if self.store_is_async and not self.accepts_async_store:
+            raise InvalidArgumentError(
+                "this store's write_many is async: use AsyncWriteBehind (an asyncio flusher), "
+                "or give the sync Flusher a sync store"
+            )
+        self.client = client
+        self.store = store
+        self.layout = layout or QueueLayout()
+        self.options = options or FlushOptions()
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.loads = get_serializer(serializer).loads
+        self.state = FlushState()
+        self.stats = FlusherStats()
+        self.on_round = on_round
+        self._backoff = _Backoff(min(0.05, max_backoff), max_backoff)
+        self._init_shell()
+
+    #: whether this shell can await an async store (the asyncio one can)
+    accepts_async_store: ClassVar[bool] = True
+
+    def _init_shell(self) -> None:
+        """Set up the shell's own wake-up and stop machinery."""
+
+    def _round(self) -> Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult]:
+        return flush_round(self.layout, self.options, self.state, self.loads, self.clock() * 1000)
+
+    def _record(self, result: RoundResult) -> None:
+        """Count, log and report one round."""
+        self.stats.record(result)
+        if result.redis_error is not None:
+            log.warning("write-behind flusher: Redis error, backing off: %r", result.redis_error)
+        elif result.store_error is not None:
+            log.warning("write-behind flusher: store error: %r", result.store_error)
+        if self.on_round is not None:
+            self.on_round(result)
+
+    def _pause_after(self, result: RoundResult) -> float:
+        """Seconds to wait before the next round: none while there is work, a poll interval
+        when the queue is empty, backoff with jitter while Redis or the store fails."""
+        if result.stalled:
+            return self._backoff.next_delay()
+        self._backoff.reset()
+        return self.poll_interval if result.idle else 0.0
