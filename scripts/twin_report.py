@@ -45,6 +45,13 @@ def pairs() -> list[tuple[Path, Path]]:
     for a, s in EXTRA_PAIRS:
         if (ROOT / a).exists() and (ROOT / s).exists():
             found.append((ROOT / a, ROOT / s))
+    for a in sorted(ROOT.glob("**/*_async.py")):  # cache/_x_async.py ~ cache/_x.py
+        s = a.with_name(a.name.removesuffix("_async.py") + ".py")
+        if (
+            s.exists()
+            and (a.relative_to(ROOT).as_posix(), s.relative_to(ROOT).as_posix()) not in EXTRA_PAIRS
+        ):
+            found.append((a, s))
     return found
 
 
