@@ -51,3 +51,17 @@ def test_one_call_with_a_large_count_answers_like_one_server(cluster_client: Any
 def test_a_cursor_naming_a_primary_the_cluster_lacks_is_refused(cluster_client: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="topology changed"):
         cluster_client.scan(7)  # primary #7 of 3
+
+
+def test_scan_iter_over_the_nodes_it_is_given(cluster_client: Any, redis_cluster: Cluster) -> None:
+    keys = [f"it:{i}" for i in range(60)]
+    cluster_client.mset_nonatomic(dict.fromkeys(keys, 1))
+    every = sorted(k.decode() for k in cluster_client.scan_iter(match="it:*", count=7))
+    assert every == sorted(keys)
+    primaries = cluster_client.get_primaries()
+    per_node = [
+        sorted(k.decode() for k in cluster_client.scan_iter(match="it:*", target_nodes=[node]))
+        for node in primaries
+    ]
+    assert sorted(k for part in per_node for k in part) == sorted(keys)  # each key once
+    assert all(part for part in per_node)  # the keys really were split over the nodes
