@@ -43,8 +43,6 @@ from smartcache.wire import ConnectionSettings
 
 __all__ = ["AsyncSmartClient"]
 
-_EMPTY_RESPONSE = "EMPTY_RESPONSE"
-_NEVER_DECODE = "NEVER_DECODE"
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 

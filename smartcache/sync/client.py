@@ -51,11 +51,9 @@ from smartcache.wire import ConnectionSettings
 
 __all__ = ["SmartClient"]
 
-_NEVER_DECODE = "NEVER_DECODE"
 _NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 #: attributes that exist once the topology is detected
 _DETECTED = frozenset({"_cluster", "_router", "_pool"})
-_EMPTY_RESPONSE = "EMPTY_RESPONSE"
 
 
 class SmartClient(
