@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
+    ("smartcache/asyncio/_pubsub_base.py", "smartcache/sync/_pubsub_base.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
 ]
@@ -58,6 +59,7 @@ SUBS: list[tuple[str, str]] = [
         r"\1",
     ),
     (r"\baclose\(", "close("),
+    (r"\bAsyncIterator\b", "Iterator"),
     # primitives that come in pairs
     (r"^import asyncio\n$", ""),
     (r"\basyncio\.sleep\(", "time.sleep("),

@@ -346,7 +346,7 @@ def test_shard_channels_follow_slot_migration(
         seen = _read_until(p, lambda ch: c.spublish(ch, "x"), {first.encode(), second.encode()})
         assert "sunsubscribe" in seen
         assert set(p.shard_channels) == {first.encode(), second.encode()}
-        assert set(p._shard_conns) == {target.address}
+        assert set(p._shard_links) == {target.address}
 
 
 def test_subscriptions_survive_primary_failover(redis_topologies: TopologyFactory) -> None:
@@ -368,7 +368,7 @@ def test_subscriptions_survive_primary_failover(redis_topologies: TopologyFactor
                 c.spublish(name, "2")
 
         _read_until(p, publish, {b"fo:classic", channel.encode()}, seconds=30.0)
-        assert victim.address not in p._shard_conns
+        assert victim.address not in p._shard_links
 
 
 def test_push_handler_func_receives_resp3_pushes(redis_standalone: Standalone, ns: str) -> None:
