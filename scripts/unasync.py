@@ -25,6 +25,7 @@ FILES: list[tuple[str, str]] = [
     ("smartcache/asyncio/_client_base.py", "smartcache/sync/_client_base.py"),
     ("smartcache/asyncio/_cluster.py", "smartcache/sync/_cluster.py"),
     ("smartcache/asyncio/_pipeline.py", "smartcache/sync/_pipeline.py"),
+    ("smartcache/asyncio/_pubsub_base.py", "smartcache/sync/_pubsub_base.py"),
     ("smartcache/asyncio/_sentinel_exec.py", "smartcache/sync/_sentinel_exec.py"),
     ("smartcache/asyncio/_sentinel_probe.py", "smartcache/sync/_sentinel_probe.py"),
     ("smartcache/asyncio/_sentinel.py", "smartcache/sync/_sentinel.py"),

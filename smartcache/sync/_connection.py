@@ -216,6 +216,9 @@ class Connection:
             data = pack_command(args)
         self.send_packed(data)
 
+    #: the asyncio twin's name for it (pub/sub sends and reads the replies as they come)
+    send = send_command
+
     def send_many(self, commands: Sequence[Sequence[Any]]) -> int:
         """Pack and write several commands in one ``sendall``; return how many were sent."""
         pack = self._pack

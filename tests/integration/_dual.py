@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from smartcache.asyncio.client import AsyncSmartClient
@@ -43,13 +43,20 @@ class AsyncRunner:
         self.loop.close()
 
 
+def _iterate(stream: Any, runner: AsyncRunner) -> Iterator[Any]:
+    """An async generator as a plain one: each item awaited on the runner's loop when asked
+    for (a ``listen()`` that never ends by itself can be read a message at a time)."""
+    while True:
+        try:
+            item = runner.run(stream.__anext__())
+        except StopAsyncIteration:
+            return
+        yield item
+
+
 def _wrap_result(result: Any, runner: AsyncRunner) -> Any:
     if inspect.isasyncgen(result):
-
-        async def collect() -> list[Any]:
-            return [item async for item in result]
-
-        return iter(runner.run(collect()))
+        return _iterate(result, runner)
     if inspect.isawaitable(result):
         result = runner.run(result)
     module = type(result).__module__
