@@ -59,6 +59,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check smartcache tests benchmarks scripts
 	$(PY) -m ruff format --check smartcache tests benchmarks scripts
 	$(PY) scripts/unasync.py --check
+	$(PY) scripts/twin_report.py --max 150
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

@@ -99,8 +99,9 @@ def finish(label: str, proc: Any, junit: Path, log: Path | None) -> tuple[int, d
 
 
 def static_checks() -> list[str]:
-    """ruff (lint + format), mypy --strict and the generated sync twins (unasync --check):
-    part of the test run, so CI enforces them."""
+    """ruff (lint + format), mypy --strict, the generated sync twins (unasync --check) and
+    the lines hand-written twins copy (twin_report): part of the test run, so CI enforces
+    them."""
     failed = []
     for label, cmd in (
         ("ruff", ["-m", "ruff", "check", "smartcache", "tests", "benchmarks", "scripts"]),
@@ -110,6 +111,10 @@ def static_checks() -> list[str]:
         ),
         ("mypy", ["-m", "mypy"]),
         ("unasync --check", ["scripts/unasync.py", "--check"]),
+        (
+            "twin report (copied sync/async lines <= 150)",
+            ["scripts/twin_report.py", "--max", "150"],
+        ),
     ):
         print(f"\n=== {label}", flush=True)
         if subprocess.call([sys.executable, *cmd], cwd=ROOT) != 0:
