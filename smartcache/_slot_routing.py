@@ -18,7 +18,13 @@ from typing import Any, Generic, TypeVar
 
 from smartcache.core.flow import Attempt
 from smartcache.core.node_choice import choose_node, default_node
-from smartcache.core.refresh import AskTopology, Probe, periodic_refresh_due, refresh_flow
+from smartcache.core.refresh import (
+    REPROBE_TIMEOUT,
+    AskTopology,
+    Probe,
+    periodic_refresh_due,
+    refresh_flow,
+)
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
 from smartcache.wire import ConnectionSettings
@@ -60,6 +66,8 @@ class SlotRouting(Generic[P]):
         #: primaries that timed out or refused a connection, by address (-> when); commands
         #: for their slots wait for the topology to change instead of stalling on them again
         self.suspects: dict[str, float] = {}
+        #: suspects whose last probe went unanswered
+        self._unanswered: set[str] = set()
         #: the slot of a key as it is sent (its bytes under the client's ``encoding``)
         self.slot_of = slot_function(settings)
         self._probe_timeout = min(settings.socket_timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
@@ -172,7 +180,30 @@ class SlotRouting(Generic[P]):
     # -- refresh bookkeeping -----------------------------------------------------------
     def refresh_steps(self) -> Generator[AskTopology | Probe, Any, tuple[SlotMap, set[str]]]:
         """The refresh flow for the current state (driven by the subclass)."""
-        return refresh_flow(self.slot_map, self._startup, dict(self.suspects), random.shuffle)
+        return refresh_flow(
+            self.slot_map,
+            self._startup,
+            dict(self.suspects),
+            random.shuffle,
+            set(self._unanswered),
+        )
+
+    def probe_settings(self, address: str, quick: bool) -> ConnectionSettings:
+        """Settings for a probe of ``address`` (``quick``: its last probe went unanswered,
+        :data:`~smartcache.core.refresh.REPROBE_TIMEOUT`)."""
+        settings = self.short_settings(address)
+        if not quick:
+            return settings
+        timeout = min(self._probe_timeout, REPROBE_TIMEOUT)
+        return settings.replace(socket_timeout=timeout, socket_connect_timeout=timeout)
+
+    def probed(self, address: str, answered: bool) -> None:
+        """Remember whether ``address`` answered its probe (an unanswered suspect is
+        probed quickly next time)."""
+        if answered:
+            self._unanswered.discard(address)
+        else:
+            self._unanswered.add(address)
 
     def install(self, new_map: SlotMap, cleared: Iterable[str]) -> None:
         """Swap ``new_map`` in, clear suspects, close the pools of nodes that left."""
@@ -187,6 +218,7 @@ class SlotRouting(Generic[P]):
         self.slot_pools = slot_pools
         for address in cleared:
             self.suspects.pop(address, None)
+            self._unanswered.discard(address)
         gone = old_nodes - set(new_map.nodes) - set(self._startup)
         for address in gone:
             with self._lock:

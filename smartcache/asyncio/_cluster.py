@@ -116,15 +116,16 @@ class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
                         except (rx.RedisError, OSError) as exc:
                             answer = exc
                     else:
-                        answer = await self._probe(step.address)
+                        answer = await self._probe(step.address, step.quick)
+                        self.probed(step.address, answer)
             except StopIteration as done:
                 outcome: tuple[SlotMap, set[str]] = done.value
             new_map, cleared = outcome
             self.install(new_map, cleared)
             return new_map
 
-    async def _probe(self, address: str) -> bool:
-        conn = AsyncConnection(self.short_settings(address))
+    async def _probe(self, address: str, quick: bool) -> bool:
+        conn = AsyncConnection(self.probe_settings(address, quick))
         try:
             return bool(await conn.execute("PING"))
         except (rx.RedisError, OSError):

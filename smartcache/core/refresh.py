@@ -19,6 +19,7 @@ from smartcache.core.slotmap import SlotMap, choose_view
 from smartcache.exceptions import NoReachableNodeError
 
 __all__ = [
+    "REPROBE_TIMEOUT",
     "VIEWS_WANTED",
     "AskTopology",
     "Probe",
@@ -30,6 +31,12 @@ __all__ = [
 #: how many nodes' views a refresh compares
 VIEWS_WANTED = 3
 
+#: the probe timeout (seconds) for a suspect whose last probe went unanswered: a node that
+#: recovered answers PING at once, and while a hung primary's replica is being promoted a
+#: refresh must not spend a full probe timeout on it each time (the promotion would reach
+#: the callers that long late)
+REPROBE_TIMEOUT = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class AskTopology:
@@ -40,9 +47,11 @@ class AskTopology:
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """PING ``address`` with a short timeout."""
+    """PING ``address`` with a short timeout (``quick``: :data:`REPROBE_TIMEOUT`, for a
+    suspect that already left a probe unanswered)."""
 
     address: str
+    quick: bool = False
 
 
 def candidates(
@@ -66,12 +75,14 @@ def refresh_flow(
     startup: Sequence[str],
     suspects: Collection[str],
     shuffle: Callable[[list[str]], None],
+    unanswered: Collection[str] = (),
 ) -> Generator[AskTopology | Probe, Any, tuple[SlotMap, set[str]]]:
     """Ask up to :data:`VIEWS_WANTED` nodes, keep the majority view, re-check suspects.
 
     Returns ``(new_map, suspects_to_clear)``: a suspect is cleared when it no longer serves
-    slots (it was failed over) or answers a probe. Raises :class:`NoReachableNodeError`
-    listing every node tried when none gave a usable view.
+    slots (it was failed over) or answers a probe; a suspect in ``unanswered`` (its last
+    probe timed out) is probed quickly. Raises :class:`NoReachableNodeError` listing every
+    node tried when none gave a usable view.
     """
     views: list[SlotMap] = []
     tried: list[str] = []
@@ -94,7 +105,7 @@ def refresh_flow(
     new_map = choose_view(views)
     cleared: set[str] = set()
     for address in suspects:
-        if address not in new_map.primaries or (yield Probe(address)):
+        if address not in new_map.primaries or (yield Probe(address, address in unanswered)):
             cleared.add(address)
     return new_map, cleared
 

@@ -116,15 +116,16 @@ class ClusterState(SlotRouting[ConnectionPool]):
                         except (rx.RedisError, OSError) as exc:
                             answer = exc
                     else:
-                        answer = self._probe(step.address)
+                        answer = self._probe(step.address, step.quick)
+                        self.probed(step.address, answer)
             except StopIteration as done:
                 outcome: tuple[SlotMap, set[str]] = done.value
             new_map, cleared = outcome
             self.install(new_map, cleared)
             return new_map
 
-    def _probe(self, address: str) -> bool:
-        conn = Connection(self.short_settings(address))
+    def _probe(self, address: str, quick: bool) -> bool:
+        conn = Connection(self.probe_settings(address, quick))
         try:
             return bool(conn.execute("PING"))
         except (rx.RedisError, OSError):
