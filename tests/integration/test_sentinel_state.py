@@ -1,4 +1,9 @@
-"""SentinelState against real Sentinel groups: discovery, ROLE confirmation, following failovers.
+"""The Sentinel state and executor against real Sentinel groups, in both worlds.
+
+Every scenario runs for ``SentinelState`` / ``SentinelExecutor`` (``[sync]``) and for
+``AsyncSentinelState`` / ``AsyncSentinelExecutor`` (``[async]``, driven through
+:class:`~tests.integration._sentinel_helpers.OnLoop` on a private event loop): the
+``world`` fixture. A scenario that exists in one world only says why.
 
 Tests that fail over or kill nodes use private groups (``redis_topologies.sentinel()``); the
 shared ``redis_sentinel`` group is only read. Timings are measured from the sentinels' own
@@ -7,7 +12,6 @@ events (a recorder subscribed to every sentinel) and the state's listener, never
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import time
@@ -19,27 +23,42 @@ import pytest
 import redis
 import redis.exceptions as rx
 
-from smartcache import NoReachableNodeError
-from smartcache.sync._pool import ConnectionPool
-from smartcache.sync._sentinel import SentinelState
+from smartcache import DurabilityError, NoReachableNodeError
 from smartcache.testing import SentinelGroup
 from smartcache.testing.pytest_plugin import TopologyFactory
 from smartcache.wire import ConnectionSettings
 from tests.integration._sentinel_helpers import (
+    KINDS,
     Changes,
     EventRecorder,
     FakeSentinel,
+    Load,
+    World,
     dead_address,
-    pool_role,
+    make_world,
+    role,
     role_of,
+    run_concurrently,
+    unwrap,
 )
 
 Address = tuple[str, int]
+MakeState = Callable[..., Any]
+
+#: For a scenario of one world only (with the reason next to it).
+sync_only = pytest.mark.parametrize("world", ["sync"], indirect=True)
+
+
+@pytest.fixture(params=KINDS)
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    made = make_world(request.param)
+    yield made
+    made.stop()
 
 
 @pytest.fixture
-def make_state() -> Iterator[Callable[..., SentinelState]]:
-    states: list[SentinelState] = []
+def make_state(world: World) -> Iterator[MakeState]:
+    states: list[Any] = []
 
     def make(
         sentinels: list[Address],
@@ -48,13 +67,13 @@ def make_state() -> Iterator[Callable[..., SentinelState]]:
         data: ConnectionSettings | None = None,
         sentinel: ConnectionSettings | None = None,
         **kwargs: Any,
-    ) -> SentinelState:
-        state = SentinelState(
+    ) -> Any:
+        state = world.state(
             sentinels,
             service,
             data or ConnectionSettings(),
             sentinel or ConnectionSettings(),
-            lambda settings: ConnectionPool(settings, max_connections=8, timeout=5.0),
+            world.pool,
             **kwargs,
         )
         states.append(state)
@@ -62,7 +81,7 @@ def make_state() -> Iterator[Callable[..., SentinelState]]:
 
     yield make
     for state in states:
-        state.close()
+        world.close(state)
 
 
 @pytest.fixture
@@ -78,7 +97,7 @@ def record_events() -> Iterator[Callable[[SentinelGroup], EventRecorder]]:
         recorder.close()
 
 
-def start_watching(state: SentinelState, group: SentinelGroup) -> Changes:
+def start_watching(state: Any, group: SentinelGroup) -> Changes:
     """Start the watcher and wait until it hears every sentinel of ``group``."""
     changes = Changes(state)
     state.start_watcher()
@@ -87,33 +106,46 @@ def start_watching(state: SentinelState, group: SentinelGroup) -> Changes:
     return changes
 
 
+def switch_address(data: str) -> str:
+    """The new primary of a ``+switch-master`` event's data."""
+    return "{}:{}".format(*data.split()[3:5])
+
+
 # -- discovery -------------------------------------------------------------------------------
 
 
 def test_discovers_the_primary_from_the_full_list(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, world: World, make_state: MakeState
 ) -> None:
     state = make_state(redis_sentinel.sentinel_addresses)
+    expected_class = {"sync": "SentinelState", "async": "AsyncSentinelState"}[world.kind]
+    assert type(unwrap(state)).__name__ == expected_class  # each world drives its own state
     assert state.discover() == redis_sentinel.primary().address
     assert state.primary_address == redis_sentinel.primary().address
-    assert pool_role(state.primary_pool()) == "master"
+    assert role(state.primary_pool()) == "master"
     assert sorted(state.sentinels) == sorted(redis_sentinel.sentinel_addresses)
 
 
 def test_one_sentinel_is_enough_to_learn_the_others(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, make_state: MakeState
 ) -> None:
     first = redis_sentinel.sentinel_addresses[1]
     state = make_state([first])
-    state.discover()
+    assert state.discover() == redis_sentinel.primary().address
+    assert state.primary_address == redis_sentinel.primary().address
     assert state.sentinels[0] == first
     assert sorted(state.sentinels) == sorted(redis_sentinel.sentinel_addresses)
+    assert role(state.primary_pool()) == "master"
+    pools = state.replica_pools()
+    expected = sorted(r.address for r in redis_sentinel.replicas())
+    assert sorted(p.settings.address for p in pools) == expected
+    assert all(role(p) == "slave" for p in pools)
     state.discover()  # again: still deduplicated
     assert len(state.sentinels) == 3
 
 
 def test_a_dead_sentinel_first_in_the_list_is_skipped(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, make_state: MakeState
 ) -> None:
     dead = dead_address()
     live = redis_sentinel.sentinel_addresses[0]
@@ -123,9 +155,7 @@ def test_a_dead_sentinel_first_in_the_list_is_skipped(
     assert dead in state.sentinels
 
 
-def test_nothing_reachable_lists_every_address_tried(
-    make_state: Callable[..., SentinelState],
-) -> None:
+def test_nothing_reachable_lists_every_address_tried(make_state: MakeState) -> None:
     dead = [dead_address(), dead_address()]
     state = make_state(dead)
     with pytest.raises(NoReachableNodeError) as info:
@@ -134,16 +164,14 @@ def test_nothing_reachable_lists_every_address_tried(
     assert isinstance(info.value, redis.ConnectionError)
 
 
-def test_unknown_service_is_refused(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
-) -> None:
+def test_unknown_service_is_refused(redis_sentinel: SentinelGroup, make_state: MakeState) -> None:
     state = make_state(redis_sentinel.sentinel_addresses[:1], "no-such-service")
     with pytest.raises(NoReachableNodeError, match="does not monitor"):
         state.discover()
 
 
 def test_role_confirmation_refuses_a_replica(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, make_state: MakeState
 ) -> None:
     replica = redis_sentinel.replicas()[0]
     fake = FakeSentinel((replica.host, replica.port))
@@ -165,22 +193,19 @@ def test_role_confirmation_refuses_a_replica(
 
 
 def test_replica_pools_list_the_replicas(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, make_state: MakeState
 ) -> None:
     state = make_state(redis_sentinel.sentinel_addresses)
     pools = state.replica_pools()
     expected = sorted(r.address for r in redis_sentinel.replicas())
     assert sorted(p.settings.address for p in pools) == expected
-    assert all(pool_role(p) == "slave" for p in pools)
+    assert all(role(p) == "slave" for p in pools)
     assert state.primary_address not in state.replica_addresses
 
 
 @pytest.mark.parametrize(("protocol", "decode"), [(2, False), (2, True), (3, False), (3, True)])
 def test_resp2_resp3_and_decoded_replies(
-    redis_sentinel: SentinelGroup,
-    make_state: Callable[..., SentinelState],
-    protocol: int,
-    decode: bool,
+    redis_sentinel: SentinelGroup, make_state: MakeState, protocol: int, decode: bool
 ) -> None:
     settings = ConnectionSettings(protocol=protocol, decode_responses=decode)
     state = make_state(
@@ -190,52 +215,37 @@ def test_resp2_resp3_and_decoded_replies(
     assert sorted(state.refresh_replicas()) == sorted(r.address for r in redis_sentinel.replicas())
     changes = start_watching(state, redis_sentinel)
     since = changes.mark()
-    time.sleep(0.6)  # several check intervals: PINGs on the subscriptions must be answered
+    # Not a synchronisation: a window of several check intervals in which nothing may go
+    # wrong (the PINGs on the subscriptions must be answered).
+    time.sleep(0.6)
     assert [kind for _, kind, _ in changes.calls[since:]] == []
     assert state.watcher_running
 
 
-def test_concurrent_on_error_calls_collapse(
+def test_concurrent_discoveries_and_on_error_calls_collapse(
     redis_sentinel: SentinelGroup,
-    make_state: Callable[..., SentinelState],
+    world: World,
+    make_state: MakeState,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import smartcache.sync._sentinel as sentinel_module
-
     state = make_state(redis_sentinel.sentinel_addresses)
-    state.discover()
-    asks = []
-    real_ask = sentinel_module.ask_sentinel
-
-    def slow_ask(settings: Any, service: str, commands: Any) -> Any:
-        asks.append(settings.address)
-        time.sleep(0.05)  # widen the window in which the callers overlap
-        return real_ask(settings, service, commands)
-
-    monkeypatch.setattr(sentinel_module, "ask_sentinel", slow_ask)
-    barrier = threading.Barrier(8)
-    results: list[bool] = []
-
-    def call() -> None:
-        barrier.wait()
-        results.append(state.on_error(rx.ConnectionError("lost")))
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    pools = run_concurrently(20, state.primary_pool)  # 20 first uses: one discovery
+    assert len({id(p) for p in pools}) == 1
+    asks: list[str] = []
+    monkeypatch.setattr(world.module, "ask_sentinel", world.slow_ask_sentinel(0.05, asks))
+    results = run_concurrently(8, lambda: state.on_error(rx.ConnectionError("lost")))
     assert results == [False] * 8  # the primary did not change
     assert 1 <= len(asks) <= 2  # one discovery (two if a caller arrived after it ended)
+    assert state.primary_pool() is pools[0]
 
 
 def test_separate_credentials_for_sentinels_and_data_nodes(
-    redis_topologies: TopologyFactory, make_state: Callable[..., SentinelState]
+    redis_topologies: TopologyFactory, make_state: MakeState
 ) -> None:
     group = redis_topologies.sentinel(replicas=1, sentinels=1, password="data-secret")
     state = make_state(group.sentinel_addresses, data=ConnectionSettings(password="data-secret"))
     assert state.discover() == group.primary().address
-    assert pool_role(state.primary_pool()) == "master"
+    assert role(state.primary_pool()) == "master"
     assert [p.settings.address for p in state.replica_pools()] == [group.replicas()[0].address]
 
     no_password = make_state(group.sentinel_addresses, discover_timeout=0.3)
@@ -243,13 +253,51 @@ def test_separate_credentials_for_sentinels_and_data_nodes(
         no_password.discover()
 
 
+# -- the executor on a stable group ----------------------------------------------------------
+
+
+def test_executor_commands_replica_reads_and_wait(
+    redis_sentinel: SentinelGroup, world: World, make_state: MakeState
+) -> None:
+    state = make_state(redis_sentinel.sentinel_addresses)
+    run = world.executor(state)
+    assert run.execute(("SET", "asn:k", "v")) == b"OK"
+    assert run.execute(("GET", "asn:k")) == b"v"
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        run.execute(("LPUSH", "asn:k", "x"))
+
+    durable = world.executor(state, wait_replicas=2, read_from="replica")
+    assert durable.execute(("SET", "asn:r", "v")) == b"OK"  # both replicas have it
+    for proc in redis_sentinel.data_nodes:
+        with proc.client() as admin:
+            admin.config_resetstat()
+    for _ in range(20):
+        assert durable.execute(("GET", "asn:r")) == b"v"
+    hits = set()
+    for proc in redis_sentinel.data_nodes:
+        with proc.client() as admin:
+            if admin.info("commandstats").get("cmdstat_get", {}).get("calls", 0):
+                hits.add(proc.address)
+    assert hits and hits <= {r.address for r in redis_sentinel.replicas()}
+
+    too_many = world.executor(state, wait_replicas=3, wait_timeout_ms=100)
+    with pytest.raises(DurabilityError) as err:
+        too_many.execute(("SET", "asn:d", "v"))
+    assert err.value.replicas == 2 and err.value.wanted == 3
+    assert run.execute(("DEL", "asn:k", "asn:r", "asn:d")) == 3
+
+
 # -- following failovers ----------------------------------------------------------------------
 
 
 def test_watcher_follows_a_forced_failover(
-    redis_topologies: TopologyFactory, make_state: Callable[..., SentinelState]
+    redis_topologies: TopologyFactory,
+    world: World,
+    make_state: MakeState,
+    record_events: Callable[[SentinelGroup], EventRecorder],
 ) -> None:
     group = redis_topologies.sentinel()
+    recorder = record_events(group)
     state = make_state(group.sentinel_addresses[:1])
     state.discover()
     old_pool = state.primary_pool()
@@ -260,17 +308,23 @@ def test_watcher_follows_a_forced_failover(
     group.kill(group.sentinels[2])
     group.pause(group.sentinels[1])
     new = group.failover()
-    _, address = changes.wait("switch", since=since, timeout=15)
+    t_state, address = changes.wait("switch", since=since, timeout=15)
+    t_switch, _, data = recorder.first("+switch-master")
     assert address == new.address == state.primary_address
+    assert address == switch_address(data)
+    assert t_state <= t_switch + 0.5
+    world.drain_retired(state)  # async: retired once its in-flight commands are answered
     assert old_pool.closed
     assert state.primary_pool() is not old_pool
-    assert pool_role(state.primary_pool()) == "master"
+    assert role(state.primary_pool()) == "master"
+    assert state.writable
     assert state.wait_until_writable(0)
+    print(f"\n{world.kind} forced failover: state {t_state - t_switch:+.3f}s from +switch-master")
 
 
 def test_writes_are_held_during_a_forced_failover(
     redis_topologies: TopologyFactory,
-    make_state: Callable[..., SentinelState],
+    make_state: MakeState,
     record_events: Callable[[SentinelGroup], EventRecorder],
 ) -> None:
     group = redis_topologies.sentinel()
@@ -281,31 +335,15 @@ def test_writes_are_held_during_a_forced_failover(
     old = group.primary()
     assert state.wait_until_writable(0)
 
-    acked: list[int] = []
-    stop = threading.Event()
+    def write(n: int, i: int) -> int:
+        if not state.wait_until_writable(10):
+            raise rx.ConnectionError("still held")  # (not asserted) the writer tries again
+        state.primary_pool().execute("RPUSH", "held-writes", i)
+        return i
 
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            if not state.wait_until_writable(10):
-                continue
-            pool = state.primary_pool()
-            try:
-                conn = pool.get()
-            except rx.ConnectionError:
-                continue
-            try:
-                conn.execute("RPUSH", "held-writes", i)
-                acked.append(i)
-            except (rx.ConnectionError, rx.ResponseError):
-                pass
-            finally:
-                pool.release(conn)
-            i += 1
-
-    thread = threading.Thread(target=writer)
-    thread.start()
+    load = Load(write, 1)  # a writer straight on the primary's pool, held by the state only
     try:
+        load.wait_for(lambda load: len(load.acked) >= 10)  # the load is running
         since = changes.mark()
         with redis.Redis(*group.sentinel_addresses[0]) as s:
             s.execute_command("SENTINEL", "FAILOVER", group.service_name)
@@ -325,8 +363,7 @@ def test_writes_are_held_during_a_forced_failover(
         t_promoted, _, promoted = recorder.first("+promoted-slave")
         t_switch, _, switch = recorder.first("+switch-master")
     finally:
-        stop.set()
-        thread.join(15)
+        load.stop()
     ((t_release, ok),) = released
     assert ok
     # Writes stopped before the replica was told to stop replicating, and resumed only
@@ -335,7 +372,7 @@ def test_writes_are_held_during_a_forced_failover(
     assert t_hold < t_noone
     assert t_release >= t_promoted
     assert t_release <= t_switch + 0.5
-    new_address = "{}:{}".format(*switch.split()[3:5])
+    new_address = switch_address(switch)
     assert state.primary_address == new_address
     assert promoted.split()[1] == new_address
     assert role_of(new_address) == "master"
@@ -344,6 +381,7 @@ def test_writes_are_held_during_a_forced_failover(
     host, port = new_address.split(":")
     with redis.Redis(host, int(port)) as c:
         stored = {int(x) for x in c.lrange("held-writes", 0, -1)}
+    acked = [i for _, i in load.acked]
     assert acked and set(acked) <= stored
     print(
         f"\nforced failover: hold {t_hold - t_try:.3f}s after +try-failover, released "
@@ -351,9 +389,52 @@ def test_writes_are_held_during_a_forced_failover(
     )
 
 
-def test_primary_sigkill_switch_follows_the_sentinels(
+def test_executor_writes_during_a_forced_failover_lose_nothing(
     redis_topologies: TopologyFactory,
-    make_state: Callable[..., SentinelState],
+    world: World,
+    make_state: MakeState,
+    record_events: Callable[[SentinelGroup], EventRecorder],
+) -> None:
+    group = redis_topologies.sentinel()
+    recorder = record_events(group)
+    state = make_state(group.sentinel_addresses)
+    state.discover()
+    changes = start_watching(state, group)
+    run = world.executor(state)
+    run.execute(("SET", "ff:counter", 0))
+    load = Load(lambda n, i: int(run.execute(("INCR", "ff:counter"))), 8)
+    try:
+        load.wait_for(lambda load: len(load.acked) >= 20)  # the load is running
+        since = changes.mark()
+        new = group.failover()  # the old primary keeps running
+        t_release, _ = changes.wait("switch", since=since)
+        # keep writing through and after the switch
+        load.wait_for(lambda load: load.acked_after(t_release) >= 100 or bool(load.errors))
+    finally:
+        load.stop()
+    with new.client() as admin:
+        final = int(admin.get("ff:counter") or 0)
+    t_try, _, _ = recorder.first("+try-failover")
+    t_noone, _, _ = recorder.first("+failover-state-send-slaveof-noone")
+    t_switch, _, _ = recorder.first("+switch-master")
+    t_hold, _ = changes.wait("failover", lambda v: not v.writable, since=since)
+    acked = [value for _, value in load.acked]
+    assert load.errors == [], [f"{type(e).__name__}: {e}" for e in load.errors[:3]]
+    assert len(acked) == len(set(acked)) > 100
+    assert max(acked) == final  # every acknowledged INCR is on the new primary
+    assert t_hold < t_noone
+    assert t_release <= t_switch + 0.5
+    print(
+        f"\n{world.kind} forced failover, 8 INCR writers: {len(acked)} acknowledged, "
+        f"{max(acked) - final} lost; hold {t_hold - t_try:.3f}s after +try-failover, "
+        f"released {t_release - t_switch:+.3f}s from +switch-master"
+    )
+
+
+def test_primary_sigkill_switch_follows_the_sentinels_with_zero_errors(
+    redis_topologies: TopologyFactory,
+    world: World,
+    make_state: MakeState,
     record_events: Callable[[SentinelGroup], EventRecorder],
 ) -> None:
     group = redis_topologies.sentinel()
@@ -361,26 +442,46 @@ def test_primary_sigkill_switch_follows_the_sentinels(
     state = make_state(group.sentinel_addresses, check_interval=0.5)
     state.discover()
     changes = start_watching(state, group)
-    old = group.primary()
-    since = changes.mark()
-    t_kill = time.monotonic()
-    group.kill(old)
-    t_state, address = changes.wait("switch", since=since, timeout=30)
-    t_switch, _, data = recorder.first("+switch-master")
-    assert address == "{}:{}".format(*data.split()[3:5])
+    run = world.executor(state, wait_replicas=1, wait_timeout_ms=500)
+
+    def write(n: int, i: int) -> str:
+        key = f"sk:{n}:{i}"
+        run.execute(("SET", key, key))  # idempotent: retried through the failover
+        return key
+
+    load = Load(write, 4, stop_on_error=True)
+    try:
+        load.wait_for(lambda load: len(load.acked) >= 20)  # the load is running
+        old = group.primary()
+        since = changes.mark()
+        t_kill = time.monotonic()
+        group.kill(old)
+        t_state, address = changes.wait("switch", since=since, timeout=30)
+        t_switch, _, data = recorder.first("+switch-master")
+        load.wait_for(lambda load: load.acked_after(t_switch) >= 50 or bool(load.errors), 10)
+    finally:
+        load.stop()
+    assert load.errors == [], [f"{type(e).__name__}: {e}" for e in load.errors[:3]]
+    assert address == switch_address(data)
     assert t_state <= t_switch + 0.5
     assert state.primary_address == address
-    assert pool_role(state.primary_pool()) == "master"
+    assert role(state.primary_pool()) == "master"
     assert state.wait_until_writable(0)
+    first_after = min(t for t, _ in load.acked if t > t_switch)
+    assert first_after - t_switch < 0.5
+    keys = [key for _, key in load.acked]
+    values = [run.execute(("GET", key)) for key in keys]
+    assert [k for k, v in zip(keys, values, strict=True) if v != k.encode()] == []
     print(
-        f"\nSIGKILL: sentinels switched {t_switch - t_kill:.3f}s after the kill, state "
-        f"{t_state - t_switch:+.3f}s from the first +switch-master"
+        f"\n{world.kind} SIGKILL: sentinels switched {t_switch - t_kill:.2f}s after the kill, "
+        f"state {t_state - t_switch:+.3f}s from +switch-master, first write "
+        f"{(first_after - t_switch) * 1000:.0f} ms after it; {len(keys)} writes, 0 errors"
     )
 
 
 def test_killed_replica_leaves_replica_pools_once_sdown(
     redis_topologies: TopologyFactory,
-    make_state: Callable[..., SentinelState],
+    make_state: MakeState,
     record_events: Callable[[SentinelGroup], EventRecorder],
 ) -> None:
     group = redis_topologies.sentinel()
@@ -401,57 +502,76 @@ def test_killed_replica_leaves_replica_pools_once_sdown(
 # -- lifecycle -------------------------------------------------------------------------------
 
 
-def _watcher_threads(service: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"smartcache-sentinel-{service}"]
+def test_watcher_never_outlives_a_collected_state(
+    redis_sentinel: SentinelGroup, world: World
+) -> None:
+    pools: list[Any] = []
 
+    def factory(settings: ConnectionSettings) -> Any:
+        pools.append(world.pool(settings))
+        return pools[-1]
 
-def test_watcher_never_outlives_its_state(redis_sentinel: SentinelGroup) -> None:
-    pools: list[ConnectionPool] = []
-    state = SentinelState(
+    before = world.background()
+    state = world.state(
         redis_sentinel.sentinel_addresses,
         "mymaster",
         ConnectionSettings(),
         ConnectionSettings(),
-        lambda s: pools.append(ConnectionPool(s)) or pools[-1],
+        factory,
     )
-    state.discover()
-    before = set(_watcher_threads("mymaster"))
-    state.start_watcher()
-    (thread,) = set(_watcher_threads("mymaster")) - before
+    assert state.discover() == redis_sentinel.primary().address
+    changes = start_watching(state, redis_sentinel)
+    assert changes.calls
+    units = world.background() - before
+    assert units
+    watcher = world.watcher_units(state, before)
+    assert len(watcher) == 1 + world.watcher_units_per_sentinel * 3
     del state
-    gc.collect()
-    thread.join(3)
-    assert not thread.is_alive()
+    assert world.wait_ended(units | watcher, 5, collect=True)
+    for pool in pools:
+        world.close(pool)
 
-    closed = SentinelState(
+
+def test_close_stops_the_watcher_and_everything_it_started(
+    redis_sentinel: SentinelGroup, world: World
+) -> None:
+    before = world.background()
+    state = world.state(
         redis_sentinel.sentinel_addresses,
         "mymaster",
         ConnectionSettings(),
         ConnectionSettings(),
-        ConnectionPool,
+        world.pool,
+        check_interval=0.2,
     )
-    closed.start_watcher()
-    (thread,) = set(_watcher_threads("mymaster")) - before
-    closed.close()
-    assert not thread.is_alive()
-    assert closed.wait_until_writable(0)
+    changes = start_watching(state, redis_sentinel)
+    world.executor(state).execute(("PING",))
+    watcher = world.watcher_units(state, before)
+    n = len(redis_sentinel.sentinel_addresses)
+    assert len(watcher) == 1 + world.watcher_units_per_sentinel * n
+    assert len(world.background() - before) >= len(watcher)
+    world.close(state)
+    assert world.wait_ended(watcher, 0)  # ended by the time close returned
+    assert world.wait_ended(world.background() - before, 1)
+    assert not state.watcher_running
+    assert state.wait_until_writable(0)
     with pytest.raises(redis.ConnectionError, match="closed"):
-        closed.primary_pool()
-    for pool in pools:
-        pool.close()
+        state.primary_pool()
+    assert not any(kind == "error" for _, kind, _ in changes.calls)
+    world.close(state)  # idempotent
 
 
-def test_close_leaves_no_pool_open(redis_sentinel: SentinelGroup) -> None:
-    # The watcher's first check discovers in its own thread; a close() racing with it must
-    # not leave a pool behind.
+def test_close_leaves_no_pool_open(redis_sentinel: SentinelGroup, world: World) -> None:
+    # The watcher's first check discovers on its own; a close() racing with it must not
+    # leave a pool behind.
     for _ in range(10):
-        pools: list[ConnectionPool] = []
+        pools: list[Any] = []
 
-        def factory(settings: ConnectionSettings, pools: list[ConnectionPool] = pools) -> Any:
-            pools.append(ConnectionPool(settings))
+        def factory(settings: ConnectionSettings, pools: list[Any] = pools) -> Any:
+            pools.append(world.pool(settings))
             return pools[-1]
 
-        state = SentinelState(
+        state = world.state(
             redis_sentinel.sentinel_addresses,
             "mymaster",
             ConnectionSettings(),
@@ -459,14 +579,15 @@ def test_close_leaves_no_pool_open(redis_sentinel: SentinelGroup) -> None:
             factory,
         )
         state.start_watcher()
-        state.close()
+        world.close(state)
         assert all(p.closed for p in pools)
         with pytest.raises(redis.ConnectionError, match="closed"):
             state.primary_pool()
 
 
+@sync_only  # fork() is for threads and blocking sockets; asyncio code is not fork-safe
 def test_forked_child_runs_its_own_watcher(
-    redis_sentinel: SentinelGroup, make_state: Callable[..., SentinelState]
+    redis_sentinel: SentinelGroup, world: World, make_state: MakeState
 ) -> None:
     state = make_state(redis_sentinel.sentinel_addresses)
     state.discover()
@@ -479,7 +600,7 @@ def test_forked_child_runs_its_own_watcher(
         try:
             inherited = state.watcher_running
             pool = state.primary_pool()  # restarts this process's own watcher
-            ok = pool_role(pool) == "master" and state.watcher_running and not inherited
+            ok = role(pool) == "master" and state.watcher_running and not inherited
             code = 0 if ok else 2
         finally:
             os._exit(code)
