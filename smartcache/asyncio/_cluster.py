@@ -64,6 +64,8 @@ _MERGED = merged_by(RedisCluster)
 #: RedisCluster's result callbacks, which finish what its default node answers
 _RESULTS = dict(getattr(RedisCluster, "RESULT_CALLBACKS", {}))
 _UNSENT: Any = object()
+#: a part's answer that sends it through the command flow (with the unsent marker)
+_PART_FAILED = (rx.RedisError, OSError)
 
 
 class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
@@ -286,22 +288,25 @@ class AsyncClusterRouter:
         """Send each node's parts as one contiguous batch, all nodes at once; parts that
         fail (MOVED, ASK, a lost connection...) go through the command flow one by one,
         handing it the failure (so a part that may have run is not sent again blindly)."""
-        state = self.state
-        groups: dict[int, tuple[AsyncConnectionPool, list[int]]] = {}
+        slot_pools = self.state.slot_pools
+        groups: dict[int, tuple[AsyncConnectionPool, list[int], list[tuple[Any, ...]]]] = {}
         results: list[Any] = [_UNSENT] * len(parts)
-        for i, (slot, _) in enumerate(parts):
-            pool = state.slot_pools[slot]
+        for i, (slot, part) in enumerate(parts):
+            pool = slot_pools[slot]
             if pool is not None:
-                groups.setdefault(id(pool), (pool, []))[1].append(i)
-        batches = [(pool, [parts[i][1] for i in indices]) for pool, indices in groups.values()]
-        answers = await run_batches(batches)
-        for (_, indices), replies in zip(groups.values(), answers, strict=True):
+                group = groups.get(id(pool))
+                if group is None:
+                    group = groups[id(pool)] = (pool, [], [])
+                group[1].append(i)
+                group[2].append(part)
+        answers = await run_batches([(pool, commands) for pool, _, commands in groups.values()])
+        for (_, indices, _), replies in zip(groups.values(), answers, strict=True):
             for i, reply in zip(indices, replies, strict=True):
                 results[i] = reply
         for i, result in enumerate(results):
-            if result is _UNSENT or isinstance(result, rx.RedisError | OSError):
+            if result is _UNSENT or isinstance(result, _PART_FAILED):
                 slot, part = parts[i]
-                pool = state.slot_pools[slot]
+                pool = self.state.slot_pools[slot]
                 first = None
                 if result is not _UNSENT:
                     address = pool.settings.address if pool is not None else None

@@ -478,6 +478,9 @@ def _fallback_table() -> CommandTable:
     return CommandTable((_make_spec(*entry) for entry in parse_static_table()), source="static")
 
 
+_SEQUENCE_REPLY = (list, tuple)
+
+
 def _raise_first_error(replies: Sequence[object]) -> None:
     for reply in replies:
         if isinstance(reply, BaseException):
@@ -601,10 +604,13 @@ class SplitPlan:
             return results[0]
         if self.response_policy is not ResponsePolicy.DEFAULT:
             return merge_replies(self.response_policy, results, self.command)
-        ordered: list[object] = [None] * sum(len(part[2]) for part in self.parts)
+        ordered: list[object] = [None] * sum([len(part[2]) for part in self.parts])
         for (_, _, positions), result in zip(self.parts, results, strict=True):
-            if not isinstance(result, list | tuple) or len(result) != len(positions):
+            if not isinstance(result, _SEQUENCE_REPLY) or len(result) != len(positions):
                 raise ValueError(f"{self.command}: a part reply does not match its keys")
+            if len(positions) == 1:  # the common case: one key per slot
+                ordered[positions[0]] = result[0]
+                continue
             for position, value in zip(positions, result, strict=True):
                 ordered[position] = value
         return ordered
@@ -691,13 +697,23 @@ def split_multi_key(
     if len(args) <= first or (len(args) - first) % step:
         raise ValueError(f"wrong number of arguments for {name}")
     groups: dict[int, tuple[list[Any], list[int]]] = {}
-    for position, i in enumerate(range(first, len(args), step)):
-        slot = slot_of(args[i])
-        group = groups.get(slot)
-        if group is None:
-            group = groups[slot] = ([], [])
-        group[0].extend(args[i : i + step])
-        group[1].append(position)
+    if step == 1:  # MGET, DEL, EXISTS...: one argument per key
+        for position, key in enumerate(args[first:]):
+            slot = slot_of(key)
+            group = groups.get(slot)
+            if group is None:
+                groups[slot] = ([key], [position])
+            else:
+                group[0].append(key)
+                group[1].append(position)
+    else:
+        for position, i in enumerate(range(first, len(args), step)):
+            slot = slot_of(args[i])
+            group = groups.get(slot)
+            if group is None:
+                group = groups[slot] = ([], [])
+            group[0].extend(args[i : i + step])
+            group[1].append(position)
     head = tuple(args[:first])
     if len(groups) == 1:
         ((slot, (_, positions)),) = groups.items()

@@ -46,7 +46,7 @@ def key_slot(key: bytes | str | int | float) -> int:
     such tag is hashed, so ``user:{1000}:profile`` and ``user:{1000}:orders`` share a slot.
     """
     if type(key) is not bytes:
-        key = encode_key(key)
+        key = key.encode() if type(key) is str else encode_key(key)
     start = key.find(b"{")
     if start >= 0:
         end = key.find(b"}", start + 1)
