@@ -216,7 +216,10 @@ class AsyncWriteBehind(WriteBehindBase):
         await self._wait_flushed(self._flush_targets(), timeout)
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until the whole queue is empty (every writer's changes, e.g. after a crash)."""
+        """Wait until the whole queue is empty (every writer's changes, e.g. after a crash);
+        starts the flusher first (a recovering process may never write)."""
+        if not self._checked:
+            await self.start()
         await self._wait_flushed(self._all_targets(), timeout)
 
     async def _wait_flushed(self, targets: dict[int, str], timeout: float) -> None:

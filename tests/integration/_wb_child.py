@@ -1,7 +1,9 @@
 """A write-behind process for the crash test: it is SIGKILLed while its flusher is mid-batch.
 
-``python -m tests.integration._wb_child URL DB NAME KEYS ROUNDS``. Writes ROUNDS values to
-each of KEYS keys through WriteBehind (every 7th key is deleted in the last round), prints
+``python -m tests.integration._wb_child KIND URL DB NAME KEYS ROUNDS``. Writes ROUNDS values
+to each of KEYS keys (every 7th key is deleted in the last round) through WriteBehind (KIND
+``sync``) or AsyncWriteBehind (``async``: its flusher a task of a loop in a thread, see
+tests/integration/_cache_world.py), prints
 ``WRITES <json of key -> [value, version]>`` once every write is acknowledged, then lets its
 flusher start a batch that writes half its rows inside an open SQLite transaction, prints
 ``MIDBATCH`` and hangs there until killed.
@@ -16,9 +18,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from smartcache import SmartClient
-from smartcache.cache import SQLiteStore, StoreItem, WriteBehind
+from smartcache.cache import SQLiteStore, StoreItem
 from smartcache.cache._wb_core import FlushOptions
+from tests.integration._cache_world import World
 
 
 class HangingStore(SQLiteStore):
@@ -44,11 +46,12 @@ class HangingStore(SQLiteStore):
 
 
 def main() -> None:
-    url, db, name, keys, rounds = sys.argv[1:6]
+    kind, url, db, name, keys, rounds = sys.argv[1:7]
     hang = threading.Event()
     store = HangingStore(db, hang)
-    client = SmartClient.from_url(url)
-    wb = WriteBehind(
+    world = World(kind)
+    client = world.client(url=url)
+    wb = world.write_behind(
         client,
         store,
         name=name,

@@ -69,3 +69,15 @@ def redis_py_factory(client_factory):  # type: ignore[no-untyped-def]
             close_client(client)
     for runner in runner_box:
         runner.stop()
+
+
+@pytest.fixture(params=["sync", "async"])
+def world(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The cache tests' ``sync`` / ``async`` world (tests/integration/_cache_world.py):
+    SmartClient and plain functions, or AsyncSmartClient and coroutine functions, driven by
+    one test body; what it made is closed (and its loop stopped) at teardown."""
+    from tests.integration._cache_world import World
+
+    w = World(request.param)
+    yield w
+    w.close()

@@ -1,7 +1,9 @@
 """Write-behind on real servers and a real SQLite file (PostgreSQL when configured).
 
 Crash safety (a SIGKILLed flusher mid-batch), poison entries, several flushers, and the three
-topologies: standalone, Sentinel with a failover during flushing, and Cluster.
+topologies: standalone, Sentinel with a failover during flushing, and Cluster. Each scenario
+runs in both worlds (the ``world`` fixture): WriteBehind over a SmartClient, or
+AsyncWriteBehind over an AsyncSmartClient (its flusher a task), the store a sync one in both.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from smartcache import SmartClient
 from smartcache.asyncio import AsyncSmartClient
 from smartcache.cache import SQLiteStore, StoreItem
 from smartcache.cache._wb_core import FlushOptions, QueueLayout
-from smartcache.cache._write_behind import Flusher, WriteBehind
+from smartcache.cache._write_behind import WriteBehind
 from smartcache.cache._write_behind_async import AsyncWriteBehind
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import FlushTimeoutError
+from tests.integration._cache_world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,19 +47,18 @@ def db(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 @pytest.fixture
-def client(redis_standalone: Any) -> Iterator[SmartClient]:
-    c = SmartClient.from_url(redis_standalone.url)
-    yield c
-    c.close()
+def client(world: World, redis_standalone: Any) -> Any:
+    return world.client(url=redis_standalone.url)
 
 
 def test_set_answers_from_cache_and_flushes_last_write_per_key(
-    client: SmartClient, db: SQLiteStore
+    world: World, client: Any, db: SQLiteStore
 ) -> None:
-    with WriteBehind(client, db, name=_name(), ttl=60) as wb:
-        for r in range(3):
-            for i in range(50):
-                wb.set(f"user:{i}", {"id": i, "r": r})
+    with world.write_behind(client, db, name=_name(), ttl=60) as wb:
+        for r in range(3):  # each round's 50 writes at once (threads, or tasks)
+            world.concurrently(
+                [(world.raw(wb).set, f"user:{i}", {"id": i, "r": r}) for i in range(50)]
+            )
         wb.delete("user:7")
         assert wb.get("user:3") == {"id": 3, "r": 2}  # served by Redis at once
         assert wb.get("user:7") is None
@@ -67,26 +69,28 @@ def test_set_answers_from_cache_and_flushes_last_write_per_key(
         assert stats["backlog"] == 0 and stats["sets"] == 150 and stats["deletes"] == 1
         # batches, not row by row: 151 changes took far fewer store calls
         assert stats["flusher_applied"] <= 151
+    assert wb.flusher is not None and wb.flusher._worker is not None
+    assert not world.alive(wb.flusher._worker)  # the thread / task never outlives close()
 
 
 def test_versions_order_a_key_and_the_cache_entry_is_readable_by_cache(
-    client: SmartClient, db: SQLiteStore
+    world: World, client: Any, db: SQLiteStore
 ) -> None:
-    from smartcache.cache import Cache
-
-    with WriteBehind(client, db, name=_name()) as wb:
+    with world.write_behind(client, db, name=_name()) as wb:
         v1 = wb.set("k", 1)
         v2 = wb.set("k", 2)
         assert v1 < v2
         wb.flush(20)
         assert db.version_of("k") == v2
         # the read side finds the entry without calling the loader
-        assert Cache(client).get_or_load(wb.key_for("k"), lambda: pytest.fail("loaded")) == 2
+        cache = world.cache(client)
+        assert cache.get_or_load(wb.key_for("k"), lambda: pytest.fail("loaded")) == 2
 
 
 def test_crash_mid_batch_loses_nothing_and_applies_nothing_out_of_order(
-    redis_standalone: Any, tmp_path: Path
+    world: World, redis_standalone: Any, tmp_path: Path
 ) -> None:
+    """The child (a process of the same world) is SIGKILLed mid-batch; this world recovers."""
     path = str(tmp_path / "crash.db")
     SQLiteStore(path).close()  # the table exists before the child starts
     name = _name()
@@ -95,6 +99,7 @@ def test_crash_mid_batch_loses_nothing_and_applies_nothing_out_of_order(
             sys.executable,
             "-m",
             "tests.integration._wb_child",
+            world.kind,
             redis_standalone.url,
             path,
             name,
@@ -125,12 +130,12 @@ def test_crash_mid_batch_loses_nothing_and_applies_nothing_out_of_order(
         if child.stdout is not None:
             child.stdout.close()
 
-    client = SmartClient.from_url(redis_standalone.url)
+    client = world.client(url=redis_standalone.url)
     store = SQLiteStore(path)
     try:
         before = store.items()
         assert "torn" not in json.dumps(before)  # the killed batch never committed
-        wb = WriteBehind(
+        wb = world.write_behind(
             client,
             store,
             name=name,
@@ -139,7 +144,7 @@ def test_crash_mid_batch_loses_nothing_and_applies_nothing_out_of_order(
         )
         assert wb.stats()["backlog"] > 0  # the dead child left work behind
         wb.drain(timeout=30)
-        wb.close()
+        world.close_write_behind(wb)
         rows = store.items()
         for key, (value, version) in expected.items():
             if value is None:
@@ -150,7 +155,23 @@ def test_crash_mid_batch_loses_nothing_and_applies_nothing_out_of_order(
             assert store.version_of(key) == version, key  # the last write, nothing later
     finally:
         store.close()
-        client.close()
+
+
+def test_drain_alone_flushes_what_other_writers_left(
+    world: World, client: Any, db: SQLiteStore
+) -> None:
+    """A process that only drains (no write of its own) still starts its flusher: the
+    AsyncWriteBehind's ``drain()`` used to wait for a flusher nothing had started."""
+    name = _name()
+    with world.write_behind(client, db, name=name, flusher=False) as writer:
+        for i in range(20):
+            writer.set(f"d{i}", i)
+    assert db.items() == {}
+    recovering = world.write_behind(client, db, name=name)
+    recovering.drain(timeout=20)
+    assert db.items() == {f"d{i}": i for i in range(20)}
+    assert recovering.stats()["backlog"] == 0
+    world.close_write_behind(recovering)
 
 
 class PoisonStore(SQLiteStore):
@@ -167,10 +188,10 @@ class PoisonStore(SQLiteStore):
 
 
 def test_poison_entry_goes_to_dead_letters_after_n_attempts_while_others_flush(
-    client: SmartClient, tmp_path: Path
+    world: World, client: Any, tmp_path: Path
 ) -> None:
     store = PoisonStore(str(tmp_path / "p.db"), "user:13")
-    wb = WriteBehind(client, store, name=_name(), options=FlushOptions(max_attempts=3))
+    wb = world.write_behind(client, store, name=_name(), options=FlushOptions(max_attempts=3))
     try:
         for i in range(40):
             wb.set(f"user:{i}", i)
@@ -182,7 +203,7 @@ def test_poison_entry_goes_to_dead_letters_after_n_attempts_while_others_flush(
         assert json.loads(dead["raw_value"]) == 13
         assert wb.stats()["dead_letters"] == 1
     finally:
-        wb.close()
+        world.close_write_behind(wb)
         store.close()
 
 
@@ -205,10 +226,10 @@ class DownStore(SQLiteStore):
 
 
 def test_a_database_outage_dead_letters_nothing_and_flush_times_out_without_loss(
-    client: SmartClient, tmp_path: Path
+    world: World, client: Any, tmp_path: Path
 ) -> None:
     store = DownStore(str(tmp_path / "down.db"))
-    wb = WriteBehind(
+    wb = world.write_behind(
         client, store, name=_name(), options=FlushOptions(max_attempts=1), max_backoff=0.2
     )
     try:
@@ -221,20 +242,20 @@ def test_a_database_outage_dead_letters_nothing_and_flush_times_out_without_loss
         wb.flush(timeout=20)
         assert store.items() == {f"k{i}": i for i in range(10)}
     finally:
-        wb.close()
+        world.close_write_behind(wb)
         store.close()
 
 
-def test_several_flushers_keep_last_write_wins(client: SmartClient, db: SQLiteStore) -> None:
+def test_several_flushers_keep_last_write_wins(world: World, client: Any, db: SQLiteStore) -> None:
     name = _name()
     layout = QueueLayout(name, partitions=4)
     flushers = [
-        Flusher(client, db, layout, FlushOptions(batch_size=7), poll_interval=0.01)
+        world.flusher(client, db, layout, FlushOptions(batch_size=7), poll_interval=0.01)
         for _ in range(3)
     ]
     for f in flushers:
-        f.start()
-    wb = WriteBehind(client, db, name=name, partitions=4, flusher=False)
+        world.start(f)
+    wb = world.write_behind(client, db, name=name, partitions=4, flusher=False)
     try:
         last = {}
         for r in range(30):
@@ -250,28 +271,37 @@ def test_several_flushers_keep_last_write_wins(client: SmartClient, db: SQLiteSt
             f.stop()
 
 
-def test_bad_input_is_refused_with_a_clear_error(client: SmartClient, db: SQLiteStore) -> None:
+def test_bad_input_is_refused_with_a_clear_error(
+    world: World, client: Any, db: SQLiteStore
+) -> None:
     from smartcache.exceptions import ConfigurationError, InvalidArgumentError
 
     with pytest.raises(InvalidArgumentError, match="needs a store"):
-        WriteBehind(client, name=_name())
+        world.write_behind(client, name=_name())
     with pytest.raises(InvalidArgumentError, match="no braces"):
-        WriteBehind(client, db, name="a{b}")
+        world.write_behind(client, db, name="a{b}")
     name = _name()
     with (
-        WriteBehind(client, db, name=name, partitions=8, flusher=False) as wb,
+        world.write_behind(client, db, name=name, partitions=8, flusher=False) as wb,
         pytest.raises(InvalidArgumentError, match="non-empty str"),
     ):
-        wb.set(b"bytes-key", 1)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="created with 8 partitions"):
-        WriteBehind(client, db, name=name, partitions=16)
+        wb.set(b"bytes-key", 1)
+    # the partition count is checked when the queue is first used (at once for the sync
+    # WriteBehind, at start for the async one: the context manager here)
+    with (
+        pytest.raises(ConfigurationError, match="created with 8 partitions"),
+        world.write_behind(client, db, name=name, partitions=16),
+    ):
+        pass
 
 
-def test_cluster_spreads_partitions_over_primaries(redis_cluster: Any, tmp_path: Path) -> None:
-    client = SmartClient(startup_nodes=redis_cluster.startup_nodes)
+def test_cluster_spreads_partitions_over_primaries(
+    world: World, redis_cluster: Any, tmp_path: Path
+) -> None:
+    client = world.client(startup_nodes=redis_cluster.startup_nodes)
     store = SQLiteStore(str(tmp_path / "c.db"))
     try:
-        with WriteBehind(client, store, name=_name(), partitions=6) as wb:
+        with world.write_behind(client, store, name=_name(), partitions=6) as wb:
             owners = {
                 client.get_node_from_key(wb.layout.stream(p)).name
                 for p in range(wb.layout.partitions)
@@ -288,16 +318,16 @@ def test_cluster_spreads_partitions_over_primaries(redis_cluster: Any, tmp_path:
         assert store.items() == {f"u{i}": i for i in range(300)}
     finally:
         store.close()
-        client.close()
 
 
 def test_sentinel_failover_during_flushing_loses_no_acknowledged_write(
-    redis_topologies: Any, tmp_path: Path
+    redis_topologies: Any, world: World, tmp_path: Path
 ) -> None:
+    # redis_topologies first: its servers outlive the world's clients (closed at teardown)
     group = redis_topologies.sentinel()
-    client = SmartClient.from_url(group.url, wait_replicas=1, wait_timeout_ms=500)
+    client = world.client(url=group.url, wait_replicas=1, wait_timeout_ms=500)
     store = SQLiteStore(str(tmp_path / "s.db"))
-    wb = WriteBehind(client, store, name=_name(), partitions=4)
+    wb = world.write_behind(client, store, name=_name(), partitions=4)
     acked: dict[str, int] = {}
     errors = 0
     try:
@@ -319,40 +349,21 @@ def test_sentinel_failover_during_flushing_loses_no_acknowledged_write(
             assert rows[key] >= n, (key, rows.get(key), n)
             assert wb.get(key) == rows[key]
     finally:
-        wb.close(timeout=5)
+        world.close_write_behind(wb, timeout=5)
         store.close()
-        client.close()
-
-
-@pytest.mark.asyncio
-async def test_async_write_behind_with_a_sync_store(redis_standalone: Any, tmp_path: Path) -> None:
-    client = AsyncSmartClient.from_url(redis_standalone.url)
-    store = SQLiteStore(str(tmp_path / "a.db"))
-    try:
-        async with AsyncWriteBehind(client, store, name=_name()) as wb:
-            await asyncio.gather(*(wb.set(f"a{i}", i) for i in range(100)))
-            assert await wb.get("a5") == 5
-            await wb.flush(timeout=20)
-            assert store.items() == {f"a{i}": i for i in range(100)}
-            assert (await wb.stats())["backlog"] == 0
-        assert wb.flusher is not None and wb.flusher._worker is not None
-        assert wb.flusher._worker.done()  # the task never outlives aclose()
-    finally:
-        store.close()
-        await client.aclose()
 
 
 POSTGRES = os.environ.get("SMARTCACHE_TEST_POSTGRES_URL")
 
 
 @pytest.mark.skipif(not POSTGRES, reason="SMARTCACHE_TEST_POSTGRES_URL is not set")
-def test_write_behind_into_postgresql(client: SmartClient) -> None:
+def test_write_behind_into_postgresql(world: World, client: Any) -> None:
     from smartcache.cache import SQLAlchemyStore
 
     table = f"wb_{uuid.uuid4().hex[:8]}"
     store = SQLAlchemyStore(POSTGRES, table=table)
     try:
-        with WriteBehind(client, store, name=_name()) as wb:
+        with world.write_behind(client, store, name=_name()) as wb:
             for r in range(3):
                 for i in range(100):
                     wb.set(f"pg:{i}", {"r": r})
@@ -363,6 +374,8 @@ def test_write_behind_into_postgresql(client: SmartClient) -> None:
         store.close()
 
 
+# One world each: an async store (awaited on the loop) is the async flusher's alone; the
+# sync flusher refuses it (the test after this one).
 @pytest.mark.asyncio
 async def test_async_write_behind_with_an_async_store(
     redis_standalone: Any, tmp_path: Path
@@ -383,10 +396,13 @@ async def test_async_write_behind_with_an_async_store(
         await client.aclose()
 
 
-def test_a_sync_flusher_refuses_an_async_store(client: SmartClient, tmp_path: Path) -> None:
+def test_a_sync_flusher_refuses_an_async_store(redis_standalone: Any, tmp_path: Path) -> None:
     from smartcache.cache import AsyncSQLAlchemyStore
     from smartcache.exceptions import InvalidArgumentError
 
     store = AsyncSQLAlchemyStore(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
-    with pytest.raises(InvalidArgumentError, match="use AsyncWriteBehind"):
+    with (
+        SmartClient.from_url(redis_standalone.url) as client,
+        pytest.raises(InvalidArgumentError, match="use AsyncWriteBehind"),
+    ):
         WriteBehind(client, store, name=_name())
