@@ -18,27 +18,20 @@ asyncio code is): a child process must build its own connections in its own loop
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final
 
 import hiredis
 import redis.exceptions as rx
 
-from smartcache.asyncio._protocol import (
-    NOT_ENOUGH,
-    Batch,
-    RespProtocol,
-    UnsolicitedReplyError,
-    transport_error,
-)
+from smartcache.asyncio._protocol import Batch, RespProtocol, UnsolicitedReplyError, transport_error
 from smartcache.exceptions import ConfigurationError, SmartConnectionError, SmartTimeoutError
-from smartcache.wire.errors import parse_error, with_node
+from smartcache.wire.connection_base import ConnectionBase, raise_connect_error
 from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import Undecoded, pack_command, packer_for
+from smartcache.wire.packing import Undecoded, pack_command
 from smartcache.wire.settings import ConnectionSettings
-from smartcache.wire.sockets import _DEFAULT_KEEPALIVE
+from smartcache.wire.sockets import tune_socket
 from smartcache.wire.tls import client_ssl_context
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "AsyncConnection", "handshake_commands"]
@@ -47,10 +40,9 @@ __all__ = ["DEFAULT_MAX_IN_FLIGHT", "AsyncConnection", "handshake_commands"]
 DEFAULT_MAX_IN_FLIGHT: Final = 10_000
 
 _Push: Final = hiredis.PushNotification
-_RedisError: Final = rx.RedisError
 
 
-class AsyncConnection:
+class AsyncConnection(ConnectionBase):
     """A connection to one node, safe to share between any number of tasks of one loop.
 
     Connects lazily on first use, or explicitly with :meth:`connect`; after a timeout or
@@ -64,15 +56,10 @@ class AsyncConnection:
     __slots__ = (
         "_connect_lock",
         "_generation",
-        "_pack",
         "_proto",
         "_timeout",
         "_waiters",
-        "address",
-        "handshake_metadata",
         "max_in_flight",
-        "push_handler",
-        "settings",
         "write_count",
     )
 
@@ -81,19 +68,10 @@ class AsyncConnection:
     ) -> None:
         if max_in_flight < 1:
             raise ConfigurationError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
-        self.settings = settings
-        #: ``host:port`` (or the Unix socket path), used in every error message
-        self.address = settings.address
+        super().__init__(settings)
         self.max_in_flight = max_in_flight
-        #: the ``HELLO`` reply (RESP3), else ``None``
-        self.handshake_metadata: Any = None
-        #: called with each RESP3 push message, and with any reply no command waits for
-        #: (RESP2 pub/sub messages); when ``None`` pushes are dropped and such replies
-        #: break the connection. Its exceptions go to the loop's exception handler.
-        self.push_handler: Callable[[Any], None] | None = None
         #: how many ``transport.write`` calls this connection made (a cheap test hook)
         self.write_count = 0
-        self._pack = packer_for(settings)
         self._proto: RespProtocol | None = None
         self._timeout = settings.socket_timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -129,10 +107,6 @@ class AsyncConnection:
         if proto is not None and proto.out:
             proto.flush()  # queued commands keep the old timeout
         self._timeout = timeout
-
-    def __repr__(self) -> str:
-        state = "connected" if self.is_connected else "disconnected"
-        return f"<AsyncConnection {self.address} db={self.settings.db} {state}>"
 
     async def __aenter__(self) -> AsyncConnection:
         return self
@@ -173,10 +147,7 @@ class AsyncConnection:
         return self._execute_slow(args)
 
     async def _execute_slow(self, args: tuple[Any, ...]) -> Any:
-        try:
-            data = self._pack(args)
-        except TypeError:  # a type hiredis refuses: redis-py's rule decides
-            data = pack_command(args)
+        data = self._packed(args)
         proto = await self._room_for(1)
         future: asyncio.Future[Any] = proto.loop.create_future()
         proto.enqueue(data, future)
@@ -198,13 +169,12 @@ class AsyncConnection:
         assert proto is not None
         if proto.pending:
             raise RuntimeError("execute_undecoded needs a connection with nothing in flight")
-        reader = proto.reader
-        reader.set_encoding(None)
-        try:
+        with self._undecoded(proto.reader):
             return await self.execute(*args)
-        finally:
-            if self._proto is proto:
-                reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
+
+    def _current_reader(self) -> hiredis.Reader | None:
+        proto = self._proto
+        return None if proto is None else proto.reader
 
     async def execute_many(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` contiguously (one write) and return all replies in order.
@@ -217,11 +187,7 @@ class AsyncConnection:
         count = len(commands)
         if not count:
             return []
-        pack = self._pack
-        try:
-            data = b"".join([pack(tuple(args)) for args in commands])
-        except TypeError:  # a type hiredis refuses: redis-py's rule decides
-            data = b"".join([pack_command(args) for args in commands])
+        data = self._packed_many(commands)
         proto = self._proto
         if not (
             proto is not None
@@ -244,10 +210,7 @@ class AsyncConnection:
         For pub/sub on a dedicated connection (``SUBSCRIBE`` answers with pushes, or in
         RESP2 with one reply per channel); never on a shared connection.
         """
-        try:
-            data = self._pack(args)
-        except TypeError:  # a type hiredis refuses: redis-py's rule decides
-            data = pack_command(args)
+        data = self._packed(args)
         proto = await self._room_for(0)
         proto.out.append(data)  # no FIFO slot: its replies are unsolicited by design
         if not proto.flush_scheduled:
@@ -345,31 +308,18 @@ class AsyncConnection:
         settings, address = self.settings, self.address
         generation = self._generation
         loop = asyncio.get_running_loop()
-        options: dict[str, Any] = {
-            "replyError": parse_error,
-            "notEnoughData": NOT_ENOUGH,
-            "errors": settings.encoding_errors,
-        }
-        if settings.decode_responses:
-            options["encoding"] = settings.encoding
-        proto = RespProtocol(self, loop, hiredis.Reader(**options))
+        proto = RespProtocol(self, loop, self._new_reader())
         try:
             async with asyncio.timeout(settings.socket_connect_timeout):
                 await self._create_transport(loop, proto)
-        except TimeoutError:
-            proto.abort("connect timed out")
-            raise SmartTimeoutError(
-                f"timed out connecting to {address}", node=address, request_sent=False
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise SmartConnectionError(
-                f"cannot connect to {address}: {reason}", node=address, request_sent=False
-            ) from exc
+        except OSError as exc:  # TimeoutError too
+            proto.abort("connect failed")
+            raise_connect_error(exc, address)
         except BaseException:
             proto.abort("connect cancelled")
             raise
-        _tune_socket(proto.transport, settings)
+        transport = proto.transport
+        tune_socket(None if transport is None else transport.get_extra_info("socket"), settings)
         try:
             await self._handshake(proto)
             if generation != self._generation:
@@ -403,18 +353,13 @@ class AsyncConnection:
             await loop.create_connection(lambda: proto, settings.host, settings.port, **tls)
 
     async def _handshake(self, proto: RespProtocol) -> None:
-        commands = handshake_commands(self.settings)
-        if not commands:
-            self.handshake_metadata = None
-            return
-        pack = self._pack
-        batch = Batch(proto.loop.create_future(), len(commands))
-        proto.enqueue(b"".join([pack(c) for c in commands]), batch, len(commands))
-        replies = await batch.future
-        for command, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, _RedisError):
-                raise with_node(reply, command[0], self.address)
-        self.handshake_metadata = replies[0] if self.settings.resp_version == 3 else None
+        commands = self._handshake_commands()
+        replies: list[Any] = []
+        if commands:
+            batch = Batch(proto.loop.create_future(), len(commands))
+            proto.enqueue(self._packed_many(commands), batch, len(commands))
+            replies = await batch.future
+        self._take_handshake(commands, replies)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -434,16 +379,3 @@ class AsyncConnection:
         self.close()
         if proto is not None:
             await asyncio.shield(proto.lost)
-
-
-def _tune_socket(transport: asyncio.Transport | None, settings: ConnectionSettings) -> None:
-    """TCP_NODELAY and keepalive, as the sync layer sets them (Unix sockets: nothing)."""
-    sock = None if transport is None else transport.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if settings.socket_keepalive:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        options = settings.socket_keepalive_options
-        for opt, val in _DEFAULT_KEEPALIVE if options is None else options:
-            sock.setsockopt(socket.IPPROTO_TCP, opt, val)

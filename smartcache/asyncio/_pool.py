@@ -17,11 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.exceptions as rx
-
 from smartcache.asyncio._connection import DEFAULT_MAX_IN_FLIGHT, AsyncConnection
-from smartcache.core.flow import Outcome, failed_attempt
-from smartcache.wire.pool_base import PoolBase
+from smartcache.core.flow import Outcome
+from smartcache.wire.pool_base import ATTEMPT_ERRORS, NET_ERRORS, PoolBase
 from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["AsyncConnectionPool", "run_batches"]
@@ -29,10 +27,8 @@ __all__ = ["AsyncConnectionPool", "run_batches"]
 #: background closes of pools whose node left the topology (kept referenced until done)
 _CLOSING: set[asyncio.Task[None]] = set()
 
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
-
-class AsyncConnectionPool(PoolBase):
+class AsyncConnectionPool(PoolBase[AsyncConnection]):
     """The connections of one node for one event loop.
 
     ``max_connections`` bounds the *dedicated* connections (``None``: unbounded); the
@@ -52,8 +48,6 @@ class AsyncConnectionPool(PoolBase):
         super().__init__(settings, max_connections, timeout)
         self.max_in_flight = max_in_flight
         self._shared: AsyncConnection | None = None
-        self._idle: deque[AsyncConnection] = deque()
-        self._in_use = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def __aenter__(self) -> AsyncConnectionPool:
@@ -98,13 +92,8 @@ class AsyncConnectionPool(PoolBase):
         loop = asyncio.get_running_loop()
         deadline = None if self.timeout is None else loop.time() + self.timeout
         while True:
-            self._check_open()
-            if self._idle:
-                conn = self._idle.pop()
-                break
-            limit = self.max_connections
-            if limit is None or self._in_use < limit:
-                conn = AsyncConnection(self.settings)
+            claimed = self._claim()
+            if claimed is not False:
                 break
             if deadline is not None and loop.time() >= deadline:
                 raise self._exhausted("dedicated connections")
@@ -119,7 +108,7 @@ class AsyncConnectionPool(PoolBase):
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # pass on the slot this task will not take
                 raise
-        self._in_use += 1
+        conn = AsyncConnection(self.settings) if claimed is None else claimed
         try:
             await conn.connect()
         except BaseException:
@@ -204,17 +193,13 @@ class AsyncConnectionPool(PoolBase):
         (``WAIT`` blocks the connection it runs on), the reply then being ``(reply, then's
         reply)``, with the read timeout grown by ``then_timeout`` seconds.
         """
-        address = self.settings.address
         try:
             if then is not None:
                 async with self.dedicated() as conn:
                     timeout = conn.timeout
                     if timeout is not None and then_timeout:
                         conn.settimeout(timeout + then_timeout)
-                    reply, follow = await conn.execute_many([args, then])
-                    if isinstance(reply, rx.RedisError):
-                        return failed_attempt(reply, address)
-                    return Outcome(reply=(reply, follow))
+                    return self._settle_followed(await conn.execute_many([args, then]))
             if blocking or undecoded or dedicated:
                 async with self.dedicated() as conn:
                     if asking:
@@ -227,13 +212,11 @@ class AsyncConnectionPool(PoolBase):
                         reply = await conn.execute(*args)
             elif asking:
                 reply = (await self.connection.execute_many([("ASKING",), args]))[1]
-                if isinstance(reply, rx.RedisError):
-                    return failed_attempt(reply, address)
             else:
                 reply = await self.connection.execute(*args)
-        except (rx.ResponseError, *_NET) as exc:
-            return failed_attempt(exc, address)
-        return Outcome(reply=reply)
+        except ATTEMPT_ERRORS as exc:
+            return self._failed(exc)
+        return self._settle(reply)
 
     def _wake_one(self) -> None:
         waiters = self._waiters
@@ -250,9 +233,7 @@ class AsyncConnectionPool(PoolBase):
 
         Dedicated connections in use are closed when released; waiters get an error.
         """
-        self._closed = True
-        conns = list(self._idle)
-        self._idle.clear()
+        conns = self._close_idle()
         if self._shared is not None:
             conns.append(self._shared)
             self._shared = None
@@ -277,7 +258,7 @@ async def run_batches(
     async def one(pool: AsyncConnectionPool, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         try:
             return await pool.connection.execute_many(commands)
-        except _NET as exc:
+        except NET_ERRORS as exc:
             return [exc] * len(commands)
 
     return list(await asyncio.gather(*(one(pool, commands) for pool, commands in batches)))

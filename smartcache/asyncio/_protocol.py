@@ -33,6 +33,7 @@ import hiredis
 import redis.exceptions as rx
 
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
+from smartcache.wire.connection_base import NOT_ENOUGH
 
 if TYPE_CHECKING:
     from collections import deque
@@ -57,8 +58,6 @@ class _Conn(Protocol):
     def _on_broken(self, proto: RespProtocol) -> None: ...
 
 
-#: What ``Reader.gets()`` returns while a reply is incomplete (``False``/``None`` are replies).
-NOT_ENOUGH: Final = object()
 _Push: Final = hiredis.PushNotification
 _RedisError: Final = rx.RedisError
 _INF: Final = math.inf

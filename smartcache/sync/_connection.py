@@ -22,23 +22,21 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 import hiredis
 import redis.exceptions as rx
 
 from smartcache.exceptions import SmartConnectionError, SmartTimeoutError
-from smartcache.wire.errors import parse_error, with_node
-from smartcache.wire.handshake import handshake_commands
-from smartcache.wire.packing import Undecoded, pack_command, packer_for
+from smartcache.wire.connection_base import NOT_ENOUGH, ConnectionBase, raise_connect_error
+from smartcache.wire.packing import Undecoded, pack_command
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.sockets import open_socket, set_timeout
 
 __all__ = ["STALE_CHECK_AFTER", "Connection", "current_pid"]
 
-#: What ``Reader.gets()`` returns while a reply is incomplete (``False``/``None`` are replies).
-_NOT_ENOUGH: Final = object()
+_NOT_ENOUGH: Final = NOT_ENOUGH
 _Push: Final = hiredis.PushNotification
 _RedisError: Final = rx.RedisError
 
@@ -62,55 +60,26 @@ def current_pid() -> int:
 STALE_CHECK_AFTER: Final = 1.0
 
 
-class Connection:
+class Connection(ConnectionBase):
     """A connection to one node. Not thread-safe: one user at a time (the pool sees to it).
 
     Connects lazily on first use, or explicitly with :meth:`connect`. After any
     transport error the connection is closed; using it again reconnects.
     """
 
-    __slots__ = (
-        "_buf",
-        "_pack",
-        "_reader",
-        "_sock",
-        "address",
-        "handshake_metadata",
-        "last_used",
-        "pid",
-        "push_handler",
-        "settings",
-    )
+    __slots__ = ("_buf", "_reader", "_sock", "last_used", "pid")
 
     def __init__(self, settings: ConnectionSettings) -> None:
-        self.settings = settings
-        #: ``host:port`` (or the Unix socket path), used in every error message
-        self.address = settings.address
+        super().__init__(settings)
         #: the process that opened the socket (0 before connect); a pool drops others
         self.pid = 0
         #: ``time.monotonic()`` at connect, last health check, or last pool release
         self.last_used = 0.0
-        #: the ``HELLO`` reply (RESP3), else ``None``
-        self.handshake_metadata: Any = None
-        #: called with each RESP3 push message read while waiting for a reply; when
-        #: ``None``, pushes are dropped (as redis-py does outside pub/sub)
-        self.push_handler: Callable[[list[Any]], None] | None = None
         self._sock: socket.socket | None = None
         self._reader: hiredis.Reader | None = None
         self._buf = bytearray(settings.socket_read_size)
-        self._pack = packer_for(settings)
 
     # -- state ----------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The node's host name or address."""
-        return self.settings.host
-
-    @property
-    def port(self) -> int:
-        """The node's port."""
-        return self.settings.port
 
     def fileno(self) -> int:
         """The socket's file descriptor (for ``select``/``poll`` over many connections); -1
@@ -121,10 +90,6 @@ class Connection:
     def is_connected(self) -> bool:
         """True while a socket is open (it may still have been closed by the server)."""
         return self._sock is not None
-
-    def __repr__(self) -> str:
-        state = "connected" if self._sock is not None else "disconnected"
-        return f"<Connection {self.address} db={self.settings.db} {state}>"
 
     def __enter__(self) -> Connection:
         return self
@@ -143,28 +108,11 @@ class Connection:
         """
         if self._sock is not None:
             return
-        settings = self.settings
         try:
-            sock = open_socket(settings)
-        except TimeoutError:
-            raise SmartTimeoutError(
-                f"timed out connecting to {self.address}", node=self.address, request_sent=False
-            ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise SmartConnectionError(
-                f"cannot connect to {self.address}: {reason}",
-                node=self.address,
-                request_sent=False,
-            ) from exc
-        reader_options: dict[str, Any] = {
-            "replyError": parse_error,
-            "notEnoughData": _NOT_ENOUGH,
-            "errors": settings.encoding_errors,
-        }
-        if settings.decode_responses:
-            reader_options["encoding"] = settings.encoding
-        self._reader = hiredis.Reader(**reader_options)
+            sock = open_socket(self.settings)
+        except OSError as exc:  # TimeoutError too
+            raise_connect_error(exc, self.address)
+        self._reader = self._new_reader()
         self._sock = sock
         self.pid = os.getpid()
         try:
@@ -178,19 +126,9 @@ class Connection:
             raise
         self.last_used = time.monotonic()
 
-    def _handshake_commands(self) -> list[tuple[Any, ...]]:
-        return handshake_commands(self.settings)
-
     def _handshake(self) -> None:
         commands = self._handshake_commands()
-        if not commands:
-            return
-        replies = self.execute_many(commands)
-        for command, reply in zip(commands, replies, strict=True):
-            if isinstance(reply, _RedisError):
-                raise with_node(reply, command[0], self.address)
-        if self.settings.resp_version == 3:
-            self.handshake_metadata = replies[0]
+        self._take_handshake(commands, self.execute_many(commands) if commands else [])
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -210,24 +148,15 @@ class Connection:
 
     def send_command(self, *args: Any) -> None:
         """Pack and write one command; read its reply later with :meth:`read_response`."""
-        try:
-            data = self._pack(args)
-        except TypeError:  # a type hiredis refuses: redis-py's rule decides
-            data = pack_command(args)
-        self.send_packed(data)
+        self.send_packed(self._packed(args))
 
     #: the asyncio twin's name for it (pub/sub sends and reads the replies as they come)
     send = send_command
 
     def send_many(self, commands: Sequence[Sequence[Any]]) -> int:
         """Pack and write several commands in one ``sendall``; return how many were sent."""
-        pack = self._pack
-        try:
-            chunks = [pack(tuple(args)) for args in commands]
-        except TypeError:  # a type hiredis refuses: redis-py's rule decides
-            chunks = [pack_command(args) for args in commands]
-        self.send_packed(b"".join(chunks))
-        return len(chunks)
+        self.send_packed(self._packed_many(commands))
+        return len(commands)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -269,12 +198,11 @@ class Connection:
         reader = self._reader
         if not self.settings.decode_responses or reader is None:
             return self.read_raw()
-        reader.set_encoding(None)
-        try:
+        with self._undecoded(reader):
             return self.read_raw()
-        finally:
-            if self._reader is reader:
-                reader.set_encoding(self.settings.encoding, self.settings.encoding_errors)
+
+    def _current_reader(self) -> hiredis.Reader | None:
+        return self._reader
 
     def read_for(self, args: Sequence[Any]) -> Any:
         """The reply to ``args``: :meth:`read_undecoded` for an :class:`Undecoded` command,

@@ -12,20 +12,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import redis.exceptions as rx
-
-from smartcache.core.flow import Outcome, failed_attempt
+from smartcache.core.flow import Outcome
 from smartcache.sync._connection import Connection, current_pid
-from smartcache.wire.pool_base import PoolBase
+from smartcache.wire.pool_base import ATTEMPT_ERRORS, PoolBase
+from smartcache.wire.pool_base import NET_ERRORS as _NET
 from smartcache.wire.settings import ConnectionSettings
 
 __all__ = ["ConnectionPool", "SingleConnectionPool", "run_batches"]
-
-_NET = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 # Guards the one-time reset of a pool in a forked child. Re-created in every child, so
 # it can never be inherited in a locked state from a parent thread.
@@ -40,28 +36,18 @@ def _reinit_fork_lock() -> None:
 os.register_at_fork(after_in_child=_reinit_fork_lock)
 
 
-class ConnectionPool(PoolBase):
+class ConnectionPool(PoolBase[Connection]):
     """Idle connections to one node, handed out most-recently-used first.
 
     ``max_connections=None`` means unbounded. ``timeout`` is how long :meth:`get` waits
     for a connection when the bound is reached (``None``: forever, ``0``: not at all).
     """
 
-    def __init__(
-        self,
-        settings: ConnectionSettings,
-        max_connections: int | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        super().__init__(settings, max_connections, timeout)
-        self._reset()
-
     def _reset(self) -> None:
+        super()._reset()
         self._pid = current_pid()
         self._lock = threading.Lock()
         self._available = threading.Condition(self._lock)
-        self._idle: deque[Connection] = deque()
-        self._in_use = 0
         self._waiting = 0
 
     def __enter__(self) -> ConnectionPool:
@@ -100,16 +86,10 @@ class ConnectionPool(PoolBase):
         if conn is None:
             conn = self._reserve()
             if conn is None:
-                return self._open_new()
+                return self._connected(Connection(self.settings))
         if conn.is_healthy():
             return conn
-        # is_healthy() closed it; keep the slot and connect afresh.
-        try:
-            conn.connect()
-        except BaseException:
-            self._give_back_slot()
-            raise
-        return conn
+        return self._connected(conn)  # is_healthy() closed it: keep the slot, reconnect
 
     get_connection = get
 
@@ -118,14 +98,9 @@ class ConnectionPool(PoolBase):
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._lock:
             while True:
-                self._check_open()
-                if self._idle:
-                    self._in_use += 1
-                    return self._idle.pop()
-                limit = self.max_connections
-                if limit is None or self._in_use < limit:
-                    self._in_use += 1
-                    return None
+                claimed = self._claim()
+                if claimed is not False:
+                    return claimed
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise self._exhausted("connections")
@@ -135,8 +110,8 @@ class ConnectionPool(PoolBase):
                 finally:
                     self._waiting -= 1
 
-    def _open_new(self) -> Connection:
-        conn = Connection(self.settings)
+    def _connected(self, conn: Connection) -> Connection:
+        """``conn`` connected, in a slot already taken (given back if connecting fails)."""
         try:
             conn.connect()
         except BaseException:
@@ -222,15 +197,14 @@ class ConnectionPool(PoolBase):
         :meth:`AsyncConnectionPool.attempt
         <smartcache.asyncio._pool.AsyncConnectionPool.attempt>`.
         """
-        address = self.settings.address
         try:
             conn = self.get()
         except _NET as exc:  # full pool, or connecting failed: nothing was written
-            return Outcome(error=exc, sent=False, address=address)
+            return Outcome(error=exc, sent=False, address=self.settings.address)
         try:
             if then is not None:
-                reply = _with_follower(conn, args, then, then_timeout)
-            elif asking and not undecoded:
+                return self._settle_followed(_with_follower(conn, args, then, then_timeout))
+            if asking and not undecoded:
                 reply = conn.execute_many([("ASKING",), args])[1]
             else:
                 if asking:
@@ -242,13 +216,11 @@ class ConnectionPool(PoolBase):
                 else:
                     conn.send_command(*args)
                     reply = conn.read_raw()
-        except (rx.ResponseError, *_NET) as exc:
-            return failed_attempt(exc, address)
+        except ATTEMPT_ERRORS as exc:
+            return self._failed(exc)
         finally:
             self.release(conn)
-        if isinstance(reply, rx.RedisError):
-            return failed_attempt(reply, address)
-        return Outcome(reply=reply)
+        return self._settle(reply)
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -256,9 +228,7 @@ class ConnectionPool(PoolBase):
         """Close every idle connection and refuse new ones; in-use ones close on release."""
         self._check_pid()
         with self._lock:
-            self._closed = True
-            idle = list(self._idle)
-            self._idle.clear()
+            idle = self._close_idle()
             self._available.notify_all()
         for conn in idle:
             conn.close()
@@ -317,17 +287,17 @@ class SingleConnectionPool(ConnectionPool):
 
 def _with_follower(
     conn: Connection, args: tuple[Any, ...], then: tuple[Any, ...], extra: float
-) -> Any:
-    """``args`` then ``then`` in one write; ``(reply, then's reply)``, or the error reply."""
+) -> list[Any]:
+    """``args`` then ``then`` in one write, with the read timeout grown by ``extra``
+    seconds; both replies."""
     timeout = conn.settings.socket_timeout
     if timeout is not None and extra:
         conn.settimeout(timeout + extra)
     try:
-        reply, follow = conn.execute_many([args, then])
+        return conn.execute_many([args, then])
     finally:
         if timeout is not None and extra and conn.is_connected:
             conn.settimeout(timeout)
-    return reply if isinstance(reply, rx.RedisError) else (reply, follow)
 
 
 def run_batches(

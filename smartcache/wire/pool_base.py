@@ -7,23 +7,33 @@ connections of one node, bounded by ``max_connections``, waited for up to ``time
 
 from __future__ import annotations
 
-from typing import Any, Self
+from collections import deque
+from typing import Any, Final, Generic, Literal, Self, TypeVar
 
+import redis.exceptions as rx
+
+from smartcache.core.flow import Outcome, failed_attempt
+from smartcache.core.pipeline import TRANSPORT_ERRORS
 from smartcache.exceptions import ConfigurationError, PoolExhaustedError, SmartConnectionError
 from smartcache.wire.settings import POOL_KWARGS, ConnectionSettings
 
-__all__ = ["PoolBase"]
+__all__ = ["ATTEMPT_ERRORS", "NET_ERRORS", "PoolBase"]
+
+#: What a failed connection or transport raises (full pool, refused, lost, timed out).
+NET_ERRORS: Final = TRANSPORT_ERRORS
+#: What an attempt turns into an :class:`~smartcache.core.flow.Outcome` instead of raising:
+#: the transport errors and the error replies (raised by the asyncio connections).
+ATTEMPT_ERRORS: Final = (rx.ResponseError, *TRANSPORT_ERRORS)
+
+C = TypeVar("C")
 
 
-class PoolBase:
-    """The options and surface of a pool of connections to one node.
+class PoolBase(Generic[C]):
+    """The options, surface and slot bookkeeping of a pool of connections ``C`` to one node.
 
     ``max_connections=None`` means unbounded. ``timeout`` is how long a caller waits for a
     connection when the bound is reached (``None``: forever, ``0``: not at all).
     """
-
-    _idle: Any  # the idle connections (a deque), kept by the pool
-    _in_use: int
 
     def __init__(
         self,
@@ -39,6 +49,14 @@ class PoolBase:
         self.max_connections = max_connections
         self.timeout = timeout
         self._closed = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Start with no connection: none idle, none in use (again in a forked child)."""
+        #: the idle connections, the most recently used last
+        self._idle: deque[C] = deque()
+        #: connections handed out and not released (their slots are taken)
+        self._in_use = 0
 
     @classmethod
     def from_redis_kwargs(cls, **kwargs: Any) -> Self:
@@ -80,3 +98,47 @@ class PoolBase:
             f"for {self.timeout} s; raise max_connections or release connections",
             node=self.settings.address,
         )
+
+    # -- slots ----------------------------------------------------------------------------
+
+    def _claim(self) -> C | Literal[False] | None:
+        """Take a slot if one is free (the caller holds the pool's lock, if any): an idle
+        connection (LIFO), ``None`` when a new one may be opened, ``False`` when every
+        slot is taken (the caller waits). Raises when the pool is closed."""
+        self._check_open()
+        if self._idle:
+            self._in_use += 1
+            return self._idle.pop()
+        limit = self.max_connections
+        if limit is None or self._in_use < limit:
+            self._in_use += 1
+            return None
+        return False
+
+    def _close_idle(self) -> list[C]:
+        """Mark the pool closed and hand back its idle connections, for the caller to close
+        (in-use ones are closed when released)."""
+        self._closed = True
+        idle = list(self._idle)
+        self._idle.clear()
+        return idle
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    def _settle(self, reply: Any) -> Outcome:
+        """The outcome of an attempt that got ``reply`` (an error reply fails it)."""
+        if isinstance(reply, rx.RedisError):
+            return failed_attempt(reply, self.settings.address)
+        return Outcome(reply=reply)
+
+    def _settle_followed(self, replies: list[Any]) -> Outcome:
+        """The outcome of a command followed by another (``then``): ``(reply, then's
+        reply)``, or the command's error reply."""
+        reply, follow = replies
+        if isinstance(reply, rx.RedisError):
+            return failed_attempt(reply, self.settings.address)
+        return Outcome(reply=(reply, follow))
+
+    def _failed(self, error: BaseException) -> Outcome:
+        """The outcome of an attempt that raised ``error`` (one of :data:`ATTEMPT_ERRORS`)."""
+        return failed_attempt(error, self.settings.address)

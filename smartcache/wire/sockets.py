@@ -13,7 +13,7 @@ from typing import Final
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.tls import client_ssl_context
 
-__all__ = ["open_socket", "set_timeout"]
+__all__ = ["open_socket", "set_timeout", "tune_socket"]
 
 #: redis-py's default TCP keepalive tuning (``redis._defaults``), applied when
 #: ``socket_keepalive`` is on and no ``socket_keepalive_options`` are given.
@@ -62,12 +62,7 @@ def _open_tcp(settings: ConnectionSettings) -> socket.socket:
     ):
         sock = socket.socket(family, kind, proto)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if settings.socket_keepalive:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                options = settings.socket_keepalive_options
-                for opt, val in _DEFAULT_KEEPALIVE if options is None else options:
-                    sock.setsockopt(socket.IPPROTO_TCP, opt, val)
+            tune_socket(sock, settings)
             sock.settimeout(settings.socket_connect_timeout)
             sock.connect(sockaddr)
         except OSError as exc:
@@ -79,6 +74,20 @@ def _open_tcp(settings: ConnectionSettings) -> socket.socket:
             raise
         return sock
     raise error or OSError(f"no address found for {settings.host}")
+
+
+def tune_socket(sock: socket.socket | None, settings: ConnectionSettings) -> None:
+    """``TCP_NODELAY``, and keepalive as redis-py sets it, on a TCP socket (the sync
+    connections before connecting, the asyncio ones on their transport's socket); nothing
+    on a Unix socket or ``None``."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if settings.socket_keepalive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        options = settings.socket_keepalive_options
+        for opt, val in _DEFAULT_KEEPALIVE if options is None else options:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, val)
 
 
 def set_timeout(sock: socket.socket, timeout: float | None) -> None:
