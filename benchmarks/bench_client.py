@@ -12,8 +12,11 @@ Cases (a real 3-primary cluster and a standalone server, started here):
 
 Each round times both clients back to back (interleaved, so background noise hits both);
 the reported ratio is the median of the per-round ratios, throughput the best round.
-On a machine with 2+ CPUs the servers are pinned to one CPU and this process to another,
-so the client's own cost is what differs between the columns (``--no-pin`` to skip).
+On a machine with 2+ CPUs the servers and this process are pinned to one and the same
+CPU, as in ``wire_bench.py``: on small VMs a cross-CPU wake-up costs more than a round trip
+and varies wildly from run to run, which would drown the client-side difference
+(``--no-pin`` to skip). Server time is then part of every column, which lowers the
+ratios against ``redis.Redis`` compared with an unpinned run on an idle machine.
 """
 
 from __future__ import annotations
