@@ -208,7 +208,10 @@ def test_resharding_under_mixed_load_follows_every_redirect(
 ) -> None:
     """1,000 slots move while GET/SET, pipelines, transactions and MGET run: no MOVED or
     ASK reaches the application (transactions did not follow them)."""
-    cluster = redis_topologies.cluster(primaries=3, replicas=1)
+    # No failover belongs in this test: a long node timeout keeps a machine under load from
+    # failing a primary over in the middle of the migration (seen once with four test runs
+    # in parallel on two CPUs: the source had lost its slots before they were moved).
+    cluster = redis_topologies.cluster(primaries=3, replicas=1, node_timeout_ms=10_000)
     source, target, _ = cluster.primaries()
     moving = set(cluster.slots_of(source)[:1000])
     keys = [k for k in (f"mx:{i}" for i in range(10**6)) if key_slot(k) in moving][:1600]
