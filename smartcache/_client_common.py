@@ -16,8 +16,15 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
-from smartcache._redis_surface import SETTINGS_FIELDS, take_over_pool
+from smartcache._near import NearRuntime, near_config_from
+from smartcache._redis_surface import (
+    EMPTY_RESPONSE,
+    NEVER_DECODE,
+    SETTINGS_FIELDS,
+    take_over_pool,
+)
 from smartcache.core.commands import CommandTable
+from smartcache.core.nearcache import cacheable_commands
 from smartcache.core.node_choice import READ_FROM
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.sentinel import parse_sentinel_url
@@ -35,6 +42,10 @@ WAIT_ON_CLUSTER = (
 )
 
 # Commands that may block; on a single node they run without a read timeout.
+#: ``execute_command`` options that send a read past the near cache (raw replies, a
+#: fallback value, an explicit node)
+NEAR_UNSUITED = frozenset({EMPTY_RESPONSE, NEVER_DECODE, "target_nodes"})
+
 BLOCKING = frozenset(
     {
         "BLPOP",
@@ -87,6 +98,13 @@ class ClientCommon:
         host, port, max_connections = a["host"], a["port"], a["max_connections"]
         #: the arguments again, for ``client()`` (never shown: they may hold secrets)
         self._given = {k: v for k, v in a.items() if k != "connection_pool"} | kwargs
+        #: the near cache's settings (``near_cache=``, or redis-py's ``cache_config=`` /
+        #: ``cache=``); the client builds its runtime from it
+        self._near_config = near_config_from(
+            kwargs.pop("near_cache", None),
+            kwargs.pop("cache", None),
+            kwargs.pop("cache_config", None),
+        )
         value = kwargs.pop("single_connection_client", False)
         if value not in (True, False, None, 0, 1):
             raise ConfigurationError(f"single_connection_client must be a bool, got {value!r}")
@@ -194,6 +212,64 @@ class ClientCommon:
             self._settings.decode_responses,
         )
         self._table = CommandTable.fallback()
+
+    # -- near cache -----------------------------------------------------------------------
+    _near: NearRuntime | None
+    _sentinel: Any
+    _pool: Any
+
+    @property
+    def near_cache(self) -> NearRuntime | None:
+        """The near cache (``stats()``, ``clear()``, ``bypass()``), or ``None`` when the
+        client was made without ``near_cache=``."""
+        return self._near
+
+    def get_cache(self) -> NearRuntime | None:
+        """The near cache, or ``None`` (redis-py's name for its client-side cache)."""
+        return self._near
+
+    def _near_owner(self, slot: int) -> object:
+        """What serves ``slot`` now (a pool): the slot's primary, the Sentinel primary, the
+        server. A kept reply is served only while its owner is still this."""
+        cluster = self._cluster
+        if cluster is not None:
+            return cluster.slot_pools[slot]
+        sentinel = self._sentinel
+        if sentinel is not None:
+            return sentinel.current_pool
+        return self._pool
+
+    def _near_route(self, key: Any) -> tuple[int, Any]:
+        """The slot (-1 off a cluster) and the pool a near-cache miss of ``key`` reads
+        from, or ``None`` for the pool when the ordinary path must run it (no primary
+        known yet, a refresh pending, a suspect node)."""
+        cluster = self._cluster
+        if cluster is None:
+            return -1, self._near_owner(-1)
+        slot = cluster.slot_of(key)
+        if cluster.refresh_pending or cluster.suspects:
+            return slot, None
+        return slot, cluster.slot_pools[slot]
+
+    def _near_adopt(self, near: NearRuntime, reply: Any) -> None:
+        """Settle which commands the near cache serves from the server's ``COMMAND INFO``
+        reply for :data:`~smartcache.core.nearcache.CACHEABLE` (an error: the static table)."""
+        names = sorted(near.config.wanted())
+        readonly: dict[str, bool | None] = {}
+        if isinstance(reply, list) and len(reply) == len(names):
+            for name, info in zip(names, reply, strict=True):
+                if not isinstance(info, list | tuple) or len(info) < 3:
+                    readonly[name] = None
+                    continue
+                flags = {f.decode() if isinstance(f, bytes) else str(f) for f in info[2]}
+                readonly[name] = "readonly" in flags
+        else:
+            for name in names:
+                spec = self._table.get(name)
+                readonly[name] = None if spec is None else spec.readonly
+        near.commands = cacheable_commands(readonly.get)
+        near.keep_missing = self._cluster is None
+        near.ready = True
 
     @staticmethod
     def _sentinel_settings(sentinel_kwargs: dict[str, Any] | None) -> ConnectionSettings:

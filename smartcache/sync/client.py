@@ -20,7 +20,10 @@ import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
 from smartcache._client_common import BLOCKING as _BLOCKING
+from smartcache._client_common import NEAR_UNSUITED
 from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache._near import MISS, NearRuntime
+from smartcache._near import bypassed as _bypassed
 from smartcache._redis_surface import (
     ClusterManagement,
 )
@@ -28,6 +31,7 @@ from smartcache._scripts import PipelineAwareScript
 from smartcache.core.commands import (
     CommandTable,
 )
+from smartcache.core.fanout import parse_each
 from smartcache.core.flow import (
     failed_attempt,
 )
@@ -42,6 +46,7 @@ from smartcache.sync._client_base import ClientBase
 from smartcache.sync._cluster import ClusterRouter, ClusterState
 from smartcache.sync._connection import Connection
 from smartcache.sync._monitor import Monitor
+from smartcache.sync._near_io import ThreadWorld, connect_channel
 from smartcache.sync._pipeline import Pipeline
 from smartcache.sync._pool import ConnectionPool, SingleConnectionPool
 from smartcache.sync._pubsub import PubSub
@@ -112,6 +117,12 @@ class SmartClient(
         **kwargs: Any,
     ) -> None:
         self._take_arguments(locals())
+        config = self._near_config
+        self._near = (
+            None
+            if config is None
+            else NearRuntime(config, ThreadWorld(), self._encoder.encode, self._near_owner)
+        )
         self._refresher: _PeriodicRefresh | None = None
         #: held while a command uses the one connection (redis-py's attribute of this name)
         self.single_connection_lock = threading.RLock()
@@ -249,6 +260,8 @@ class SmartClient(
         """Close every connection (on a server or cluster the client stays usable; a
         Sentinel client stops following the sentinels)."""
         self._closed = True
+        if self._near is not None:
+            self._near.close()
         if self._refresher is not None:
             self._refresher.stop()
         self._drop_connections()
@@ -294,14 +307,12 @@ class SmartClient(
         address = None if target_node is None else str(getattr(target_node, "name", target_node))
         return Monitor(lambda: self._new_dedicated_connection(address), self._encoder)
 
-    def get_cache(self) -> None:
-        """``None``: smartcache has no client-side cache (``cache=`` is refused), as
-        ``redis.Redis.get_cache`` without one."""
-        return
-
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
+        near = self._near
+        if near is not None and args[0] in near.commands and not _bypassed():
+            return self._near_read(args, options)
         if options:
             options.pop("keys", None)  # redis-py's client-side-cache hint
             if options:
@@ -348,6 +359,56 @@ class SmartClient(
                 pool.release(conn)
         callback = self.response_callbacks.get(name)
         return callback(reply) if callback is not None else reply
+
+    def _near_read(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A cacheable read with the near cache on: a kept reply, or a tracked read that
+        may be kept (:mod:`smartcache._near`); anything unusual takes the ordinary path."""
+        near = self._near
+        assert near is not None
+        if options:
+            options.pop("keys", None)
+            if NEAR_UNSUITED.intersection(options):
+                return self._execute_slow(args, options)
+        value = near.get(args)
+        if value is MISS and len(args) > 1:
+            if not near.ready:
+                self._near_adopt(near, self._near_command_info(near))
+                if args[0] not in near.commands:
+                    return self._execute_slow(args, options)
+            value = self._near_fetch(near, args)
+            if value is MISS:
+                return self._execute_slow(args, options)
+        return parse_each(value, self.response_callbacks.get(args[0]), options)
+
+    def _near_command_info(self, near: NearRuntime) -> Any:
+        try:
+            return self._execute_routed(("COMMAND", "INFO", *sorted(near.config.wanted())))
+        except (rx.ResponseError, *_NET) as exc:
+            return exc
+
+    def _near_fetch(self, near: NearRuntime, args: tuple[Any, ...]) -> Any:
+        slot, pool = self._near_route(args[1])
+        if pool is None:
+            return MISS
+        channel = near.channel(pool.settings)
+        if channel is None:
+            try:
+                channel = connect_channel(near, near.new_channel(pool.settings))
+            except (rx.RedisError, OSError):
+                return MISS  # the ordinary path reports what is wrong with the node
+        conn = pool.get()
+        try:
+            plan = near.prepare(args, pool, slot, channel, conn)
+            if plan is None:
+                return MISS
+            try:
+                replies = conn.execute_many(plan.commands)
+            except (rx.ResponseError, *_NET):
+                near.abandon(plan)
+                return MISS
+        finally:
+            pool.release(conn)
+        return near.complete(plan, replies)
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses

@@ -49,7 +49,15 @@ def raise_connect_error(exc: OSError, address: str) -> NoReturn:
 class ConnectionBase:
     """The fields and world-free steps of a connection to one node (see the module)."""
 
-    __slots__ = ("_pack", "address", "handshake_metadata", "push_handler", "settings")
+    __slots__ = (
+        "_pack",
+        "address",
+        "connects",
+        "handshake_metadata",
+        "near_tracking",
+        "push_handler",
+        "settings",
+    )
 
     #: called with each RESP3 push message (the asyncio connection also gives it replies
     #: no command waits for: RESP2 pub/sub); when ``None`` pushes are dropped
@@ -63,6 +71,12 @@ class ConnectionBase:
         self.handshake_metadata: Any = None
         self.push_handler = None
         self._pack = packer_for(settings)
+        #: how many handshakes this connection has run (each reconnect is one more): a near
+        #: cache keeps a reply only if no reconnect came between its request and reply
+        self.connects = 0
+        #: the near cache's tracking channel this socket tracks for (see
+        #: :mod:`smartcache._near`); ``None`` after every (re)connect
+        self.near_tracking: object = None
 
     # -- state ----------------------------------------------------------------------------
 
@@ -140,6 +154,8 @@ class ConnectionBase:
     def _take_handshake(self, commands: Sequence[tuple[Any, ...]], replies: list[Any]) -> None:
         """Check the handshake's replies (an error reply is raised, naming the node and the
         command) and keep the ``HELLO`` reply (RESP3) as :attr:`handshake_metadata`."""
+        self.connects += 1
+        self.near_tracking = None
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(reply, rx.RedisError):
                 raise with_node(reply, command[0], self.address)

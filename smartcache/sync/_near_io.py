@@ -1,0 +1,67 @@
+"""The sync client's side of the near cache: a daemon thread for the keep-alive.
+
+The sync client drains a tracking channel itself before each hit (see
+:mod:`smartcache._near`); the thread only PINGs quiet channels, declares silent ones lost
+and drains what piled up for entries nobody reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from smartcache._near import NearRuntime
+    from smartcache.wire.tracking import TrackingChannel
+
+__all__ = ["ThreadWorld", "connect_channel"]
+
+
+class ThreadWorld:
+    """Calls ``runtime.tick()`` every ``health_check_interval / 2`` from a daemon thread
+    (which holds the runtime weakly and ends with it or with :meth:`stop`)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, runtime: NearRuntime) -> None:
+        """Start the thread if it is not running."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+                return
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=_run,
+                args=(weakref.ref(runtime), runtime.config.health_check_interval / 2, self._stop),
+                name="smartcache-near-cache",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def watch(self, channel: TrackingChannel, runtime: NearRuntime) -> None:
+        """Nothing: the client drains before each hit, the thread at each tick."""
+
+    def unwatch(self, channel: TrackingChannel) -> None:
+        """Nothing to undo."""
+
+    def stop(self) -> None:
+        """Stop the thread (idempotent)."""
+        self._stop.set()
+
+
+def _run(ref: weakref.ref[NearRuntime], period: float, stop: threading.Event) -> None:
+    while not stop.wait(period):
+        runtime = ref()
+        if runtime is None:
+            return
+        runtime.tick()
+        del runtime
+
+
+def connect_channel(runtime: NearRuntime, channel: TrackingChannel) -> TrackingChannel:
+    """Connect ``channel`` and hand it to ``runtime`` (which may keep another one)."""
+    channel.connect(runtime.connect_commands)
+    return runtime.opened(channel)
