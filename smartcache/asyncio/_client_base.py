@@ -18,9 +18,16 @@ import redis.exceptions as rx
 from redis.asyncio.lock import Lock
 from redis.commands.helpers import list_or_args
 
-from smartcache._client_common import WAIT_ON_CLUSTER, ClientCommon, sentinel_url_kwargs
+from smartcache._client_common import (
+    NEAR_UNSUITED,
+    WAIT_ON_CLUSTER,
+    ClientCommon,
+    sentinel_url_kwargs,
+)
+from smartcache._near import MISS, NearRuntime
 from smartcache._redis_surface import EMPTY_RESPONSE, NEVER_DECODE, RedisSurface
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
+from smartcache.asyncio._near_io import connect_channel
 from smartcache.asyncio._sentinel import AsyncSentinelState
 from smartcache.asyncio._sentinel_exec import AsyncSentinelExecutor
 from smartcache.core.commands import normalize_command
@@ -300,6 +307,60 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
                 )
                 for item in data:
                     yield item
+
+    # -- the near cache ---------------------------------------------------------------------
+    async def _near_read(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A cacheable read with the near cache on: a kept reply, or a tracked read that
+        may be kept (:mod:`smartcache._near`); anything unusual takes the ordinary path."""
+        near = self._near
+        assert near is not None
+        if options:
+            options.pop("keys", None)
+            if NEAR_UNSUITED.intersection(options):
+                return await self._execute_slow(args, options)
+        value = near.get(args)
+        if value is MISS and len(args) > 1:
+            if not near.ready:
+                await self._ensure_ready()
+                self._near_adopt(near, await self._near_command_info(near))
+                if args[0] not in near.commands:
+                    return await self._execute_slow(args, options)
+            value = await self._near_fetch(near, args)
+            if value is MISS:
+                return await self._execute_slow(args, options)
+        return parse_each(value, self.response_callbacks.get(args[0]), options)
+
+    async def _near_command_info(self, near: NearRuntime) -> Any:
+        try:
+            return await self._execute_routed(("COMMAND", "INFO", *sorted(near.config.wanted())))
+        except (rx.ResponseError, *_NET) as exc:
+            return exc
+
+    async def _near_fetch(self, near: NearRuntime, args: tuple[Any, ...]) -> Any:
+        """A miss: one tracked round trip on the node that serves the key, or
+        :data:`~smartcache._near.MISS` for the ordinary path to run the command."""
+        slot, pool = self._near_route(args[1])
+        if pool is None:
+            return MISS
+        channel = near.channel(pool.settings)
+        if channel is None:
+            try:
+                channel = await connect_channel(near, near.new_channel(pool.settings))
+            except (rx.RedisError, OSError):
+                return MISS  # the ordinary path reports what is wrong with the node
+        conn = await pool.borrow()
+        try:
+            plan = near.prepare(args, pool, slot, channel, conn)
+            if plan is None:
+                return MISS
+            try:
+                replies = await conn.execute_many(plan.commands)
+            except (rx.ResponseError, *_NET):
+                near.abandon(plan)
+                return MISS
+        finally:
+            pool.give_back(conn)
+        return near.complete(plan, replies)
 
     # -- the general execution path ---------------------------------------------------------
     async def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:

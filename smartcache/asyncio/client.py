@@ -21,6 +21,8 @@ from redis.commands import AsyncCoreCommands, AsyncRedisModuleCommands, AsyncSen
 
 from smartcache._client_common import BLOCKING as _BLOCKING
 from smartcache._cluster_compat import ClusterNodesMixin
+from smartcache._near import NearRuntime
+from smartcache._near import bypassed as _bypassed
 from smartcache._redis_surface import (
     AsyncClusterManagement,
 )
@@ -29,6 +31,7 @@ from smartcache.asyncio._client_base import AsyncClientBase
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
 from smartcache.asyncio._connection import AsyncConnection
 from smartcache.asyncio._monitor import AsyncMonitor
+from smartcache.asyncio._near_io import LoopWorld
 from smartcache.asyncio._pipeline import AsyncPipeline
 from smartcache.asyncio._pool import AsyncConnectionPool
 from smartcache.asyncio._pubsub import AsyncPubSub
@@ -96,6 +99,12 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         **kwargs: Any,
     ) -> None:
         self._take_arguments(locals())
+        config = self._near_config
+        self._near = (
+            None
+            if config is None
+            else NearRuntime(config, LoopWorld(), self._encoder.encode, self._near_owner)
+        )
         self._refresher: asyncio.TimerHandle | None = None
         self.autopipeline = autopipeline
         self._max_in_flight = max_in_flight
@@ -270,6 +279,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
 
     async def aclose(self) -> None:
         """Close every connection."""
+        if self._near is not None:
+            self._near.close()
         if self._refresher is not None:
             self._refresher.cancel()
             self._refresher = None
@@ -287,6 +298,11 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     # -- execution --------------------------------------------------------------------------
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
+        near = self._near
+        if near is not None and args[0] in near.commands and not _bypassed():
+            if not self._initialized:
+                await self.initialize()
+            return await self._near_read(args, options)
         if options:
             options.pop("keys", None)
             if options:

@@ -18,7 +18,13 @@ import redis.exceptions as rx
 from redis.commands.helpers import list_or_args
 from redis.lock import Lock
 
-from smartcache._client_common import WAIT_ON_CLUSTER, ClientCommon, sentinel_url_kwargs
+from smartcache._client_common import (
+    NEAR_UNSUITED,
+    WAIT_ON_CLUSTER,
+    ClientCommon,
+    sentinel_url_kwargs,
+)
+from smartcache._near import MISS, NearRuntime
 from smartcache._redis_surface import EMPTY_RESPONSE, NEVER_DECODE, RedisSurface
 from smartcache.core.commands import normalize_command
 from smartcache.core.fanout import parse_each
@@ -28,6 +34,7 @@ from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.sync._cluster import ClusterRouter, ClusterState
+from smartcache.sync._near_io import connect_channel
 from smartcache.sync._sentinel import SentinelState
 from smartcache.sync._sentinel_exec import SentinelExecutor
 from smartcache.wire import ConnectionSettings
@@ -298,6 +305,60 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
                 )
                 for item in data:
                     yield item
+
+    # -- the near cache ---------------------------------------------------------------------
+    def _near_read(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """A cacheable read with the near cache on: a kept reply, or a tracked read that
+        may be kept (:mod:`smartcache._near`); anything unusual takes the ordinary path."""
+        near = self._near
+        assert near is not None
+        if options:
+            options.pop("keys", None)
+            if NEAR_UNSUITED.intersection(options):
+                return self._execute_slow(args, options)
+        value = near.get(args)
+        if value is MISS and len(args) > 1:
+            if not near.ready:
+                self._ensure_ready()
+                self._near_adopt(near, self._near_command_info(near))
+                if args[0] not in near.commands:
+                    return self._execute_slow(args, options)
+            value = self._near_fetch(near, args)
+            if value is MISS:
+                return self._execute_slow(args, options)
+        return parse_each(value, self.response_callbacks.get(args[0]), options)
+
+    def _near_command_info(self, near: NearRuntime) -> Any:
+        try:
+            return self._execute_routed(("COMMAND", "INFO", *sorted(near.config.wanted())))
+        except (rx.ResponseError, *_NET) as exc:
+            return exc
+
+    def _near_fetch(self, near: NearRuntime, args: tuple[Any, ...]) -> Any:
+        """A miss: one tracked round trip on the node that serves the key, or
+        :data:`~smartcache._near.MISS` for the ordinary path to run the command."""
+        slot, pool = self._near_route(args[1])
+        if pool is None:
+            return MISS
+        channel = near.channel(pool.settings)
+        if channel is None:
+            try:
+                channel = connect_channel(near, near.new_channel(pool.settings))
+            except (rx.RedisError, OSError):
+                return MISS  # the ordinary path reports what is wrong with the node
+        conn = pool.borrow()
+        try:
+            plan = near.prepare(args, pool, slot, channel, conn)
+            if plan is None:
+                return MISS
+            try:
+                replies = conn.execute_many(plan.commands)
+            except (rx.ResponseError, *_NET):
+                near.abandon(plan)
+                return MISS
+        finally:
+            pool.give_back(conn)
+        return near.complete(plan, replies)
 
     # -- the general execution path ---------------------------------------------------------
     def _execute_slow(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:

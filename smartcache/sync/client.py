@@ -20,9 +20,8 @@ import redis.exceptions as rx
 from redis.commands import CoreCommands, RedisModuleCommands, SentinelCommands
 
 from smartcache._client_common import BLOCKING as _BLOCKING
-from smartcache._client_common import NEAR_UNSUITED
 from smartcache._cluster_compat import ClusterNodesMixin
-from smartcache._near import MISS, NearRuntime
+from smartcache._near import NearRuntime
 from smartcache._near import bypassed as _bypassed
 from smartcache._redis_surface import (
     ClusterManagement,
@@ -31,7 +30,6 @@ from smartcache._scripts import PipelineAwareScript
 from smartcache.core.commands import (
     CommandTable,
 )
-from smartcache.core.fanout import parse_each
 from smartcache.core.flow import (
     failed_attempt,
 )
@@ -46,7 +44,7 @@ from smartcache.sync._client_base import ClientBase
 from smartcache.sync._cluster import ClusterRouter, ClusterState
 from smartcache.sync._connection import Connection
 from smartcache.sync._monitor import Monitor
-from smartcache.sync._near_io import ThreadWorld, connect_channel
+from smartcache.sync._near_io import ThreadWorld
 from smartcache.sync._pipeline import Pipeline
 from smartcache.sync._pool import ConnectionPool, SingleConnectionPool
 from smartcache.sync._pubsub import PubSub
@@ -359,56 +357,6 @@ class SmartClient(
                 pool.release(conn)
         callback = self.response_callbacks.get(name)
         return callback(reply) if callback is not None else reply
-
-    def _near_read(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-        """A cacheable read with the near cache on: a kept reply, or a tracked read that
-        may be kept (:mod:`smartcache._near`); anything unusual takes the ordinary path."""
-        near = self._near
-        assert near is not None
-        if options:
-            options.pop("keys", None)
-            if NEAR_UNSUITED.intersection(options):
-                return self._execute_slow(args, options)
-        value = near.get(args)
-        if value is MISS and len(args) > 1:
-            if not near.ready:
-                self._near_adopt(near, self._near_command_info(near))
-                if args[0] not in near.commands:
-                    return self._execute_slow(args, options)
-            value = self._near_fetch(near, args)
-            if value is MISS:
-                return self._execute_slow(args, options)
-        return parse_each(value, self.response_callbacks.get(args[0]), options)
-
-    def _near_command_info(self, near: NearRuntime) -> Any:
-        try:
-            return self._execute_routed(("COMMAND", "INFO", *sorted(near.config.wanted())))
-        except (rx.ResponseError, *_NET) as exc:
-            return exc
-
-    def _near_fetch(self, near: NearRuntime, args: tuple[Any, ...]) -> Any:
-        slot, pool = self._near_route(args[1])
-        if pool is None:
-            return MISS
-        channel = near.channel(pool.settings)
-        if channel is None:
-            try:
-                channel = connect_channel(near, near.new_channel(pool.settings))
-            except (rx.RedisError, OSError):
-                return MISS  # the ordinary path reports what is wrong with the node
-        conn = pool.get()
-        try:
-            plan = near.prepare(args, pool, slot, channel, conn)
-            if plan is None:
-                return MISS
-            try:
-                replies = conn.execute_many(plan.commands)
-            except (rx.ResponseError, *_NET):
-                near.abandon(plan)
-                return MISS
-        finally:
-            pool.release(conn)
-        return near.complete(plan, replies)
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses
