@@ -1,0 +1,202 @@
+"""The near cache on real servers, for SmartClient and AsyncSmartClient alike.
+
+A reader with the near cache, a writer (redis-py) without it on other connections: the
+reader must see every acknowledged write once the invalidation had time to arrive, on a
+server, a cluster and through a Sentinel failover; a lost tracking channel must take its
+entries with it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+import redis.cluster
+
+from smartcache.core.nearcache import NearCache
+from smartcache.testing import Cluster, SentinelGroup, Standalone
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def key(name: str) -> str:
+    return f"near:{name}:{uuid.uuid4().hex[:8]}"
+
+
+def eventually(check: Any, what: str, timeout: float = 5.0) -> None:
+    """Poll ``check()`` until it is true: the event awaited is another process's write
+    reaching this one, which no local event announces."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+@pytest.mark.parametrize("mode", ["optin", "default", "broadcast"])
+def test_hit_then_invalidation(
+    redis_standalone: Standalone, client_factory: Any, protocol: int, mode: str
+) -> None:
+    k = key("hit")
+    prefixes = ("near:",) if mode == "broadcast" else ()
+    c = client_factory(
+        url=redis_standalone.url, protocol=protocol, near_cache=NearCache(mode=mode, prefixes=prefixes)
+    )
+    w = redis.Redis.from_url(redis_standalone.url)
+    w.set(k, "v1")
+    assert c.get(k) == b"v1"
+    assert c.get(k) == b"v1"
+    stats = c.near_cache.stats()
+    assert (stats.hits, stats.misses, stats.entries, stats.channels) == (1, 1, 1, 1)
+    w.set(k, "v2")
+    eventually(lambda: c.get(k) == b"v2", "the invalidation")
+    assert c.near_cache.stats().invalidations >= 1
+
+
+def test_no_stale_read_a_millisecond_after_a_write(
+    redis_standalone: Standalone, client_factory: Any
+) -> None:
+    k = key("stale")
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache())
+    w = redis.Redis.from_url(redis_standalone.url)
+    stale = 0
+    for i in range(300):
+        w.set(k, i)
+        time.sleep(0.001)  # the guarantee's condition: reads that start 1 ms after the SET
+        for _ in range(3):
+            if c.get(k) != str(i).encode():
+                stale += 1
+    assert stale == 0
+    assert c.near_cache.stats().hits >= 300
+
+
+def test_replies_are_copies(redis_standalone: Standalone, client_factory: Any) -> None:
+    k = key("copy")
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache())
+    c.hset(k, mapping={"a": 1})
+    c.rpush(k + ":l", "x", "y")
+    for _ in range(2):
+        got = c.hgetall(k)
+        got["b"] = 2
+        items = c.lrange(k + ":l", 0, -1)
+        items.append(b"z")
+    assert c.hgetall(k) == {b"a": b"1"}
+    assert c.lrange(k + ":l", 0, -1) == [b"x", b"y"]
+    assert c.near_cache.stats().hits >= 3
+
+
+def test_a_killed_tracking_channel_drops_its_entries(
+    redis_standalone: Standalone, client_factory: Any
+) -> None:
+    k = key("kill")
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache())
+    w = redis.Redis.from_url(redis_standalone.url)
+    w.set(k, "v1")
+    assert c.get(k) == b"v1"
+    (channel,) = c.near_cache._channels.values()
+    w.execute_command("CLIENT", "KILL", "ID", channel.client_id)
+    w.set(k, "v2")  # nothing can tell the reader of this write but the lost channel
+    eventually(lambda: c.get(k) == b"v2", "the lost channel to be noticed")
+    assert c.near_cache.stats().flushes.get("channel_lost") == 1
+    assert c.get(k) == b"v2" and c.near_cache.stats().channels == 1  # a new channel
+
+
+def test_entries_die_with_the_key(redis_standalone: Standalone, client_factory: Any) -> None:
+    k = key("ttl")
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache(ttl=60))
+    w = redis.Redis.from_url(redis_standalone.url)
+    w.set(k, "v", px=300)
+    assert c.get(k) == b"v" and c.get(k) == b"v"
+    eventually(lambda: w.exists(k) == 0, "the key to expire on the server")
+    assert c.get(k) is None
+
+
+def test_eviction_and_clear(redis_standalone: Standalone, client_factory: Any) -> None:
+    base = key("evict")
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache(max_entries=10))
+    for i in range(20):
+        c.set(f"{base}:{i}", i)
+        assert c.get(f"{base}:{i}") == str(i).encode()
+    stats = c.near_cache.stats()
+    assert stats.entries == 10 and stats.evictions == 10
+    assert c.near_cache.clear() == 10
+    assert c.near_cache.stats().entries == 0
+
+
+def test_bypass_and_redis_py_arguments(redis_standalone: Standalone, client_factory: Any) -> None:
+    from redis.cache import CacheConfig
+
+    k = key("bypass")
+    c = client_factory(url=redis_standalone.url, cache_config=CacheConfig(max_size=5))
+    assert c.near_cache.config.max_entries == 5
+    assert c.get_cache() is c.near_cache
+    c.set(k, "v")
+    with c.near_cache.bypass():
+        assert c.get(k) == b"v"
+    stats = c.near_cache.stats()
+    assert (stats.hits, stats.misses) == (0, 0)
+
+
+def test_near_cache_off_by_default(redis_standalone: Standalone, client_factory: Any) -> None:
+    c = client_factory(url=redis_standalone.url)
+    assert c.near_cache is None and c.get_cache() is None
+
+
+def test_cluster_coherence(redis_cluster: Cluster, client_factory: Any) -> None:
+    c = client_factory(startup_nodes=redis_cluster.startup_nodes, near_cache=NearCache())
+    w = redis.cluster.RedisCluster(startup_nodes=[
+        redis.cluster.ClusterNode(h, p) for h, p in redis_cluster.startup_nodes
+    ])  # fmt: skip
+    keys = [key(f"c{i}") for i in range(30)]
+    for k in keys:
+        w.set(k, "v1")
+        assert c.get(k) == b"v1"
+    assert all(c.get(k) == b"v1" for k in keys)
+    assert c.near_cache.stats().channels == 3
+    for k in keys:
+        w.set(k, "v2")
+    eventually(lambda: all(c.get(k) == b"v2" for k in keys), "every invalidation")
+    missing = key("missing")
+    assert c.get(missing) is None and c.get(missing) is None
+    assert c.near_cache.stats().entries == len(keys)  # no missing key kept on a cluster
+    w.close()
+
+
+def test_cluster_slot_migration(redis_topologies: Any, client_factory: Any) -> None:
+    cluster = redis_topologies.cluster(primaries=3, replicas=0)
+    c = client_factory(startup_nodes=cluster.startup_nodes, near_cache=NearCache())
+    w = redis.cluster.RedisCluster(startup_nodes=[
+        redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes
+    ])  # fmt: skip
+    k = "{near-move}x"
+    w.set(k, "v1")
+    assert c.get(k) == b"v1" and c.get(k) == b"v1"
+    slot = w.keyslot(k)
+    source = next(p for p in cluster.primaries() if slot in cluster.slots_of(p))
+    target = next(p for p in cluster.primaries() if p is not source)
+    cluster.migrate_slots(source, target, slots=[slot])
+    w2 = redis.Redis(host=target.host, port=target.port)
+    w2.set(k, "v2")  # written on the new owner, which never tracked the reader's read
+    eventually(lambda: c.get(k) == b"v2", "the moved slot's entry to go")
+    w.close()
+    w2.close()
+
+
+def test_sentinel_failover(redis_topologies: Any, client_factory: Any) -> None:
+    group: SentinelGroup = redis_topologies.sentinel(replicas=1, sentinels=3)
+    c = client_factory(
+        sentinels=group.sentinel_addresses, service_name=group.service_name, near_cache=NearCache()
+    )
+    k = key("failover")
+    c.set(k, "v1")
+    assert c.get(k) == b"v1" and c.get(k) == b"v1"
+    new = group.failover()
+    w = redis.Redis(host=new.host, port=new.port)
+    w.set(k, "v2")
+    eventually(lambda: c.get(k) == b"v2", "the failover to drop the old primary's entries", 20)
+    assert c.get(k) == b"v2"
+    w.close()
