@@ -44,7 +44,9 @@ def test_hit_then_invalidation(
     k = key("hit")
     prefixes = ("near:",) if mode == "broadcast" else ()
     c = client_factory(
-        url=redis_standalone.url, protocol=protocol, near_cache=NearCache(mode=mode, prefixes=prefixes)
+        url=redis_standalone.url,
+        protocol=protocol,
+        near_cache=NearCache(mode=mode, prefixes=prefixes),
     )
     w = redis.Redis.from_url(redis_standalone.url)
     w.set(k, "v1")

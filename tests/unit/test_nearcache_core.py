@@ -23,7 +23,9 @@ from smartcache.exceptions import ConfigurationError
 OWNER, CHANNEL, GEN = object(), object(), object()
 
 
-def put(store: NearStore, key: bytes, value: object, *, now: float = 0.0, ttl: float = 60.0) -> bool:
+def put(
+    store: NearStore, key: bytes, value: object, *, now: float = 0.0, ttl: float = 60.0
+) -> bool:
     token = store.begin(key)
     return store.put(("GET", key), key, token, value, now + ttl, OWNER, -1, CHANNEL, GEN)
 
@@ -57,7 +59,7 @@ def test_settings_normalise() -> None:
 
 def test_cacheable_commands_follow_the_server() -> None:
     table = {"GET": True, "HGETALL": True, "JSON.GET": None, "TYPE": False}
-    chosen = cacheable_commands(lambda name: table.get(name))
+    chosen = cacheable_commands(table.get)
     assert chosen == {"GET", "HGETALL"}
     assert "TTL" not in CACHEABLE and "PTTL" not in CACHEABLE and "SRANDMEMBER" not in CACHEABLE
 
