@@ -13,6 +13,7 @@ from smartcache.cache import (
     invalidate_tag,
     write_through,
 )
+from smartcache.core.nearcache import NearCache, NearStats
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.slots import key_slot
 from smartcache.exceptions import (
@@ -49,6 +50,8 @@ __all__ = [
     "DurabilityError",
     "FlushTimeoutError",
     "InvalidArgumentError",
+    "NearCache",
+    "NearStats",
     "NoReachableNodeError",
     "PoolExhaustedError",
     "RetryPolicy",
