@@ -22,8 +22,10 @@ client's ordinary path, which owns those rules; nothing is kept then.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -155,6 +157,7 @@ class NearRuntime:
         self._world = world
         self._channels: dict[str, TrackingChannel] = {}
         self._limit = 2.0 * config.health_check_interval
+        _RUNTIMES.add(self)
 
     def __repr__(self) -> str:
         return (
@@ -378,6 +381,26 @@ class NearRuntime:
                 self._world.unwatch(channel)
                 channel.close()
             self.store.drop_where("closed")
+
+
+#: every live runtime, for the fork hook below
+_RUNTIMES: weakref.WeakSet[NearRuntime] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child shares its parent's channel sockets: reading them would steal the
+    parent's invalidations, and the child's copies of the entries would be followed by no
+    one. The child forgets both (closing only its own descriptors) and starts empty."""
+    for runtime in list(_RUNTIMES):
+        runtime.lock = threading.Lock()  # another thread may have held it at the fork
+        for channel in runtime._channels.values():  # this module's own
+            channel.close()
+        runtime._channels = {}
+        runtime.store.drop_where("fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _of_channel(channel: TrackingChannel) -> Callable[[Entry], bool]:

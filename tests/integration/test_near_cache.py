@@ -202,3 +202,25 @@ def test_sentinel_failover(redis_topologies: Any, client_factory: Any) -> None:
     eventually(lambda: c.get(k) == b"v2", "the failover to drop the old primary's entries", 20)
     assert c.get(k) == b"v2"
     w.close()
+
+
+def test_a_forked_child_leaves_the_parents_invalidations_alone(
+    redis_standalone: Standalone,
+) -> None:
+    import os
+
+    from smartcache import SmartClient
+
+    k = key("fork")
+    w = redis.Redis.from_url(redis_standalone.url)
+    w.set(k, "v1")
+    with SmartClient.from_url(redis_standalone.url, near_cache=NearCache()) as c:
+        assert c.get(k) == b"v1"
+        w.set(k, "v2")  # its invalidation waits, unread, on the parent's channel socket
+        pid = os.fork()
+        if pid == 0:  # the child: starts empty, reads for itself, never the parent's socket
+            ok = c.near_cache.stats().entries == 0 and c.get(k) == b"v2" and c.get(k) == b"v2"
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert c.get(k) == b"v2"  # the parent still got its invalidation
