@@ -224,3 +224,55 @@ def test_a_forked_child_leaves_the_parents_invalidations_alone(
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert c.get(k) == b"v2"  # the parent still got its invalidation
+
+
+def test_cluster_no_stale_read_during_live_resharding(
+    redis_topologies: Any, client_factory: Any
+) -> None:
+    import threading
+
+    cluster = redis_topologies.cluster(primaries=3, replicas=0)
+    c = client_factory(startup_nodes=cluster.startup_nodes, near_cache=NearCache())
+    w = redis.cluster.RedisCluster(startup_nodes=[
+        redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes
+    ])  # fmt: skip
+    source, target = cluster.primaries()[:2]
+    moving = cluster.slots_of(source)[:40]
+    keys = []
+    for i in range(200_000):
+        k = f"reshard:{i}"
+        if w.keyslot(k) in moving:
+            keys.append(k)
+            if len(keys) == 40:
+                break
+    for k in keys:
+        w.set(k, 0)
+        c.get(k)
+    done = threading.Event()
+    failure: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            cluster.migrate_slots(source, target, slots=moving, batch=10)
+        except BaseException as exc:  # noqa: BLE001  # reported by the test
+            failure.append(exc)
+        finally:
+            done.set()
+
+    mover = threading.Thread(target=migrate, daemon=True)
+    mover.start()
+    stale = reads = rounds = 0
+    while not done.is_set() or rounds < 3:
+        rounds += 1
+        for k in keys:
+            w.set(k, rounds)
+        time.sleep(0.001)  # the guarantee's condition: reads start 1 ms after the SETs
+        for k in keys:
+            reads += 1
+            if c.get(k) != str(rounds).encode():
+                stale += 1
+    mover.join(30)
+    assert not failure, failure
+    assert stale == 0, f"{stale} stale of {reads}"
+    assert set(cluster.slots_of(target)) >= set(moving)
+    w.close()
