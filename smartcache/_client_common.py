@@ -16,7 +16,7 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
-from smartcache._near import NearRuntime, near_config_from
+from smartcache._near import NearRuntime, near_config_from, with_mget
 from smartcache._redis_surface import (
     EMPTY_RESPONSE,
     NEVER_DECODE,
@@ -267,7 +267,7 @@ class ClientCommon:
             for name in names:
                 spec = self._table.get(name)
                 readonly[name] = None if spec is None else spec.readonly
-        near.commands = cacheable_commands(readonly.get)
+        near.commands = with_mget(cacheable_commands(readonly.get))
         near.keep_missing = self._cluster is None
         near.ready = True
 

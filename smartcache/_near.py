@@ -48,7 +48,7 @@ from smartcache.exceptions import ConfigurationError
 from smartcache.wire.settings import ConnectionSettings
 from smartcache.wire.tracking import TrackingChannel
 
-__all__ = ["MISS", "NearRuntime", "World", "bypassed", "near_config_from"]
+__all__ = ["MISS", "NearRuntime", "World", "bypassed", "near_config_from", "with_mget"]
 
 #: what :meth:`NearRuntime.get` returns when it has nothing to serve
 MISS: Final = object()
@@ -76,25 +76,37 @@ class World(Protocol):
 
 
 @dataclass(slots=True)
-class Plan:
-    """A miss on its way: the commands sent, where the read's reply sits, and what must
-    still hold when the replies come back for the reply to be kept."""
+class Read:
+    """One read of a miss: its arguments, where its reply sits among the replies, and the
+    placeholder it holds (``token`` None: read but not to be kept, outside ``prefixes``)."""
 
     args: tuple[Any, ...]
+    rkey: bytes
+    slot: int
+    index: int
+    token: object
+
+
+@dataclass(slots=True)
+class Plan:
+    """A miss on its way: the commands sent, the reads among them, and what must still
+    hold when the replies come back for a reply to be kept."""
+
+    reads: list[Read]
     channel: TrackingChannel
     commands: list[tuple[Any, ...]]
     #: the connection's handshake count when the commands went out
     connects: int
     conn: Any
     generation: object
-    #: where the read's reply is among the replies
-    index: int
     owner: object
-    rkey: bytes
-    slot: int
-    token: object
-    #: whether the commands switch the connection's tracking on
-    tracks: bool
+    #: how many commands switch the connection's tracking on (first in ``commands``)
+    tracks: int
+
+
+def with_mget(commands: frozenset[str]) -> frozenset[str]:
+    """``commands``, and MGET where GET is among them (served key by key)."""
+    return commands | {"MGET"} if "GET" in commands else commands
 
 
 def near_config_from(near_cache: Any, cache: Any, cache_config: Any) -> NearCache | None:
@@ -147,7 +159,7 @@ class NearRuntime:
         self.lock = threading.Lock()
         #: the commands served: those asked for until the first read settles them from
         #: the server's command table (:attr:`ready`)
-        self.commands: frozenset[str] = config.wanted()
+        self.commands: frozenset[str] = with_mget(config.wanted())
         self.ready = False
         #: whether a reply for a missing key may be kept (not on a cluster: a slot can
         #: move without any write to that key, and then nothing would invalidate it)
@@ -258,74 +270,85 @@ class NearRuntime:
 
     def prepare(
         self,
-        args: tuple[Any, ...],
+        reads: list[tuple[tuple[Any, ...], int]],
         owner: Any,
-        slot: int,
         channel: TrackingChannel,
         conn: Any,
-    ) -> Plan | None:
-        """The commands for a miss of ``args`` on ``conn`` (a connection of ``owner``), or
-        ``None`` when the key is not one to keep (outside ``prefixes``)."""
-        rkey = self._encode(args[1])
+    ) -> Plan:
+        """The commands for the misses ``reads`` (``(args, slot)`` each) on ``conn``, a
+        connection of ``owner``: one write, one round trip."""
         config = self.config
-        if not config.key_allowed(rkey):
-            return None
         commands: list[tuple[Any, ...]] = []
-        tracks = config.mode != "broadcast" and conn.near_tracking is not channel.generation
-        if tracks:
+        if config.mode != "broadcast" and conn.near_tracking is not channel.generation:
             commands += tracking_commands(config, channel.client_id)
-        if config.mode == "optin":
-            commands.append(("CLIENT", "CACHING", "YES"))
-        index = len(commands)
-        commands.append(args)
-        commands.append(("PTTL", args[1]))
+        tracks = len(commands)
+        optin = config.mode == "optin"
+        planned: list[Read] = []
         with self.lock:
-            self.store.stats.misses += 1
-            token = self.store.begin(rkey)
+            store = self.store
+            for args, slot in reads:
+                rkey = self._encode(args[1])
+                keep = config.key_allowed(rkey)
+                if keep and optin:
+                    commands.append(("CLIENT", "CACHING", "YES"))
+                planned.append(
+                    Read(args, rkey, slot, len(commands), store.begin(rkey) if keep else None)
+                )
+                commands.append(args)
+                commands.append(("PTTL", args[1]))
+                store.stats.misses += 1
         return Plan(
-            args=args, channel=channel, commands=commands, connects=conn.connects, conn=conn,
-            generation=channel.generation, index=index, owner=owner, rkey=rkey, slot=slot,
-            token=token, tracks=tracks,
+            reads=planned, channel=channel, commands=commands, connects=conn.connects,
+            conn=conn, generation=channel.generation, owner=owner, tracks=tracks,
         )  # fmt: skip
 
     def abandon(self, plan: Plan) -> None:
-        """The miss failed: let go of its placeholder."""
+        """The misses failed: let go of their placeholders."""
         with self.lock:
-            self.store.abandon(plan.rkey, plan.token)
+            for read in plan.reads:
+                if read.token is not None:
+                    self.store.abandon(read.rkey, read.token)
 
-    def complete(self, plan: Plan, replies: list[Any]) -> Any:
-        """The reply of a miss (kept if it may be), or :data:`MISS` when the ordinary path
-        must run the command (an error reply: redirects, WRONGTYPE... are its to decide)."""
-        reply = replies[plan.index]
+    def complete(self, plan: Plan, replies: list[Any]) -> list[Any]:
+        """The replies of the reads (each kept if it may be), :data:`MISS` in place of an
+        error reply (the ordinary path runs that command: redirects, WRONGTYPE... are its
+        to decide)."""
         conn = plan.conn
         same_socket = conn.connects == plan.connects
         if plan.tracks:
-            if same_socket and not any(isinstance(r, Exception) for r in replies[: plan.index]):
+            if same_socket and not any(isinstance(r, Exception) for r in replies[: plan.tracks]):
                 conn.near_tracking = plan.generation
             else:
                 same_socket = False
-        if isinstance(reply, Exception):
-            self.abandon(plan)
-            return MISS
-        pttl = replies[plan.index + 1]
         channel: TrackingChannel = plan.channel
+        ttl, keep_missing = self.config.ttl, self.keep_missing
+        results: list[Any] = []
         with self.lock:
             store = self.store
             if channel.readable():
                 channel.drain()
-            if (
-                not same_socket
-                or channel.generation is not plan.generation
-                or (pttl == -2 and not self.keep_missing)
-            ):
-                store.abandon(plan.rkey, plan.token)
-                return reply
-            kept = store.put(
-                plan.args, plan.rkey, plan.token, reply,
-                expiry(_monotonic(), self.config.ttl, pttl),
-                plan.owner, plan.slot, channel, plan.generation,
-            )  # fmt: skip
-        return thaw(reply) if kept else reply  # the caller may change what it gets
+            usable = same_socket and channel.generation is plan.generation
+            now = _monotonic()
+            for read in plan.reads:
+                reply, pttl = replies[read.index], replies[read.index + 1]
+                if isinstance(reply, Exception):
+                    results.append(MISS)
+                    if read.token is not None:
+                        store.abandon(read.rkey, read.token)
+                    continue
+                if read.token is None:
+                    results.append(reply)
+                    continue
+                if not usable or (pttl == -2 and not keep_missing):
+                    store.abandon(read.rkey, read.token)
+                    results.append(reply)
+                    continue
+                kept = store.put(
+                    read.args, read.rkey, read.token, reply, expiry(now, ttl, pttl),
+                    plan.owner, read.slot, channel, plan.generation,
+                )  # fmt: skip
+                results.append(thaw(reply) if kept else reply)  # the caller may change it
+        return results
 
     # -- the channels' messages -----------------------------------------------------------
 

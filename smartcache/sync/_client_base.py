@@ -316,17 +316,46 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
             options.pop("keys", None)
             if NEAR_UNSUITED.intersection(options):
                 return self._execute_slow(args, options)
+        if len(args) < 2:
+            return self._execute_slow(args, options)
+        if not near.ready:
+            self._ensure_ready()
+            self._near_adopt(near, self._near_command_info(near))
+            if args[0] not in near.commands:
+                return self._execute_slow(args, options)
+        if args[0] == "MGET":
+            return self._near_mget(near, args, options)
         value = near.get(args)
-        if value is MISS and len(args) > 1:
-            if not near.ready:
-                self._ensure_ready()
-                self._near_adopt(near, self._near_command_info(near))
-                if args[0] not in near.commands:
-                    return self._execute_slow(args, options)
-            value = self._near_fetch(near, args)
+        if value is MISS:
+            slot, pool = self._near_route(args[1])
+            if pool is not None:
+                value = (self._near_fetch(near, pool, [(args, slot)]))[0]
             if value is MISS:
                 return self._execute_slow(args, options)
         return parse_each(value, self.response_callbacks.get(args[0]), options)
+
+    def _near_mget(self, near: NearRuntime, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """MGET served key by key: hits from the near cache, the misses in one tracked
+        round trip per node; keys the near path cannot take go in one ordinary MGET."""
+        keys = args[1:]
+        values = [near.get(("GET", k)) for k in keys]
+        missing = [i for i, v in enumerate(values) if v is MISS]
+        groups: dict[int, tuple[Any, list[int], list[tuple[tuple[Any, ...], int]]]] = {}
+        for i in missing:
+            slot, pool = self._near_route(keys[i])
+            if pool is not None:
+                group = groups.setdefault(id(pool), (pool, [], []))
+                group[1].append(i)
+                group[2].append((("GET", keys[i]), slot))
+        for pool, where, reads in groups.values():
+            for i, value in zip(where, self._near_fetch(near, pool, reads), strict=True):
+                values[i] = value
+        rest = [i for i in missing if values[i] is MISS]
+        if rest:
+            got = self._execute_slow(("MGET", *[keys[i] for i in rest]), {})
+            for i, value in zip(rest, got, strict=True):
+                values[i] = value
+        return parse_each(values, self.response_callbacks.get("MGET"), options)
 
     def _near_command_info(self, near: NearRuntime) -> Any:
         try:
@@ -334,28 +363,26 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
         except (rx.ResponseError, *_NET) as exc:
             return exc
 
-    def _near_fetch(self, near: NearRuntime, args: tuple[Any, ...]) -> Any:
-        """A miss: one tracked round trip on the node that serves the key, or
-        :data:`~smartcache._near.MISS` for the ordinary path to run the command."""
-        slot, pool = self._near_route(args[1])
-        if pool is None:
-            return MISS
+    def _near_fetch(
+        self, near: NearRuntime, pool: Any, reads: list[tuple[tuple[Any, ...], int]]
+    ) -> list[Any]:
+        """Misses on one node in one tracked round trip: their replies, with
+        :data:`~smartcache._near.MISS` where the ordinary path must run the command."""
+        failed = [MISS] * len(reads)
         channel = near.channel(pool.settings)
         if channel is None:
             try:
                 channel = connect_channel(near, near.new_channel(pool.settings))
             except (rx.RedisError, OSError):
-                return MISS  # the ordinary path reports what is wrong with the node
+                return failed  # the ordinary path reports what is wrong with the node
         conn = pool.borrow()
         try:
-            plan = near.prepare(args, pool, slot, channel, conn)
-            if plan is None:
-                return MISS
+            plan = near.prepare(reads, pool, channel, conn)
             try:
                 replies = conn.execute_many(plan.commands)
             except (rx.ResponseError, *_NET):
                 near.abandon(plan)
-                return MISS
+                return failed
         finally:
             pool.give_back(conn)
         return near.complete(plan, replies)

@@ -254,7 +254,7 @@ def test_cluster_no_stale_read_during_live_resharding(
     def migrate() -> None:
         try:
             cluster.migrate_slots(source, target, slots=moving, batch=10)
-        except BaseException as exc:  # noqa: BLE001  # reported by the test
+        except BaseException as exc:  # reported by the test
             failure.append(exc)
         finally:
             done.set()
@@ -275,4 +275,33 @@ def test_cluster_no_stale_read_during_live_resharding(
     assert not failure, failure
     assert stale == 0, f"{stale} stale of {reads}"
     assert set(cluster.slots_of(target)) >= set(moving)
+    w.close()
+
+
+@pytest.mark.parametrize("topology", ["standalone", "cluster"])
+def test_mget_served_per_key(
+    redis_standalone: Standalone, redis_cluster: Cluster, client_factory: Any, topology: str
+) -> None:
+    if topology == "cluster":
+        c = client_factory(startup_nodes=redis_cluster.startup_nodes, near_cache=NearCache())
+        w: Any = redis.cluster.RedisCluster(startup_nodes=[
+            redis.cluster.ClusterNode(h, p) for h, p in redis_cluster.startup_nodes
+        ])  # fmt: skip
+    else:
+        c = client_factory(url=redis_standalone.url, near_cache=NearCache())
+        w = redis.Redis.from_url(redis_standalone.url)
+    keys = [key(f"m{i}") for i in range(12)]
+    for i, k in enumerate(keys[:10]):
+        w.set(k, i)
+    assert c.get(keys[0]) == b"0"  # one hit to come
+    before = c.near_cache.stats()
+    want = [str(i).encode() for i in range(10)] + [None, None]
+    assert c.mget(keys) == want
+    after = c.near_cache.stats()
+    assert after.hits - before.hits == 1 and after.misses - before.misses == 11
+    assert c.mget(keys) == want  # now all present keys are hits
+    assert c.near_cache.stats().hits - after.hits >= 10
+    w.set(keys[3], "new")
+    want[3] = b"new"
+    eventually(lambda: c.mget(keys) == want, "the invalidation of one MGET key")
     w.close()
