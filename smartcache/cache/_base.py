@@ -56,6 +56,8 @@ class CachePolicy:
     lease_ms: int = 10_000
     wait_timeout: float = 15.0
     namespace: str = "sc"
+    #: keep decoded entries beside the client's near cache (``@cached(near=True)``)
+    near: bool = False
 
     def __post_init__(self) -> None:
         if self.on_cache_error not in ("load", "raise"):
@@ -114,6 +116,10 @@ def tag_key(namespace: str, tag: str) -> str:
     return f"{namespace}:tag:{tag}" if namespace else f"tag:{tag}"
 
 
+#: how many decoded entries ``near=True`` keeps beside the near cache (then starts over)
+_DECODED_MAX: Final = 10_000
+
+
 class CacheBase:
     """Configuration, statistics and pure entry decisions for both engines."""
 
@@ -131,12 +137,30 @@ class CacheBase:
         self.clock = clock
         self.rng: RandomSource = rng or random.Random()
         self.stats = stats or CacheStats()
+        #: decoded entries by their stored bytes (``near=True``), at most _DECODED_MAX
+        self._decoded: dict[Any, Entry] = {}
 
     def now_ms(self) -> int:
         """Wall-clock milliseconds (entries carry absolute expiries shared across processes)."""
         return int(self.clock() * 1000)
 
     def _decode(self, raw: Any, policy: CachePolicy) -> Entry | None:
+        if policy.near and raw is not None:
+            # The near cache hands back the very bytes it keeps (their hash is computed
+            # once), so a hit finds its decoded entry here; equal bytes decode equally.
+            memo = self._decoded
+            entry = memo.get(raw)
+            if entry is not None:
+                return entry
+            try:
+                decoded = decode_entry(raw, policy.serializer)
+            except CorruptEntryError:
+                return None
+            if decoded is not None:
+                if len(memo) >= _DECODED_MAX:
+                    memo.clear()
+                memo[raw] = decoded
+            return decoded
         try:
             return decode_entry(raw, policy.serializer)
         except CorruptEntryError:

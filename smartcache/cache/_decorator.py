@@ -20,6 +20,7 @@ from smartcache.cache._cache import Cache
 from smartcache.cache._codec import Entry, Serializer, get_serializer
 from smartcache.cache._keys import KeyBuilder
 from smartcache.cache._protocol import AsyncRedisLike, RedisLike
+from smartcache.exceptions import ConfigurationError
 
 __all__ = ["AsyncCachedFunction", "CachedFunction", "cached", "configure", "get_default_client"]
 
@@ -78,6 +79,12 @@ class _CachedBase(Generic[P, T]):
             with self._init_lock:
                 if self._cache is None:
                     client = self._client if self._client is not None else get_default_client()
+                    if self.policy.near and getattr(client, "near_cache", None) is None:
+                        raise ConfigurationError(
+                            f"@cached(near=True) on {self._func.__qualname__} needs a client "
+                            "with a near cache: SmartClient(..., near_cache=NearCache()) "
+                            "or AsyncSmartClient(..., near_cache=NearCache())"
+                        )
                     self._cache = Cache(client, self.policy, stats=self._stats)
                 cache = self._cache
         return cache
@@ -239,6 +246,7 @@ def cached(
     tags: Iterable[str] = (),
     bloom: Any = None,
     ignore: Iterable[str] = ("self", "cls"),
+    near: bool = False,
 ) -> _Decorator:
     """Cache a function's results in Redis; works on sync and ``async def`` functions.
 
@@ -247,6 +255,11 @@ def cached(
     one caller refreshes; ``early_refresh`` enables XFetch (``beta`` > 1 refreshes earlier).
     ``cache_none`` stores ``None`` for ``null_ttl`` (penetration); ``bloom`` answers "absent"
     for keys never added to the guard. ``tags`` are templates for :func:`invalidate_tag`.
+    ``near=True`` (the client must have a near cache: ``SmartClient(near_cache=...)``)
+    serves hits from the process: the stored entry comes from the client's near cache,
+    which the server's invalidations keep coherent, and its decoded value is kept beside it,
+    so a hit decodes nothing; the value returned is then shared by the callers that hit
+    the same entry (as with ``functools.lru_cache``): do not change it.
     """
     policy = CachePolicy(
         ttl=ttl,
@@ -263,6 +276,7 @@ def cached(
         lease_ms=lease_ms,
         wait_timeout=wait_timeout,
         namespace=namespace,
+        near=near,
     )
     return _Decorator(
         client=client,

@@ -305,3 +305,33 @@ def test_mget_served_per_key(
     want[3] = b"new"
     eventually(lambda: c.mget(keys) == want, "the invalidation of one MGET key")
     w.close()
+
+
+def test_cached_near_layer(redis_standalone: Standalone, client_factory: Any) -> None:
+    from smartcache import cached
+    from smartcache.exceptions import ConfigurationError
+
+    c = client_factory(url=redis_standalone.url, near_cache=NearCache())
+    w = redis.Redis.from_url(redis_standalone.url)
+    calls: list[int] = []
+    name = key("cachednear")
+
+    @cached(client=c, ttl=60, key=name + ":{x}", near=True)
+    def load(x: int) -> dict[str, int]:
+        calls.append(x)
+        return {"x": x, "n": len(calls)}
+
+    first = load(1)
+    assert load(1) == first and load(1) is load(1)  # decoded once, then shared
+    assert len(calls) == 1
+    hits = c.near_cache.stats().hits
+    assert hits >= 3  # the stored entry came from the near cache
+    w.delete(f"sc:{name}:1")  # another process deletes the entry
+    eventually(lambda: load(1)["n"] == 2, "the near layer to follow the invalidation")
+
+    @cached(client=redis.Redis.from_url(redis_standalone.url), near=True)
+    def plain(x: int) -> int:
+        return x
+
+    with pytest.raises(ConfigurationError, match="near cache"):
+        plain(1)
