@@ -239,6 +239,18 @@ class ClientCommon:
             return sentinel.current_pool
         return self._pool
 
+    def _near_live(self) -> set[str] | None:
+        """The addresses that serve reads now (``None``: not known yet)."""
+        if "_pool" not in self.__dict__ and self._sentinel is None:
+            return None  # topology not detected yet: nothing to judge by
+        cluster = self._cluster
+        if cluster is not None:
+            slot_map = cluster.slot_map
+            return None if slot_map is None else set(slot_map.primaries)
+        sentinel = self._sentinel
+        pool = sentinel.current_pool if sentinel is not None else self._pool
+        return None if pool is None else {pool.settings.address}
+
     def _near_route(self, key: Any) -> tuple[int, Any]:
         """The slot (-1 off a cluster) and the pool a near-cache miss of ``key`` reads
         from, or ``None`` for the pool when the ordinary path must run it (no primary

@@ -152,6 +152,7 @@ class NearRuntime:
         world: World,
         encode: Callable[[Any], bytes],
         owner_of: Callable[[int], object],
+        live_addresses: Callable[[], set[str] | None] | None = None,
     ) -> None:
         self.config = config
         self.store = NearStore(config)
@@ -166,6 +167,7 @@ class NearRuntime:
         self.keep_missing = True
         self._encode = encode
         self._owner_of = owner_of
+        self._live = live_addresses
         self._world = world
         self._channels: dict[str, TrackingChannel] = {}
         self._limit = 2.0 * config.health_check_interval
@@ -224,7 +226,7 @@ class NearRuntime:
             if channel.readable():
                 channel.drain()
             now = _monotonic()
-            if channel.overdue(now, self._limit):
+            if channel.overdue(now, self._limit) or not channel.reader_ok():
                 channel.lost()
                 return MISS
             entry = store.get(args, now)
@@ -302,6 +304,12 @@ class NearRuntime:
             conn=conn, generation=channel.generation, owner=owner, tracks=tracks,
         )  # fmt: skip
 
+    def reader_failed(self, channel: TrackingChannel) -> None:
+        """A tracked read failed on the wire: the reader's tracking cannot be trusted any
+        more, so the channel goes with its entries (the next miss opens both again)."""
+        with self.lock:
+            channel.lost()
+
     def abandon(self, plan: Plan) -> None:
         """The misses failed: let go of their placeholders."""
         with self.lock:
@@ -371,11 +379,26 @@ class NearRuntime:
         self.store.drop_where("channel_lost", _of_channel(channel))
 
     def tick(self) -> None:
-        """The keep-alive, every ``health_check_interval / 2``: drain each channel, PING
-        the quiet ones, declare lost those quiet for twice the interval."""
+        """The keep-alive, every ``health_check_interval / 2``: close the channels of nodes
+        that serve nothing any more, drain each channel, PING the quiet ones, declare lost
+        those quiet for twice the interval."""
         half = self.config.health_check_interval / 2
+        live = None
+        if self._live is not None:
+            try:
+                live = self._live()
+            except Exception:  # a topology mid-change: look next tick
+                live = None
         with self.lock:
             for channel in list(self._channels.values()):
+                if live is not None and channel.address not in live:
+                    # The node serves nothing of ours any more (left the cluster, demoted
+                    # by a failover): its entries go now, not one access at a time.
+                    self._world.unwatch(channel)
+                    del self._channels[channel.address]
+                    self.store.drop_where("topology", _of_channel(channel))
+                    channel.close()
+                    continue
                 channel.drain()
                 now = _monotonic()
                 if channel.overdue(now, self._limit):

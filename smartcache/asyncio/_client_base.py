@@ -27,7 +27,7 @@ from smartcache._client_common import (
 from smartcache._near import MISS, NearRuntime
 from smartcache._redis_surface import EMPTY_RESPONSE, NEVER_DECODE, RedisSurface
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
-from smartcache.asyncio._near_io import connect_channel
+from smartcache.asyncio._near_io import borrow_reader, connect_channel, give_back_reader
 from smartcache.asyncio._sentinel import AsyncSentinelState
 from smartcache.asyncio._sentinel_exec import AsyncSentinelExecutor
 from smartcache.core.commands import normalize_command
@@ -379,16 +379,21 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
                 channel = await connect_channel(near, near.new_channel(pool.settings))
             except (rx.RedisError, OSError):
                 return failed  # the ordinary path reports what is wrong with the node
-        conn = await pool.borrow()
+        try:
+            conn = await borrow_reader(channel, pool)
+        except (rx.RedisError, OSError):
+            near.reader_failed(channel)
+            return failed
         try:
             plan = near.prepare(reads, pool, channel, conn)
             try:
                 replies = await conn.execute_many(plan.commands)
             except (rx.ResponseError, *_NET):
                 near.abandon(plan)
+                near.reader_failed(channel)
                 return failed
         finally:
-            pool.give_back(conn)
+            give_back_reader(channel)
         return near.complete(plan, replies)
 
     # -- the general execution path ---------------------------------------------------------

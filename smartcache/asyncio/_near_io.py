@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from smartcache.asyncio._connection import AsyncConnection
+
 if TYPE_CHECKING:
     from smartcache._near import NearRuntime
+    from smartcache.asyncio._pool import AsyncConnectionPool
     from smartcache.wire.tracking import TrackingChannel
 
-__all__ = ["LoopWorld", "connect_channel"]
+__all__ = ["LoopWorld", "borrow_reader", "connect_channel", "give_back_reader"]
 
 
 class LoopWorld:
@@ -64,3 +67,22 @@ async def connect_channel(runtime: NearRuntime, channel: TrackingChannel) -> Tra
     """Connect ``channel`` in a worker thread and hand it to ``runtime``."""
     await asyncio.to_thread(channel.connect, runtime.connect_commands)
     return runtime.opened(channel)
+
+
+async def borrow_reader(channel: TrackingChannel, pool: AsyncConnectionPool) -> AsyncConnection:
+    """The channel's reader (opened on first use): an auto-pipelined connection of its own,
+    shared by every task; its end is seen at once (the loop reads it)."""
+    conn = channel.reader
+    if conn is None:
+        conn = AsyncConnection(pool.settings, max_in_flight=pool.max_in_flight)
+        await conn.connect()
+        if channel.reader is None:
+            channel.watch_reader(conn)
+        else:  # another task opened one meanwhile
+            conn.close()
+            conn = channel.reader
+    return conn  # type: ignore[no-any-return]
+
+
+def give_back_reader(channel: TrackingChannel) -> None:
+    """Nothing to do: the reader is shared."""

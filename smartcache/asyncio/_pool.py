@@ -80,14 +80,6 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
             await conn.connect()
         return conn
 
-    async def borrow(self) -> AsyncConnection:
-        """A connection for one exchange: the shared one (its ``execute_many`` keeps a
-        batch contiguous); give it back with :meth:`give_back`."""
-        return await self.shared()
-
-    def give_back(self, conn: AsyncConnection) -> None:
-        """Nothing to do: the shared connection stays shared."""
-
     # -- dedicated connections ----------------------------------------------------------------
 
     async def acquire_dedicated(self) -> AsyncConnection:

@@ -103,7 +103,9 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
         self._near = (
             None
             if config is None
-            else NearRuntime(config, LoopWorld(), self._encoder.encode, self._near_owner)
+            else NearRuntime(
+                config, LoopWorld(), self._encoder.encode, self._near_owner, self._near_live
+            )
         )
         self._refresher: asyncio.TimerHandle | None = None
         self.autopipeline = autopipeline

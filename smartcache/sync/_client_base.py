@@ -34,7 +34,7 @@ from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.exceptions import ConfigurationError, NoReachableNodeError
 from smartcache.sync._cluster import ClusterRouter, ClusterState
-from smartcache.sync._near_io import connect_channel
+from smartcache.sync._near_io import borrow_reader, connect_channel, give_back_reader
 from smartcache.sync._sentinel import SentinelState
 from smartcache.sync._sentinel_exec import SentinelExecutor
 from smartcache.wire import ConnectionSettings
@@ -375,16 +375,21 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
                 channel = connect_channel(near, near.new_channel(pool.settings))
             except (rx.RedisError, OSError):
                 return failed  # the ordinary path reports what is wrong with the node
-        conn = pool.borrow()
+        try:
+            conn = borrow_reader(channel, pool)
+        except (rx.RedisError, OSError):
+            near.reader_failed(channel)
+            return failed
         try:
             plan = near.prepare(reads, pool, channel, conn)
             try:
                 replies = conn.execute_many(plan.commands)
             except (rx.ResponseError, *_NET):
                 near.abandon(plan)
+                near.reader_failed(channel)
                 return failed
         finally:
-            pool.give_back(conn)
+            give_back_reader(channel)
         return near.complete(plan, replies)
 
     # -- the general execution path ---------------------------------------------------------

@@ -11,11 +11,14 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+from smartcache.sync._connection import Connection
+
 if TYPE_CHECKING:
     from smartcache._near import NearRuntime
+    from smartcache.sync._pool import ConnectionPool
     from smartcache.wire.tracking import TrackingChannel
 
-__all__ = ["ThreadWorld", "connect_channel"]
+__all__ = ["ThreadWorld", "borrow_reader", "connect_channel", "give_back_reader"]
 
 
 class ThreadWorld:
@@ -65,3 +68,25 @@ def connect_channel(runtime: NearRuntime, channel: TrackingChannel) -> TrackingC
     """Connect ``channel`` and hand it to ``runtime`` (which may keep another one)."""
     channel.connect(runtime.connect_commands)
     return runtime.opened(channel)
+
+
+def borrow_reader(channel: TrackingChannel, pool: ConnectionPool) -> Connection:
+    """The channel's reader, for this thread alone until :func:`give_back_reader`
+    (opened on first use: a connection of its own, not a pooled one, so that its end is
+    seen at once: its socket is polled with the channel's)."""
+    channel.reader_lock.acquire()
+    try:
+        conn = channel.reader
+        if conn is None:
+            conn = Connection(pool.settings)
+            conn.connect()
+            channel.watch_reader(conn)
+    except BaseException:
+        channel.reader_lock.release()
+        raise
+    return conn  # type: ignore[no-any-return]
+
+
+def give_back_reader(channel: TrackingChannel) -> None:
+    """Let the next thread read on the channel's reader."""
+    channel.reader_lock.release()

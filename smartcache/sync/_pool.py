@@ -125,13 +125,6 @@ class ConnectionPool(PoolBase[Connection]):
             if self._waiting:
                 self._available.notify()
 
-    #: a connection for one exchange (the asyncio twin lends its shared one)
-    borrow = get
-
-    def give_back(self, conn: Connection) -> None:
-        """Return a connection from :meth:`borrow`."""
-        self.release(conn)
-
     def acquire_dedicated(self) -> Connection:
         """A connection for the caller alone until :meth:`release` (every pooled connection
         is; the name is the asyncio twin's, whose shared connection is not)."""

@@ -119,7 +119,9 @@ class SmartClient(
         self._near = (
             None
             if config is None
-            else NearRuntime(config, ThreadWorld(), self._encoder.encode, self._near_owner)
+            else NearRuntime(
+                config, ThreadWorld(), self._encoder.encode, self._near_owner, self._near_live
+            )
         )
         self._refresher: _PeriodicRefresh | None = None
         #: held while a command uses the one connection (redis-py's attribute of this name)

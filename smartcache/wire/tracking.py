@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import select
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,14 @@ class TrackingChannel:
         #: the last PING round trip in seconds
         self.lag: float | None = None
         self._lost_reported = False
+        #: the data connection that makes this channel's tracked reads (the server stops
+        #: invalidating what a connection tracked once it closes, so its loss is the
+        #: channel's loss); set by the shell's ``borrow_reader``
+        self.reader: Any = None
+        self.reader_connects = 0
+        self._reader_fd = -1
+        #: serializes the sync shell's reads on :attr:`reader`
+        self.reader_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "open" if self._sock is not None else "closed"
@@ -157,6 +166,23 @@ class TrackingChannel:
             reply = reader.gets()
         return reply
 
+    def watch_reader(self, conn: Any) -> None:
+        """Adopt ``conn`` (connected) as the reader; a sync connection's socket is polled
+        with the channel's, so its end is seen before the next hit."""
+        self.reader, self.reader_connects = conn, conn.connects
+        fileno = getattr(conn, "fileno", None)
+        if fileno is not None and self._poll is not None:
+            self._reader_fd = fileno()
+            self._poll.register(self._reader_fd, select.POLLIN)
+
+    def reader_ok(self) -> bool:
+        """Whether the reader is the one adopted, still connected (an idle reader has
+        nothing to say: anything readable on it is its end)."""
+        reader = self.reader
+        return (
+            reader is not None and reader.is_connected and reader.connects == self.reader_connects
+        )
+
     # -- reading ----------------------------------------------------------------------------
 
     def readable(self) -> bool:
@@ -164,7 +190,13 @@ class TrackingChannel:
         poll = self._poll
         if poll is None:
             return False
-        if poll.poll(0):
+        events = poll.poll(0)
+        if events:
+            reader_fd = self._reader_fd
+            for fd, _ in events:
+                if fd == reader_fd:
+                    self.lost()  # the idle reader spoke: it was closed (or is out of step)
+                    return False
             return True
         pending = getattr(self._sock, "pending", None)
         return bool(pending is not None and pending())
@@ -235,6 +267,9 @@ class TrackingChannel:
         """Close the socket (idempotent); no report."""
         sock, self._sock, self._reader, self._poll = self._sock, None, None, None
         self.generation = None
+        reader, self.reader, self._reader_fd = self.reader, None, -1
+        if reader is not None:
+            reader.close()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()

@@ -18,6 +18,8 @@ def test_public_names_are_pinned() -> None:
         "DurabilityError",
         "FlushTimeoutError",
         "InvalidArgumentError",
+        "NearCache",
+        "NearStats",
         "NoReachableNodeError",
         "RetryPolicy",
         "ServerBinaryNotFoundError",
