@@ -12,7 +12,10 @@ On one local server started here (the launcher's binary), in one run:
   the CPU) and reads 10 times; ``--reads`` reads in all, stale ones counted; and the stale
   window below 1 ms (reads started right after the SET returned);
 - a Zipf(1.1) workload over 10,000 keys, 95% GET / 5% SET, ops/s with and without the near
-  cache on the same client class.
+  cache on the same client class;
+- the same coherence rounds (a SmartClient writer without the near cache) on a 3-primary
+  cluster while 40 slots migrate back and forth, and across a Sentinel failover
+  (``--skip-topologies`` leaves these two out).
 
 redis-py's own client-side cache needs Redis >= 7.4 and refuses Valkey, so it cannot run
 on the servers of this machine; it is reported as such, not faked.
@@ -28,7 +31,7 @@ from typing import Any
 
 import redis
 
-from smartcache import AsyncSmartClient, SmartClient
+from smartcache import AsyncSmartClient, SmartClient, key_slot
 from smartcache.core.nearcache import NearCache, NearStore
 from smartcache.testing import Standalone
 
@@ -135,14 +138,136 @@ def coherence(url: str, reads: int, spin: bool = False) -> tuple[int, int, int, 
     return stale, done, early_stale, early
 
 
+def rounds_of_reads(
+    writer: Any, reader: Any, keys: list[str], reads: int, busy: Any, switched: Any
+) -> tuple[int, int, int, int, int]:
+    """Rounds of: SET every key (acknowledged), wait 1 ms (sleeping), GET every key through
+    the near cache. Runs until ``reads`` reads were checked and ``busy()`` is false.
+    Reads are split by ``switched()`` (a failover followed or not). Returns
+    (stale, reads, stale before the switch, reads before it, rounds lost to errors)."""
+    stale = done = stale_before = before = errors = 0
+    n = 0
+    while done < reads or busy():
+        n += 1
+        try:
+            for k in keys:
+                writer.set(k, n)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError):
+            errors += 1
+            continue  # not acknowledged: nothing to check this round
+        time.sleep(0.001)
+        want = str(n).encode()
+        for k in keys:
+            after = switched()
+            try:
+                got = reader.get(k)
+            except (redis.ConnectionError, redis.TimeoutError):
+                errors += 1
+                continue
+            if after:
+                done += 1
+                stale += got != want
+            else:
+                before += 1
+                stale_before += got != want
+    return stale, done, stale_before, before, errors
+
+
+def cluster_resharding(reads: int) -> str:
+    """A 3-primary cluster, slots moved back and forth between two primaries (MIGRATE, live)
+    while the rounds run."""
+    import threading
+
+    from smartcache.testing import Cluster
+
+    with Cluster(primaries=3, replicas=0) as cluster:
+        reader = SmartClient(startup_nodes=cluster.startup_nodes, near_cache=NearCache())
+        writer = SmartClient(startup_nodes=cluster.startup_nodes)
+        a, b = cluster.primaries()[:2]
+        moving = cluster.slots_of(a)[:40]
+        keys = [k for k in (f"bench:rs:{i}" for i in range(400_000))
+                if key_slot(k) in moving][:80]  # fmt: skip
+        stop = threading.Event()
+        moves = [0]
+
+        def reshard() -> None:
+            src, dst = a, b
+            while not stop.is_set():
+                cluster.migrate_slots(src, dst, slots=moving, batch=10)
+                moves[0] += 1
+                src, dst = dst, src
+
+        mover = threading.Thread(target=reshard, daemon=True)
+        mover.start()
+        t = time.perf_counter()
+        stale, done, _, _, errors = rounds_of_reads(
+            writer, reader, keys, reads, busy=lambda: moves[0] < 2, switched=lambda: True
+        )
+        took = time.perf_counter() - t
+        stop.set()
+        mover.join(60)
+        stats = reader.near_cache.stats()
+        reader.close()
+        writer.close()
+    return (
+        f"{stale} stale of {done} reads started >= 1 ms after the SETs, during {moves[0]} "
+        f"live migrations of 40 slots ({took:.0f} s; {errors} errors; near cache: "
+        f"{stats.hits} hits, {stats.misses} misses)"
+    )
+
+
+def sentinel_failover(reads: int) -> str:
+    """A Sentinel group (1 primary, 1 replica, 3 sentinels); SENTINEL FAILOVER once a third
+    of the reads are done. Reads are counted after the reader's client followed the switch;
+    those before it are reported apart (the old primary still answers then)."""
+    import threading
+
+    from smartcache.testing import SentinelGroup
+
+    with SentinelGroup(replicas=1, sentinels=3) as group:
+        opts = {"sentinels": group.sentinel_addresses, "service_name": group.service_name}
+        reader = SmartClient(**opts, near_cache=NearCache(health_check_interval=0.5))
+        writer = SmartClient(**opts)
+        old = group.primary().address
+        keys = [f"bench:fo:{i}" for i in range(20)]
+        done = threading.Event()
+        progress = [0]
+
+        def fail_over() -> None:
+            try:
+                group.failover()
+            finally:
+                done.set()
+
+        def switched() -> bool:
+            progress[0] += 1
+            if progress[0] == reads // 3:
+                threading.Thread(target=fail_over, daemon=True).start()
+            return reader._sentinel.primary_address not in (None, old)
+
+        t = time.perf_counter()
+        stale, after, stale_before, before, errors = rounds_of_reads(
+            writer, reader, keys, reads, busy=lambda: not done.is_set(), switched=switched
+        )
+        took = time.perf_counter() - t
+        reader.close()
+        writer.close()
+    return (
+        f"{stale} stale of {after} reads started >= 1 ms after the SETs once the client "
+        f"followed the failover; before it, {stale_before} stale of {before} ({took:.0f} s; "
+        f"{errors} reads or rounds lost to errors during the switch)"
+    )
+
+
 def zipf_keys(n_keys: int, count: int, s: float = 1.1) -> list[int]:
     weights = [1.0 / (r**s) for r in range(1, n_keys + 1)]
     return random.Random(7).choices(range(n_keys), weights=weights, k=count)
 
 
 def workload(url: str, ops: int) -> dict[str, float]:
-    keys = zipf_keys(10_000, ops)
-    writes = random.Random(8).random
+    """The same key sequence on each client: a warm-up of ``ops // 4`` operations (not
+    timed: a service's cache is warm after its first seconds), then ``ops`` timed."""
+    keys = zipf_keys(10_000, ops + ops // 4)
     out = {}
     for label, kwargs in (
         ("without near cache", {}),
@@ -151,13 +276,19 @@ def workload(url: str, ops: int) -> dict[str, float]:
         client = SmartClient.from_url(url, **kwargs)
         for k in range(10_000):
             client.set(f"bench:z:{k}", k)
-        t = time.perf_counter()
-        for k in keys:
+        writes = random.Random(8).random
+        for i, k in enumerate(keys):
+            if i == ops // 4:
+                t = time.perf_counter()
+                trips = client.near_cache.stats().misses if client.near_cache else 0
             if writes() < 0.05:
                 client.set(f"bench:z:{k}", k)
             else:
                 client.get(f"bench:z:{k}")
         out[label] = ops / (time.perf_counter() - t)
+        if client.near_cache:
+            misses = client.near_cache.stats().misses - trips
+            out["near-cache misses (timed part)"] = misses
         client.close()
     return out
 
@@ -167,6 +298,11 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=100_000)
     parser.add_argument("--ops", type=int, default=200_000)
     parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument(
+        "--skip-topologies",
+        action="store_true",
+        help="standalone only (no cluster resharding, no Sentinel failover)",
+    )
     args = parser.parse_args()
     with Standalone() as server:
         print(f"server: {server.url}")
@@ -184,10 +320,15 @@ def main() -> None:
                 f"after the SET; {early_stale} stale of {early} reads right after it"
             )
         result = workload(server.url, args.ops)
+        misses = result.pop("near-cache misses (timed part)")
         for name, rate in result.items():
             print(f"  Zipf 95% reads {name:20s} {rate:10.0f} ops/s")
+        print(f"  near-cache misses: {misses:.0f} of {args.ops} operations")
         ratio = result["with near cache"] / result["without near cache"]
         print(f"  ratio: {ratio:.1f}x")
+    if not args.skip_topologies:
+        print(f"coherence on a cluster during live resharding: {cluster_resharding(args.reads)}")
+        print(f"coherence across a Sentinel failover: {sentinel_failover(args.reads)}")
 
 
 if __name__ == "__main__":
