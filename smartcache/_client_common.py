@@ -254,12 +254,14 @@ class ClientCommon:
     def _near_route(self, key: Any) -> tuple[int, Any]:
         """The slot (-1 off a cluster) and the pool a near-cache miss of ``key`` reads
         from, or ``None`` for the pool when the ordinary path must run it (no primary
-        known yet, a refresh pending, a suspect node)."""
+        known yet, a suspect node). A refresh still pending (rate-limited) does not stop
+        it: MOVED patched the map, and a node that does not serve the slot answers
+        MOVED/ASK, which sends the read down the ordinary path."""
         cluster = self._cluster
         if cluster is None:
             return -1, self._near_owner(-1)
         slot = cluster.slot_of(key)
-        if cluster.refresh_pending or cluster.suspects:
+        if cluster.suspects:
             return slot, None
         return slot, cluster.slot_pools[slot]
 

@@ -329,6 +329,7 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
             return await self._near_mget(near, args, options)
         value = near.get(args)
         if value is MISS:
+            await self._near_settle()
             slot, pool = self._near_route(args[1])
             if pool is not None:
                 value = (await self._near_fetch(near, pool, [(args, slot)]))[0]
@@ -344,6 +345,8 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
         keys = args[1:]
         values = [near.get(("GET", k)) for k in keys]
         missing = [i for i, v in enumerate(values) if v is MISS]
+        if missing:
+            await self._near_settle()
         groups: dict[int, tuple[Any, list[int], list[tuple[tuple[Any, ...], int]]]] = {}
         for i in missing:
             slot, pool = self._near_route(keys[i])
@@ -360,6 +363,15 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
             for i, value in zip(rest, got, strict=True):
                 values[i] = value
         return parse_each(values, self.response_callbacks.get("MGET"), options)
+
+    async def _near_settle(self) -> None:
+        """Before a miss is routed: the refresh a MOVED asked for, as the ordinary path
+        runs it (rate-limited by the router; until it runs, the map MOVED patched routes)."""
+        cluster = self._cluster
+        if cluster is not None and cluster.refresh_pending:
+            router = self._router
+            assert router is not None
+            await router.try_refresh()
 
     async def _near_command_info(self, near: NearRuntime) -> Any:
         try:

@@ -327,6 +327,7 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
             return self._near_mget(near, args, options)
         value = near.get(args)
         if value is MISS:
+            self._near_settle()
             slot, pool = self._near_route(args[1])
             if pool is not None:
                 value = (self._near_fetch(near, pool, [(args, slot)]))[0]
@@ -340,6 +341,8 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
         keys = args[1:]
         values = [near.get(("GET", k)) for k in keys]
         missing = [i for i, v in enumerate(values) if v is MISS]
+        if missing:
+            self._near_settle()
         groups: dict[int, tuple[Any, list[int], list[tuple[tuple[Any, ...], int]]]] = {}
         for i in missing:
             slot, pool = self._near_route(keys[i])
@@ -356,6 +359,15 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
             for i, value in zip(rest, got, strict=True):
                 values[i] = value
         return parse_each(values, self.response_callbacks.get("MGET"), options)
+
+    def _near_settle(self) -> None:
+        """Before a miss is routed: the refresh a MOVED asked for, as the ordinary path
+        runs it (rate-limited by the router; until it runs, the map MOVED patched routes)."""
+        cluster = self._cluster
+        if cluster is not None and cluster.refresh_pending:
+            router = self._router
+            assert router is not None
+            router.try_refresh()
 
     def _near_command_info(self, near: NearRuntime) -> Any:
         try:
