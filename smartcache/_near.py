@@ -412,6 +412,19 @@ class NearRuntime:
         with self.lock:
             channel.drain()
 
+    def watched(self) -> dict[int, TrackingChannel]:
+        """Each open channel by the descriptors to wait on (its socket's and its
+        reader's), for a thread that waits for messages between ticks."""
+        with self.lock:
+            return {fd: c for c in self._channels.values() for fd in c.fds()}
+
+    def serve(self, channel: TrackingChannel) -> None:
+        """One of ``channel``'s descriptors woke a waiting thread: apply what arrived (or
+        drop the channel if that was its end, or its reader's)."""
+        with self.lock:
+            if channel.readable():
+                channel.drain()
+
     def forget_nodes(self, reason: str, keep: Callable[[Entry], bool]) -> int:
         """Drop the entries for which ``keep`` is false (a topology change)."""
         with self.lock:

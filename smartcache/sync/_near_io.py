@@ -1,13 +1,17 @@
 """The sync client's side of the near cache: a daemon thread for the keep-alive.
 
 The sync client drains a tracking channel itself before each hit (see
-:mod:`smartcache._near`); the thread only PINGs quiet channels, declares silent ones lost
-and drains what piled up for entries nobody reads.
+:mod:`smartcache._near`); the thread PINGs quiet channels, declares silent ones lost, and
+between ticks waits on the channels' sockets, so that invalidations (and PONGs: the lag
+figure) are applied as they arrive even when nobody reads, and a closed channel or reader
+is noticed at once.
 """
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -56,12 +60,37 @@ class ThreadWorld:
 
 
 def _run(ref: weakref.ref[NearRuntime], period: float, stop: threading.Event) -> None:
-    while not stop.wait(period):
+    while not stop.is_set():
         runtime = ref()
         if runtime is None:
             return
         runtime.tick()
+        _wait_on_channels(runtime, period, stop)
         del runtime
+
+
+def _wait_on_channels(runtime: NearRuntime, period: float, stop: threading.Event) -> None:
+    """Until ``period`` has passed (or ``stop``), serve each channel as data arrives."""
+    deadline = time.monotonic() + period
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        watched = runtime.watched()
+        if not watched:
+            stop.wait(left)
+            return
+        poller = select.poll()
+        for fd in watched:
+            poller.register(fd, select.POLLIN)
+        try:
+            events = poller.poll(max(1, int(left * 1000)))
+        except OSError:  # a descriptor closed meanwhile: look again
+            continue
+        for channel in {id(watched[fd]): watched[fd] for fd, _ in events}.values():
+            runtime.serve(channel)
+        if any(flags & select.POLLNVAL for _, flags in events):
+            stop.wait(0.001)  # closed under us: the next look has the new set
 
 
 def connect_channel(runtime: NearRuntime, channel: TrackingChannel) -> TrackingChannel:

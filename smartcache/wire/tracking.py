@@ -101,6 +101,16 @@ class TrackingChannel:
         """The socket's file descriptor (-1 when closed), for an event loop's reader."""
         return self._sock.fileno() if self._sock is not None else -1
 
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors to wait on for this channel: its socket's, and its reader's while
+        the reader is idle (an idle reader speaks only when it was closed)."""
+        if self._sock is None:
+            return ()
+        fd = self._sock.fileno()
+        if self._reader_fd >= 0 and not self.reader_lock.locked():
+            return (fd, self._reader_fd)
+        return (fd,)
+
     # -- connect ----------------------------------------------------------------------------
 
     def connect(
@@ -193,13 +203,26 @@ class TrackingChannel:
         events = poll.poll(0)
         if events:
             reader_fd = self._reader_fd
-            for fd, _ in events:
-                if fd == reader_fd:
-                    self.lost()  # the idle reader spoke: it was closed (or is out of step)
-                    return False
-            return True
+            if any(fd == reader_fd for fd, _ in events) and self._reader_ended():
+                self.lost()  # the idle reader spoke: it was closed (or is out of step)
+                return False
+            if any(fd != reader_fd for fd, _ in events):
+                return True
         pending = getattr(self._sock, "pending", None)
         return bool(pending is not None and pending())
+
+    def _reader_ended(self) -> bool:
+        """Whether the reader has something to say while idle (its end). A read in flight
+        holds ``reader_lock`` and its reply is no end; so the question is asked holding
+        that lock, or not at all (the reader is busy: its user sees any end itself)."""
+        if not self.reader_lock.acquire(blocking=False):
+            return False
+        try:
+            poll = self._poll
+            reader_fd = self._reader_fd
+            return poll is not None and any(fd == reader_fd for fd, _ in poll.poll(0))
+        finally:
+            self.reader_lock.release()
 
     def drain(self) -> None:
         """Read and hand over every message that has arrived, without waiting."""

@@ -107,6 +107,49 @@ def test_a_killed_tracking_channel_drops_its_entries(
     assert c.get(k) == b"v2" and c.near_cache.stats().channels == 1  # a new channel
 
 
+def test_threads_reading_and_missing_together_keep_their_channel(
+    redis_standalone: Standalone,
+) -> None:
+    """Sync threads: hits while another thread's miss is on the reader (its reply arriving
+    on the reader's socket) must not take that reply for the reader's end."""
+    import threading
+
+    from smartcache import SmartClient
+
+    c = SmartClient.from_url(redis_standalone.url, near_cache=NearCache())
+    w = redis.Redis.from_url(redis_standalone.url)
+    keys = [key(f"thr{i}") for i in range(50)]
+    for k in keys:
+        w.set(k, 0)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for k in keys:
+                    c.get(k)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    for n in range(300):  # keeps invalidating, so misses run beside hits
+        w.set(keys[n % len(keys)], n)
+    stop.set()
+    for t in readers:
+        t.join(30)
+    stats = c.near_cache.stats()
+    assert not errors, errors
+    assert stats.misses > len(keys) and stats.hits > 0 and stats.invalidations > 0
+    assert "channel_lost" not in stats.flushes, stats
+    final = [w.get(k) for k in keys]
+    eventually(lambda: [c.get(k) for k in keys] == final, "every last write to be seen")
+    c.close()
+    w.close()
+
+
 def test_entries_die_with_the_key(redis_standalone: Standalone, client_factory: Any) -> None:
     k = key("ttl")
     c = client_factory(url=redis_standalone.url, near_cache=NearCache(ttl=60))
@@ -165,6 +208,71 @@ def test_cluster_coherence(redis_cluster: Cluster, client_factory: Any) -> None:
     missing = key("missing")
     assert c.get(missing) is None and c.get(missing) is None
     assert c.near_cache.stats().entries == len(keys)  # no missing key kept on a cluster
+    w.close()
+
+
+def test_cluster_losses_drop_exactly_the_entries_that_could_be_stale(
+    redis_topologies: Any, client_factory: Any
+) -> None:
+    """A killed channel drops its node's entries only; a moved slot drops that slot's
+    entries only; a node left with no slot has its channel closed by the keep-alive."""
+    cluster = redis_topologies.cluster(primaries=3, replicas=0)
+    c = client_factory(
+        startup_nodes=cluster.startup_nodes, near_cache=NearCache(health_check_interval=0.2)
+    )
+    w = redis.cluster.RedisCluster(startup_nodes=[
+        redis.cluster.ClusterNode(h, p) for h, p in cluster.startup_nodes
+    ])  # fmt: skip
+    keys = [f"near:exact:{i}" for i in range(60)]
+    node_of = {k: w.get_node_from_key(k).name for k in keys}
+    for k in keys:
+        w.set(k, "v1")
+        c.get(k)
+    near = c.near_cache
+    assert near.stats().entries == len(keys) and near.stats().channels == 3
+
+    def served_from_cache(group: list[str]) -> bool:
+        before = near.stats()
+        values = [c.get(k) for k in group]
+        after = near.stats()
+        assert values == [b"v1"] * len(group)
+        return after.misses == before.misses and after.hits == before.hits + len(group)
+
+    # 1. one node's channel killed: that node's entries go, the others stay
+    victim, *others = sorted(set(node_of.values()))
+    on_victim = [k for k in keys if node_of[k] == victim]
+    elsewhere = [k for k in keys if node_of[k] != victim]
+    host, port = victim.rsplit(":", 1)
+    killer = redis.Redis(host=host, port=int(port))
+    assert killer.execute_command("CLIENT", "KILL", "ID", near._channels[victim].client_id) == 1
+    eventually(lambda: "channel_lost" in near.stats().flushes, "the lost channel to be noticed")
+    assert near.stats().flushes["channel_lost"] == len(on_victim)  # entries dropped
+    assert near.stats().entries == len(elsewhere)
+    assert served_from_cache(elsewhere)
+    assert not served_from_cache(on_victim)  # read again from the server, kept again
+    assert served_from_cache(keys)
+
+    # 2. one slot moved: that slot's entries go (on access), the rest of the node's stay
+    moved = on_victim[0]
+    slot = w.keyslot(moved)
+    same_slot = [k for k in on_victim if w.keyslot(k) == slot]
+    rest = [k for k in keys if k not in same_slot]
+    source = next(p for p in cluster.primaries() if p.address == victim)
+    target = next(p for p in cluster.primaries() if p.address == others[0])
+    cluster.migrate_slots(source, target, slots=[slot])
+    assert c.get(moved) == b"v1"  # MIGRATE deleted it on the source: invalidated, re-read
+    assert served_from_cache(rest)
+
+    # 3. the victim serves no slot any more: the keep-alive closes its channel
+    cluster.migrate_slots(source, target, slots=cluster.slots_of(source), batch=100)
+    # MIGRATE deleted them on the source (invalidated): read again, they meet MOVED
+    assert [c.get(k) for k in on_victim] == [b"v1"] * len(on_victim)
+    eventually(  # the ordinary path runs the map refresh MOVED asked for (rate-limited)
+        lambda: c.ping() and near.stats().channels == 2, "the idle node's channel to close"
+    )
+    assert victim not in near._channels
+    assert served_from_cache([k for k in keys if node_of[k] == others[1]])
+    killer.close()
     w.close()
 
 
