@@ -412,11 +412,11 @@ class NearRuntime:
         with self.lock:
             channel.drain()
 
-    def watched(self) -> dict[int, TrackingChannel]:
-        """Each open channel by the descriptors to wait on (its socket's and its
-        reader's), for a thread that waits for messages between ticks."""
+    def awaiting_pong(self) -> dict[int, TrackingChannel]:
+        """The channels whose PING is unanswered, by the descriptors to wait on (the
+        socket's and the idle reader's), for a thread that waits for the PONG."""
         with self.lock:
-            return {fd: c for c in self._channels.values() for fd in c.fds()}
+            return {fd: c for c in self._channels.values() if c.ping_sent for fd in c.fds()}
 
     def serve(self, channel: TrackingChannel) -> None:
         """One of ``channel``'s descriptors woke a waiting thread: apply what arrived (or

@@ -1,10 +1,11 @@
 """The sync client's side of the near cache: a daemon thread for the keep-alive.
 
 The sync client drains a tracking channel itself before each hit (see
-:mod:`smartcache._near`); the thread PINGs quiet channels, declares silent ones lost, and
-between ticks waits on the channels' sockets, so that invalidations (and PONGs: the lag
-figure) are applied as they arrive even when nobody reads, and a closed channel or reader
-is noticed at once.
+:mod:`smartcache._near`); the thread drains what piled up for entries nobody reads, PINGs
+quiet channels and waits for their PONG (so the lag figure is the network's), and
+declares silent ones lost. It does not wake for every invalidation: on a small machine a
+thread woken per write competes with the server for a core, which is what delays
+invalidations (measured: docs/near-cache.md).
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def _run(ref: weakref.ref[NearRuntime], period: float, stop: threading.Event) ->
 
 
 def _wait_on_channels(runtime: NearRuntime, period: float, stop: threading.Event) -> None:
-    """Until ``period`` has passed (or ``stop``), serve each channel as data arrives."""
+    """Until ``period`` has passed (or ``stop``): serve the channels that owe a PONG as
+    data arrives on them, then sleep."""
     deadline = time.monotonic() + period
     while not stop.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             return
-        watched = runtime.watched()
+        watched = runtime.awaiting_pong()
         if not watched:
             stop.wait(left)
             return
