@@ -29,6 +29,7 @@ from smartcache.core.node_choice import READ_FROM
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slots import key_slot
+from smartcache.core.stats import ClientStats, Counters
 from smartcache.exceptions import ConfigurationError
 from smartcache.wire import ConnectionSettings
 from smartcache.wire.settings import POOL_KWARGS
@@ -212,6 +213,16 @@ class ClientCommon:
             self._settings.decode_responses,
         )
         self._table = CommandTable.fallback()
+        self._counters = Counters()
+
+    def stats(self) -> ClientStats:
+        """What this client did for you so far: redirects followed, retries by reason,
+        ambiguous failures, slot-map refreshes by cause, nodes added and removed, Sentinel
+        failovers followed and the time writes were held for them, and the near cache's
+        statistics (:class:`~smartcache.core.stats.ClientStats`, a copy). Counting costs
+        nothing while nothing goes wrong: only those events are counted."""
+        near = self._near
+        return self._counters.snapshot(near.stats() if near is not None else None)
 
     # -- near cache -----------------------------------------------------------------------
     _near: NearRuntime | None

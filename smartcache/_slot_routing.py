@@ -10,12 +10,14 @@ keyed command is one list index.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
+from smartcache._observe import log_topology
 from smartcache.core.flow import Attempt
 from smartcache.core.node_choice import choose_node, default_node
 from smartcache.core.refresh import (
@@ -27,6 +29,7 @@ from smartcache.core.refresh import (
 )
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.slots import SLOT_COUNT
+from smartcache.core.stats import Counters
 from smartcache.wire import ConnectionSettings
 from smartcache.wire.packing import slot_function
 
@@ -49,8 +52,12 @@ class SlotRouting(Generic[P]):
         pool_factory: Callable[[ConnectionSettings], P],
         discard: Callable[[P], None],
         min_refresh_interval: float = 0.1,
+        counters: Counters | None = None,
     ) -> None:
         self._settings = settings
+        self.counters = counters if counters is not None else Counters()
+        #: why the next refresh runs (counted and logged when its map is installed)
+        self.refresh_cause = "startup"
         self._startup = [f"{h}:{p}" for h, p in startup]
         self._pool_factory = pool_factory
         self._discard = discard
@@ -205,9 +212,16 @@ class SlotRouting(Generic[P]):
         else:
             self._unanswered.add(address)
 
+    def request_refresh(self, cause: str) -> None:
+        """Ask for a refresh (the next command runs it); ``cause`` labels it."""
+        self.refresh_cause = cause
+        self.refresh_pending = True
+
     def install(self, new_map: SlotMap, cleared: Iterable[str]) -> None:
-        """Swap ``new_map`` in, clear suspects, close the pools of nodes that left."""
-        old_nodes = set(self.slot_map.nodes) if self.slot_map else set()
+        """Swap ``new_map`` in, clear suspects, close the pools of nodes that left; count
+        and log the refresh and the nodes that came or went."""
+        previous = self.slot_map
+        old_nodes = set(previous.nodes) if previous else set()
         by_shard = [self.pool(s.primary) for s in new_map.shards]
         slot_pools: list[P | None] = [
             by_shard[i] if i >= 0 else None for i in new_map.shard_indices()
@@ -229,6 +243,32 @@ class SlotRouting(Generic[P]):
         self._generation += 1
         self._last_refresh = time.monotonic()
         self.refresh_pending = False
+        self._report(previous, new_map, old_nodes)
+
+    def _report(self, previous: SlotMap | None, new_map: SlotMap, old_nodes: set[str]) -> None:
+        cause, self.refresh_cause = self.refresh_cause, "periodic"
+        added = sorted(set(new_map.nodes) - old_nodes) if previous is not None else []
+        removed = sorted(old_nodes - set(new_map.nodes))
+        self.counters.refreshed(cause, len(added), len(removed))
+        quiet = (
+            cause == "periodic"
+            and not added
+            and not removed
+            and previous is not None
+            and previous.shards == new_map.shards
+            and previous.shard_indices() == new_map.shard_indices()
+        )
+        log_topology(
+            "cluster.refresh",
+            level=logging.DEBUG if quiet else logging.INFO,
+            cause=cause,
+            primaries=len(new_map.primaries),
+            nodes=len(new_map.nodes),
+        )
+        for address in added:
+            log_topology("cluster.node_added", address=address)
+        for address in removed:
+            log_topology("cluster.node_removed", address=address)
 
     @property
     def last_refresh(self) -> float:
@@ -239,12 +279,14 @@ class SlotRouting(Generic[P]):
         """Ask for a refresh when the periodic one is due
         (:func:`~smartcache.core.refresh.periodic_refresh_due`): the next command runs it."""
         if periodic_refresh_due(self._last_refresh, time.monotonic(), interval):
+            if not self.refresh_pending:
+                self.refresh_cause = "periodic"
             self.refresh_pending = True
 
     def mark_suspect(self, address: str) -> None:
         """Note that ``address`` timed out or refused; ask for a refresh."""
         self.suspects[address] = time.monotonic()
-        self.refresh_pending = True
+        self.request_refresh("node_failure")
 
     def is_suspect(self, slot: int) -> bool:
         """Is the primary serving ``slot`` suspected hung?"""
@@ -264,4 +306,4 @@ class SlotRouting(Generic[P]):
         pools[slot] = self.pool(address)
         self.slot_map = new_map
         self.slot_pools = pools
-        self.refresh_pending = True
+        self.request_refresh("moved")

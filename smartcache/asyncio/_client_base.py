@@ -25,6 +25,7 @@ from smartcache._client_common import (
     sentinel_url_kwargs,
 )
 from smartcache._near import MISS, NearRuntime
+from smartcache._observe import sentinel_listener
 from smartcache._redis_surface import EMPTY_RESPONSE, NEVER_DECODE, RedisSurface
 from smartcache.asyncio._cluster import AsyncClusterRouter, AsyncClusterState
 from smartcache.asyncio._near_io import borrow_reader, connect_channel, give_back_reader
@@ -127,7 +128,9 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
             wait_replicas=self._wait[0],
             wait_timeout_ms=self._wait[1],
             wait_aof=self._wait_aof,
+            counters=self._counters,
         )
+        state.add_listener(sentinel_listener(self._counters, service_name))
         return state, executor
 
     async def _detect_topology(self, hint: bool | None) -> None:
@@ -158,7 +161,9 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
                 await pool.aclose()
                 if self._wait[0]:
                     raise ConfigurationError(WAIT_ON_CLUSTER)
-                state = AsyncClusterState(settings, self._startup, pool_factory=self._new_pool)
+                state = AsyncClusterState(
+                    settings, self._startup, pool_factory=self._new_pool, counters=self._counters
+                )
                 await state.refresh(force=True)
                 router = AsyncClusterRouter(state, self.retry_policy, self.read_from)
                 self._cluster, self._router, self._pool = state, router, None
@@ -490,6 +495,7 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
             clock=time.monotonic,
             first=first,
             reroutable=False,  # one fixed server: a retry reaches the same node
+            counters=self._counters,
         )
         result: Any = None
         try:

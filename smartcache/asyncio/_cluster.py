@@ -54,6 +54,7 @@ from smartcache.core.routing import (
     route,
 )
 from smartcache.core.slotmap import SlotMap, parse_address
+from smartcache.core.stats import Counters
 from smartcache.exceptions import NoReachableNodeError
 from smartcache.wire import ConnectionSettings, Undecoded
 
@@ -78,6 +79,7 @@ class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
         *,
         pool_factory: Callable[[ConnectionSettings], AsyncConnectionPool],
         min_refresh_interval: float = 0.1,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -85,6 +87,7 @@ class AsyncClusterState(SlotRouting[AsyncConnectionPool]):
             pool_factory=pool_factory,
             discard=AsyncConnectionPool.close_soon,
             min_refresh_interval=min_refresh_interval,
+            counters=counters,
         )
         self._refresh_lock = Lock()
 
@@ -248,6 +251,7 @@ class AsyncClusterRouter:
             read_from=self.read_from,
             clock=time.monotonic,
             first=first,
+            counters=self.state.counters,
         )
         state = self.state
         result: Any = None
@@ -268,7 +272,7 @@ class AsyncClusterRouter:
                     case ApplyMoved(slot=moved_slot, address=address):
                         state.apply_moved(moved_slot, address)
                     case RequestRefresh():
-                        state.refresh_pending = True
+                        state.request_refresh("retry")
                     case Sleep(seconds=seconds):
                         await asyncio.sleep(seconds)
         except StopIteration as done:

@@ -262,7 +262,9 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         slot = transaction_slot(router.table, commands, state.slot_of)
         if slot is None:  # no key: any primary, nothing can redirect it
             return await _send_batch(await self._pool_for(commands), batch)
-        flow = transaction_flow(slot, policy=router.policy, clock=time.monotonic)
+        flow = transaction_flow(
+            slot, policy=router.policy, clock=time.monotonic, counters=state.counters
+        )
         result: Any = None
         try:
             while True:
@@ -284,7 +286,7 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                     case ApplyMoved(slot=moved_slot, address=address):
                         state.apply_moved(moved_slot, address)
                     case RequestRefresh():
-                        state.refresh_pending = True
+                        state.request_refresh("retry")
                     case Sleep(seconds=seconds):
                         await asyncio.sleep(seconds)
         except StopIteration as done:

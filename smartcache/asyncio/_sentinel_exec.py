@@ -34,6 +34,7 @@ from smartcache.core.sentinel_command import (
     WaitWritable,
     sentinel_command_flow,
 )
+from smartcache.core.stats import Counters
 
 __all__ = ["AsyncSentinelExecutor"]
 
@@ -69,8 +70,10 @@ class AsyncSentinelExecutor:
         wait_timeout_ms: int = 1000,
         hold_timeout: float = 10.0,
         wait_aof: bool = False,
+        counters: Counters | None = None,
     ) -> None:
         self.state = state
+        self.counters = counters
         self.policy = policy
         self.table = table
         self.read_from = read_from
@@ -118,6 +121,7 @@ class AsyncSentinelExecutor:
             hold_timeout=self.hold_timeout,
             wait_aof=self.wait_aof,
             first=first,
+            counters=self.counters,
         )
         state = self.state
         result: Any = None

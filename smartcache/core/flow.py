@@ -38,6 +38,7 @@ from smartcache.core.retry import (
     is_network_failure,
     request_written,
 )
+from smartcache.core.stats import Counters
 from smartcache.exceptions import AmbiguousCommandError, ClusterUnavailableError
 
 __all__ = [
@@ -134,6 +135,7 @@ def keyed_flow(
     clock: Callable[[], float],
     first: Outcome | None = None,
     reroutable: bool = True,
+    counters: Counters | None = None,
 ) -> Generator[Effect, Any, Any]:
     """Carry one keyed command to its node through redirects, failover and retries.
 
@@ -185,6 +187,8 @@ def keyed_flow(
             answered_by=outcome.address,
             reroutable=reroutable,
         )
+        if counters is not None:
+            counters.decided(decision, error)
         if decision.action is Action.RAISE:
             if isinstance(error, AwaitingTopology):
                 if last_real is None:

@@ -37,6 +37,7 @@ from smartcache.core.flow import (
     command_name,
 )
 from smartcache.core.retry import Action, RetryPolicy, decide, may_resend
+from smartcache.core.stats import Counters
 from smartcache.exceptions import AmbiguousCommandError, CrossSlotError
 
 __all__ = [
@@ -154,7 +155,11 @@ def transaction_refusal(replies: Sequence[Any]) -> BaseException | None:
 
 
 def transaction_flow(
-    slot: int, *, policy: RetryPolicy, clock: Callable[[], float]
+    slot: int,
+    *,
+    policy: RetryPolicy,
+    clock: Callable[[], float],
+    counters: Counters | None = None,
 ) -> Generator[Effect, Any, list[Any]]:
     """Carry one cluster transaction (its keys on ``slot``) through redirects and retries.
 
@@ -190,6 +195,8 @@ def transaction_flow(
             sent=True,
             answered_by=outcome.address,
         )
+        if counters is not None:
+            counters.decided(decision, refusal)
         asking = None
         if decision.action is Action.RAISE:
             return replies

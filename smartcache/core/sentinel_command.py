@@ -40,6 +40,7 @@ from smartcache.core.commands import CommandSpec
 from smartcache.core.flow import Outcome, Sleep, command_error, command_name
 from smartcache.core.node_choice import reads_from_replica
 from smartcache.core.retry import Action, RetryPolicy, decide
+from smartcache.core.stats import Counters
 from smartcache.exceptions import DurabilityError
 
 __all__ = [
@@ -115,6 +116,7 @@ def sentinel_command_flow(
     hold_timeout: float = 10.0,
     first: Outcome | None = None,
     wait_aof: bool = False,
+    counters: Counters | None = None,
 ) -> Generator[CommandEffect, Any, Any]:
     """Carry one command to the primary (or a replica) through failovers and retries.
 
@@ -173,6 +175,8 @@ def sentinel_command_flow(
             idempotent=idempotent,
             sent=sent,
         )
+        if counters is not None:
+            counters.decided(decision, error)
         if decision.action is not Action.RETRY:
             command_error(error, decision.ambiguous, args, attempts)
         if not switched:  # a new primary was just confirmed: retry on it without backing off

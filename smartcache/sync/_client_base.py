@@ -25,6 +25,7 @@ from smartcache._client_common import (
     sentinel_url_kwargs,
 )
 from smartcache._near import MISS, NearRuntime
+from smartcache._observe import sentinel_listener
 from smartcache._redis_surface import EMPTY_RESPONSE, NEVER_DECODE, RedisSurface
 from smartcache.core.commands import normalize_command
 from smartcache.core.fanout import parse_each
@@ -125,7 +126,9 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
             wait_replicas=self._wait[0],
             wait_timeout_ms=self._wait[1],
             wait_aof=self._wait_aof,
+            counters=self._counters,
         )
+        state.add_listener(sentinel_listener(self._counters, service_name))
         return state, executor
 
     def _detect_topology(self, hint: bool | None) -> None:
@@ -156,7 +159,9 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
                 pool.close()
                 if self._wait[0]:
                     raise ConfigurationError(WAIT_ON_CLUSTER)
-                state = ClusterState(settings, self._startup, pool_factory=self._new_pool)
+                state = ClusterState(
+                    settings, self._startup, pool_factory=self._new_pool, counters=self._counters
+                )
                 state.refresh(force=True)
                 router = ClusterRouter(state, self.retry_policy, self.read_from)
                 self._cluster, self._router, self._pool = state, router, None
@@ -486,6 +491,7 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
             clock=time.monotonic,
             first=first,
             reroutable=False,  # one fixed server: a retry reaches the same node
+            counters=self._counters,
         )
         result: Any = None
         try:

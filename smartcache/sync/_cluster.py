@@ -52,6 +52,7 @@ from smartcache.core.routing import (
     route,
 )
 from smartcache.core.slotmap import SlotMap, parse_address
+from smartcache.core.stats import Counters
 from smartcache.exceptions import NoReachableNodeError
 from smartcache.sync._connection import Connection
 from smartcache.sync._pool import ConnectionPool, run_batches
@@ -78,6 +79,7 @@ class ClusterState(SlotRouting[ConnectionPool]):
         *,
         pool_factory: Callable[[ConnectionSettings], ConnectionPool],
         min_refresh_interval: float = 0.1,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -85,6 +87,7 @@ class ClusterState(SlotRouting[ConnectionPool]):
             pool_factory=pool_factory,
             discard=ConnectionPool.close_soon,
             min_refresh_interval=min_refresh_interval,
+            counters=counters,
         )
         self._refresh_lock = Lock()
 
@@ -248,6 +251,7 @@ class ClusterRouter:
             read_from=self.read_from,
             clock=time.monotonic,
             first=first,
+            counters=self.state.counters,
         )
         state = self.state
         result: Any = None
@@ -268,7 +272,7 @@ class ClusterRouter:
                     case ApplyMoved(slot=moved_slot, address=address):
                         state.apply_moved(moved_slot, address)
                     case RequestRefresh():
-                        state.refresh_pending = True
+                        state.request_refresh("retry")
                     case Sleep(seconds=seconds):
                         time.sleep(seconds)
         except StopIteration as done:

@@ -260,7 +260,9 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         slot = transaction_slot(router.table, commands, state.slot_of)
         if slot is None:  # no key: any primary, nothing can redirect it
             return _send_batch(self._pool_for(commands), batch)
-        flow = transaction_flow(slot, policy=router.policy, clock=time.monotonic)
+        flow = transaction_flow(
+            slot, policy=router.policy, clock=time.monotonic, counters=state.counters
+        )
         result: Any = None
         try:
             while True:
@@ -282,7 +284,7 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                     case ApplyMoved(slot=moved_slot, address=address):
                         state.apply_moved(moved_slot, address)
                     case RequestRefresh():
-                        state.refresh_pending = True
+                        state.request_refresh("retry")
                     case Sleep(seconds=seconds):
                         time.sleep(seconds)
         except StopIteration as done:

@@ -1,0 +1,155 @@
+"""What a client counts about the work it did for its caller: redirects followed, retries by
+reason, ambiguous failures, topology refreshes by cause, nodes added and removed, Sentinel
+failovers followed and how long writes were held for them.
+
+I/O-free and off the hot path: every count is of an *event* (a redirect, a retry, a
+refresh), never of an ordinary command, so a client pays nothing for it while nothing goes
+wrong. :class:`Counters` is fed by the retry flows (:func:`Counters.decided`, one rule for
+every flow) and by the topology states; :meth:`Counters.snapshot` returns a typed, frozen
+:class:`ClientStats`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.exceptions as rx
+
+from smartcache.core.retry import Action, AwaitingTopology, Decision
+
+__all__ = ["ClientStats", "Counters", "retry_reason"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """A snapshot of a client's counters (see :meth:`SmartClient.stats`).
+
+    - ``moved`` / ``ask``: ``MOVED`` / ``ASK`` redirects followed;
+    - ``retries``: attempts re-sent after a failure, by reason (``"TRYAGAIN"``,
+      ``"CLUSTERDOWN"``, ``"LOADING"``, ``"READONLY"``, ``"MASTERDOWN"``,
+      ``"connection"``, ``"timeout"``, ``"node_suspected"``, or the error's class name);
+    - ``ambiguous``: failures surfaced as :class:`~smartcache.AmbiguousCommandError` (the
+      command may have run);
+    - ``refreshes``: slot-map refreshes installed, by cause (``"startup"``, ``"moved"``,
+      ``"node_failure"``, ``"retry"``, ``"periodic"``, ``"forced"``);
+    - ``nodes_added`` / ``nodes_removed``: cluster nodes that appeared in / left the map;
+    - ``failovers``: Sentinel primary switches followed; ``write_fence_seconds``: total time
+      writes were held while a failover of the primary was reported;
+    - ``near_cache``: the near cache's :class:`~smartcache.NearStats`, if it has one.
+    """
+
+    moved: int = 0
+    ask: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    ambiguous: int = 0
+    refreshes: dict[str, int] = field(default_factory=dict)
+    nodes_added: int = 0
+    nodes_removed: int = 0
+    failovers: int = 0
+    write_fence_seconds: float = 0.0
+    near_cache: Any = None
+
+
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (rx.TryAgainError, "TRYAGAIN"),
+    (rx.ClusterDownError, "CLUSTERDOWN"),
+    (rx.BusyLoadingError, "LOADING"),
+    (rx.ReadOnlyError, "READONLY"),
+    (rx.TimeoutError, "timeout"),
+    (TimeoutError, "timeout"),
+    (rx.ConnectionError, "connection"),
+    (ConnectionError, "connection"),
+    (OSError, "connection"),
+    (AwaitingTopology, "node_suspected"),
+)
+
+
+def retry_reason(error: BaseException) -> str:
+    """The label of a retry caused by ``error``."""
+    for kind, label in _REASONS:
+        if isinstance(error, kind):
+            return label
+    text = str(error)
+    if text.startswith("MASTERDOWN"):
+        return "MASTERDOWN"
+    return type(error).__name__
+
+
+class Counters:
+    """The mutable counters behind :class:`ClientStats` (one per client, shared by its
+    threads: updates take a lock, and happen only on the events counted)."""
+
+    __slots__ = (
+        "_lock",
+        "ambiguous",
+        "ask",
+        "failovers",
+        "moved",
+        "nodes_added",
+        "nodes_removed",
+        "refreshes",
+        "retries",
+        "write_fence_seconds",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.moved = 0
+        self.ask = 0
+        self.retries: dict[str, int] = {}
+        self.ambiguous = 0
+        self.refreshes: dict[str, int] = {}
+        self.nodes_added = 0
+        self.nodes_removed = 0
+        self.failovers = 0
+        self.write_fence_seconds = 0.0
+
+    def decided(self, decision: Decision, error: BaseException) -> None:
+        """Count what a retry flow decided after ``error`` (the one place that maps
+        decisions to counts, for every flow)."""
+        action = decision.action
+        with self._lock:
+            if action is Action.MOVED:
+                self.moved += 1
+            elif action is Action.ASK:
+                self.ask += 1
+            elif action is Action.RETRY:
+                reason = retry_reason(error)
+                self.retries[reason] = self.retries.get(reason, 0) + 1
+            elif decision.ambiguous:
+                self.ambiguous += 1
+
+    def refreshed(self, cause: str, added: int, removed: int) -> None:
+        """A slot map was installed (``cause``), with ``added``/``removed`` nodes."""
+        with self._lock:
+            self.refreshes[cause] = self.refreshes.get(cause, 0) + 1
+            self.nodes_added += added
+            self.nodes_removed += removed
+
+    def failed_over(self) -> None:
+        """A Sentinel switch to a new primary was followed."""
+        with self._lock:
+            self.failovers += 1
+
+    def fenced(self, seconds: float) -> None:
+        """Writes were held ``seconds`` for a failover."""
+        with self._lock:
+            self.write_fence_seconds += seconds
+
+    def snapshot(self, near_cache: Any = None) -> ClientStats:
+        """The counters now (copies)."""
+        with self._lock:
+            return ClientStats(
+                moved=self.moved,
+                ask=self.ask,
+                retries=dict(self.retries),
+                ambiguous=self.ambiguous,
+                refreshes=dict(self.refreshes),
+                nodes_added=self.nodes_added,
+                nodes_removed=self.nodes_removed,
+                failovers=self.failovers,
+                write_fence_seconds=self.write_fence_seconds,
+                near_cache=near_cache,
+            )
