@@ -17,6 +17,7 @@ from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
 from smartcache._near import NearRuntime, near_config_from, with_mget
+from smartcache._otel import Telemetry, instrument, telemetry_from
 from smartcache._redis_surface import (
     EMPTY_RESPONSE,
     NEVER_DECODE,
@@ -106,6 +107,8 @@ class ClientCommon:
             kwargs.pop("cache", None),
             kwargs.pop("cache_config", None),
         )
+        #: OpenTelemetry's meter provider (``meter_provider=``; None: metrics off)
+        self._meter_provider = telemetry_from(kwargs.pop("meter_provider", None))
         value = kwargs.pop("single_connection_client", False)
         if value not in (True, False, None, 0, 1):
             raise ConfigurationError(f"single_connection_client must be a bool, got {value!r}")
@@ -214,6 +217,16 @@ class ClientCommon:
         )
         self._table = CommandTable.fallback()
         self._counters = Counters()
+        self._telemetry: Telemetry | None = None
+        if self._meter_provider is not None:
+            self._telemetry = Telemetry(
+                self._meter_provider,
+                self,
+                server_address=self._settings.host,
+                server_port=self._settings.port,
+                namespace=str(self._settings.db),
+            )
+            instrument(self, self._telemetry)
 
     def stats(self) -> ClientStats:
         """What this client did for you so far: redirects followed, retries by reason,

@@ -75,6 +75,7 @@ class _Client(Protocol):
     _router: ClusterRouter | None
     _table: CommandTable
     _settings: ConnectionSettings
+    _telemetry: Any  # smartcache._otel.Telemetry, or None (metrics off)
     retry_policy: RetryPolicy
     response_callbacks: Any
 
@@ -219,6 +220,19 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         if not stack and not self.watching:
             return []
         self._client._ensure_ready()
+        telemetry = self._client._telemetry
+        if telemetry is None:
+            return self._execute(stack, raise_on_error)
+        transaction, start = self.transaction or self.explicit_transaction, time.perf_counter()
+        try:
+            replies = self._execute(stack, raise_on_error)
+        except BaseException as exc:
+            telemetry.record_batch(transaction, len(stack), time.perf_counter() - start, exc)
+            raise
+        telemetry.record_batch(transaction, len(stack), time.perf_counter() - start, None)
+        return replies
+
+    def _execute(self, stack: Stack, raise_on_error: bool) -> list[Any]:
         try:
             if self.scripts:
                 scripts = list(self.scripts)

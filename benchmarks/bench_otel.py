@@ -1,0 +1,96 @@
+"""The cost of OpenTelemetry metrics, in one run on one local server.
+
+    .venv/bin/python -m benchmarks.bench_otel [--n 30000] [--rounds 5]
+
+Sequential GET (sync) and 100 concurrent GETs (asyncio, ``gather``), each measured
+for: redis-py, smartcache with metrics off (the default), and smartcache with metrics on
+(the OpenTelemetry SDK's ``MeterProvider`` and an in-memory reader: the record path an
+application pays, whatever exporter it uses). Rounds are interleaved and the best of each
+kept; ratios are against smartcache with metrics off.
+
+Metrics off adds nothing to a command's path: the timed ``execute_command`` is an
+instance attribute set only when a meter provider is given (so "off" is the client as
+it is without metrics); pipelines check one attribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from smartcache import AsyncSmartClient, SmartClient
+from smartcache.testing import Standalone
+
+
+def provider() -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    return MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def sequential(client: Any, n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        client.get("bench:otel")
+    return (time.perf_counter() - t) / n * 1e6
+
+
+async def concurrent(client: Any, n: int, width: int = 100) -> float:
+    rounds = max(1, n // width)
+    t = time.perf_counter()
+    for _ in range(rounds):
+        await asyncio.gather(*[client.get("bench:otel") for _ in range(width)])
+    return (time.perf_counter() - t) / (rounds * width) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with Standalone() as server:
+        url = server.url
+        sync = {
+            "redis-py": redis.Redis.from_url(url),
+            "smartcache, metrics off": SmartClient.from_url(url),
+            "smartcache, metrics on": SmartClient.from_url(url, meter_provider=provider()),
+        }
+        sync["redis-py"].set("bench:otel", "x" * 100)
+        best = {k: float("inf") for k in sync}
+        for _ in range(args.rounds):
+            for name, client in sync.items():
+                best[name] = min(best[name], sequential(client, args.n))
+        print("sequential GET, sync (us per call, best of rounds):")
+        off = best["smartcache, metrics off"]
+        for name, us in best.items():
+            print(f"  {name:28s} {us:8.2f}  ({us / off:.3f}x of metrics off)")
+
+        async def run() -> dict[str, float]:
+            clients = {
+                "redis-py": redis.asyncio.Redis.from_url(url),
+                "smartcache, metrics off": AsyncSmartClient.from_url(url),
+                "smartcache, metrics on": AsyncSmartClient.from_url(url, meter_provider=provider()),
+            }
+            out = {k: float("inf") for k in clients}
+            for _ in range(args.rounds):
+                for name, client in clients.items():
+                    out[name] = min(out[name], await concurrent(client, args.n))
+            for client in clients.values():
+                await client.aclose()
+            return out
+
+        best = asyncio.run(run())
+        print("100 concurrent GETs, asyncio (us per GET, best of rounds):")
+        off = best["smartcache, metrics off"]
+        for name, us in best.items():
+            print(f"  {name:28s} {us:8.2f}  ({us / off:.3f}x of metrics off)")
+
+
+if __name__ == "__main__":
+    main()

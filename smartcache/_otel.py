@@ -1,0 +1,304 @@
+"""OpenTelemetry metrics, on the stable database semantic conventions (``smartcache[otel]``).
+
+Off unless the client is given ``meter_provider=`` (or ``meter_provider=True`` for the
+global one): then, and only then, ``opentelemetry`` is imported. When off the client pays
+nothing: the instrumented ``execute_command`` is an instance attribute set only when on.
+
+Exported:
+
+- ``db.client.operation.duration`` (histogram, seconds, the conventions' recommended
+  buckets): one point per command (``db.operation.name`` = its name, upper-cased) and per
+  pipeline (``PIPELINE``, or ``MULTI`` for a transaction, with
+  ``db.operation.batch.size``); ``db.system.name="redis"``, ``db.namespace`` (the database
+  index), ``server.address`` / ``server.port`` as configured; on failure ``error.type``
+  (the exception's qualified class name) and ``db.response.status_code`` (the error
+  reply's prefix: ``WRONGTYPE``, ``ERR``...).
+- smartcache's own counters, observed from :meth:`SmartClient.stats` at each collection
+  (no cost between collections): ``smartcache.redirects`` (``smartcache.redirect.kind``:
+  ``moved``/``ask``), ``smartcache.retries`` (``smartcache.retry.reason``),
+  ``smartcache.ambiguous_failures``, ``smartcache.topology.refreshes``
+  (``smartcache.refresh.cause``), ``smartcache.topology.nodes_added`` / ``nodes_removed``,
+  ``smartcache.sentinel.failovers``, ``smartcache.sentinel.write_fence.time`` and, with a
+  near cache, ``smartcache.near_cache.*`` (hits, misses, invalidations, evictions,
+  flushes by reason, entries, bytes).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis.exceptions as rx
+
+from smartcache.exceptions import ConfigurationError
+
+__all__ = ["DURATION_BUCKETS", "Telemetry", "telemetry_from"]
+
+#: the database conventions' advisory buckets for ``db.client.operation.duration``
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+_INSTALL = (
+    "meter_provider= needs OpenTelemetry: pip install 'smartcache[otel]' "
+    "(opentelemetry-api; opentelemetry-sdk to export)"
+)
+
+
+def telemetry_from(meter_provider: Any) -> Any:
+    """The meter provider a client was given (``True``: the global one), or ``None``."""
+    if meter_provider is None or meter_provider is False:
+        return None
+    try:
+        from opentelemetry import metrics  # noqa: PLC0415  # imported only when asked for
+    except ImportError as exc:
+        raise ConfigurationError(_INSTALL) from exc
+    if meter_provider is True:
+        return metrics.get_meter_provider()
+    if not hasattr(meter_provider, "get_meter"):
+        raise ConfigurationError(
+            f"meter_provider={meter_provider!r} is not an OpenTelemetry MeterProvider "
+            "(pass one, or True for the global provider)"
+        )
+    return meter_provider
+
+
+def _status_code(error: BaseException) -> str | None:
+    """The error reply's prefix (``WRONGTYPE``...), or ``None`` for a transport error."""
+    if not isinstance(error, rx.ResponseError):
+        return None
+    text = str(error)
+    head = text.split(" ", 1)[0]
+    return head if head.isupper() and head.isalpha() else "ERR"
+
+
+def _operation(name: Any) -> str:
+    text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+    return text.upper()
+
+
+class Telemetry:
+    """The instruments of one client."""
+
+    def __init__(
+        self,
+        provider: Any,
+        client: Any,
+        *,
+        server_address: str,
+        server_port: int,
+        namespace: str,
+    ) -> None:
+        from smartcache import __version__  # noqa: PLC0415  # the package imports this module
+
+        meter = provider.get_meter("smartcache", __version__)
+        self.duration = meter.create_histogram(
+            "db.client.operation.duration",
+            unit="s",
+            description="Duration of database client operations.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+        self._base = {
+            "db.system.name": "redis",
+            "db.namespace": namespace,
+            "server.address": server_address,
+            "server.port": server_port,
+        }
+        self._by_name: dict[Any, dict[str, Any]] = {}
+        self._observe(meter, weakref.ref(client))
+
+    def attributes(self, name: Any) -> dict[str, Any]:
+        """The attributes of a successful ``name`` (memoized per name)."""
+        attrs = self._by_name.get(name)
+        if attrs is None:
+            attrs = self._by_name[name] = {**self._base, "db.operation.name": _operation(name)}
+        return attrs
+
+    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+        """One operation's duration (with its error, if it failed)."""
+        attrs = self.attributes(name)
+        if error is not None:
+            attrs = {**attrs, "error.type": _error_type(error)}
+            code = _status_code(error)
+            if code is not None:
+                attrs["db.response.status_code"] = code
+        self.duration.record(seconds, attrs)
+
+    def record_batch(
+        self, transaction: bool, size: int, seconds: float, error: BaseException | None
+    ) -> None:
+        """A pipeline's (or transaction's) duration, as one operation."""
+        attrs = {**self.attributes("MULTI" if transaction else "PIPELINE")}
+        if size >= 2:
+            attrs["db.operation.batch.size"] = size
+        if error is not None:
+            attrs["error.type"] = _error_type(error)
+            code = _status_code(error)
+            if code is not None:
+                attrs["db.response.status_code"] = code
+        self.duration.record(seconds, attrs)
+
+    # -- smartcache's own counters, read from client.stats() at collection ----------------
+    def _observe(self, meter: Any, ref: weakref.ref[Any]) -> None:
+        from opentelemetry.metrics import Observation  # noqa: PLC0415  # only when on
+
+        base: dict[str, Any] = {k: v for k, v in self._base.items() if k != "db.namespace"}
+
+        def stats() -> Any:
+            client = ref()
+            return None if client is None else client.stats()
+
+        def counter(
+            name: str, unit: str, description: str, read: Callable[[Any], Iterable[Any]]
+        ) -> None:
+            def callback(options: Any) -> list[Any]:
+                s = stats()
+                if s is None:
+                    return []
+                return [Observation(v, {**base, **a}) for v, a in read(s)]
+
+            meter.create_observable_counter(
+                name, callbacks=[callback], unit=unit, description=description
+            )
+
+        def gauge(
+            name: str, unit: str, description: str, read: Callable[[Any], Iterable[Any]]
+        ) -> None:
+            def callback(options: Any) -> list[Any]:
+                s = stats()
+                if s is None:
+                    return []
+                return [Observation(v, {**base, **a}) for v, a in read(s)]
+
+            meter.create_observable_up_down_counter(
+                name, callbacks=[callback], unit=unit, description=description
+            )
+
+        counter(
+            "smartcache.redirects",
+            "{redirect}",
+            "MOVED and ASK redirects followed.",
+            lambda s: [
+                (s.moved, {"smartcache.redirect.kind": "moved"}),
+                (s.ask, {"smartcache.redirect.kind": "ask"}),
+            ],
+        )
+        counter(
+            "smartcache.retries",
+            "{retry}",
+            "Attempts re-sent after a failure, by reason.",
+            lambda s: [(n, {"smartcache.retry.reason": r}) for r, n in s.retries.items()],
+        )
+        counter(
+            "smartcache.ambiguous_failures",
+            "{failure}",
+            "Commands whose fate was unknown, surfaced as AmbiguousCommandError.",
+            lambda s: [(s.ambiguous, {})],
+        )
+        counter(
+            "smartcache.topology.refreshes",
+            "{refresh}",
+            "Cluster slot maps installed, by cause.",
+            lambda s: [(n, {"smartcache.refresh.cause": c}) for c, n in s.refreshes.items()],
+        )
+        counter(
+            "smartcache.topology.nodes_added",
+            "{node}",
+            "Cluster nodes that appeared in the slot map.",
+            lambda s: [(s.nodes_added, {})],
+        )
+        counter(
+            "smartcache.topology.nodes_removed",
+            "{node}",
+            "Cluster nodes that left the slot map.",
+            lambda s: [(s.nodes_removed, {})],
+        )
+        counter(
+            "smartcache.sentinel.failovers",
+            "{failover}",
+            "Sentinel primary switches followed.",
+            lambda s: [(s.failovers, {})],
+        )
+        counter(
+            "smartcache.sentinel.write_fence.time",
+            "s",
+            "Time writes were held while a failover of the primary was reported.",
+            lambda s: [(s.write_fence_seconds, {})],
+        )
+
+        def near(s: Any, *fields: str) -> list[Any]:
+            n = s.near_cache
+            return [] if n is None else [(getattr(n, f), {}) for f in fields]
+
+        for field, unit, text in (
+            ("hits", "{hit}", "Reads served by the near cache."),
+            ("misses", "{miss}", "Near-cache reads that went to the server."),
+            ("invalidations", "{entry}", "Near-cache entries dropped by server invalidations."),
+            ("evictions", "{entry}", "Near-cache entries evicted by the size limits."),
+            ("expirations", "{entry}", "Near-cache entries expired (ttl or the key's PTTL)."),
+        ):
+            counter(f"smartcache.near_cache.{field}", unit, text, _reader(near, field))
+        counter(
+            "smartcache.near_cache.flushes",
+            "{entry}",
+            "Near-cache entries dropped at once, by reason.",
+            lambda s: (
+                []
+                if s.near_cache is None
+                else [(n, {"smartcache.flush.reason": r}) for r, n in s.near_cache.flushes.items()]
+            ),
+        )
+
+        def near_bytes(s: Any) -> list[Any]:
+            return near(s, "bytes")
+
+        gauge(
+            "smartcache.near_cache.entries",
+            "{entry}",
+            "Entries in the near cache.",
+            lambda s: near(s, "entries"),
+        )
+        gauge("smartcache.near_cache.size", "By", "Bytes held by the near cache.", near_bytes)
+
+
+def _reader(near: Callable[..., list[Any]], field: str) -> Callable[[Any], list[Any]]:
+    return lambda s: near(s, field)
+
+
+def _error_type(error: BaseException) -> str:
+    kind = type(error)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def instrument(client: Any, telemetry: Telemetry) -> None:
+    """Shadow ``client.execute_command`` (and its pipelines' ``execute``) with timed ones."""
+    inner = client.execute_command
+    record = telemetry.record
+    clock = time.perf_counter
+    if inspect.iscoroutinefunction(inner):
+
+        async def execute_command_async(*args: Any, **options: Any) -> Any:
+            start = clock()
+            try:
+                reply = await inner(*args, **options)
+            except BaseException as exc:
+                record(args[0], clock() - start, exc)
+                raise
+            record(args[0], clock() - start, None)
+            return reply
+
+        client.execute_command = execute_command_async
+    else:
+
+        def execute_command(*args: Any, **options: Any) -> Any:
+            start = clock()
+            try:
+                reply = inner(*args, **options)
+            except BaseException as exc:
+                record(args[0], clock() - start, exc)
+                raise
+            record(args[0], clock() - start, None)
+            return reply
+
+        client.execute_command = execute_command
