@@ -1,12 +1,14 @@
-"""The cost of OpenTelemetry metrics, in one run on one local server.
+"""The cost of metrics (OpenTelemetry, Prometheus), in one run on one local server.
 
     .venv/bin/python -m benchmarks.bench_otel [--n 30000] [--rounds 5]
 
 Sequential GET (sync) and 100 concurrent GETs (asyncio, ``gather``), each measured
-for: redis-py, smartcache with metrics off (the default), and smartcache with metrics on
-(the OpenTelemetry SDK's ``MeterProvider`` and an in-memory reader: the record path an
-application pays, whatever exporter it uses). Rounds are interleaved and the best of each
-kept; ratios are against smartcache with metrics off.
+for: redis-py, smartcache with metrics off (the default), smartcache with OpenTelemetry
+metrics on (the SDK's ``MeterProvider`` and an in-memory reader: the record path an
+application pays, whatever exporter it uses), and smartcache with Prometheus collectors
+(``prometheus_registry=``: the local aggregation; a scrape costs nothing per command).
+Rounds are interleaved and the best of each kept; ratios are against smartcache with
+metrics off.
 
 Metrics off adds nothing to a command's path: the timed ``execute_command`` is an
 instance attribute set only when a meter provider is given (so "off" is the client as
@@ -32,6 +34,12 @@ def provider() -> Any:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     return MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def registry() -> Any:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()
 
 
 def sequential(client: Any, n: int) -> float:
@@ -60,6 +68,7 @@ def main() -> None:
             "redis-py": redis.Redis.from_url(url),
             "smartcache, metrics off": SmartClient.from_url(url),
             "smartcache, metrics on": SmartClient.from_url(url, meter_provider=provider()),
+            "smartcache, prometheus": SmartClient.from_url(url, prometheus_registry=registry()),
         }
         sync["redis-py"].set("bench:otel", "x" * 100)
         best = {k: float("inf") for k in sync}
@@ -76,6 +85,9 @@ def main() -> None:
                 "redis-py": redis.asyncio.Redis.from_url(url),
                 "smartcache, metrics off": AsyncSmartClient.from_url(url),
                 "smartcache, metrics on": AsyncSmartClient.from_url(url, meter_provider=provider()),
+                "smartcache, prometheus": AsyncSmartClient.from_url(
+                    url, prometheus_registry=registry()
+                ),
             }
             out = {k: float("inf") for k in clients}
             for _ in range(args.rounds):

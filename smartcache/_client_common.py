@@ -16,8 +16,10 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
+from smartcache._metrics import Fanout, Recorder, instrument
 from smartcache._near import NearRuntime, near_config_from, with_mget
-from smartcache._otel import Telemetry, instrument, telemetry_from
+from smartcache._otel import Telemetry, telemetry_from
+from smartcache._prom import register as prometheus_register
 from smartcache._redis_surface import (
     EMPTY_RESPONSE,
     NEVER_DECODE,
@@ -109,6 +111,8 @@ class ClientCommon:
         )
         #: OpenTelemetry's meter provider (``meter_provider=``; None: metrics off)
         self._meter_provider = telemetry_from(kwargs.pop("meter_provider", None))
+        #: prometheus-client registry (``prometheus_registry=``; None: not exported)
+        self._prometheus_registry = kwargs.pop("prometheus_registry", None)
         value = kwargs.pop("single_connection_client", False)
         if value not in (True, False, None, 0, 1):
             raise ConfigurationError(f"single_connection_client must be a bool, got {value!r}")
@@ -217,15 +221,24 @@ class ClientCommon:
         )
         self._table = CommandTable.fallback()
         self._counters = Counters()
-        self._telemetry: Telemetry | None = None
+        recorders: list[Recorder] = []
         if self._meter_provider is not None:
-            self._telemetry = Telemetry(
-                self._meter_provider,
-                self,
-                server_address=self._settings.host,
-                server_port=self._settings.port,
-                namespace=str(self._settings.db),
+            recorders.append(
+                Telemetry(
+                    self._meter_provider,
+                    self,
+                    server_address=self._settings.host,
+                    server_port=self._settings.port,
+                    namespace=str(self._settings.db),
+                )
             )
+        if self._prometheus_registry not in (None, False):
+            recorders.append(prometheus_register(self, self._prometheus_registry))
+        #: where timed operations go (None: metrics off, nothing timed)
+        self._telemetry: Recorder | None = (
+            None if not recorders else recorders[0] if len(recorders) == 1 else Fanout(recorders)
+        )
+        if self._telemetry is not None:
             instrument(self, self._telemetry)
 
     def stats(self) -> ClientStats:

@@ -25,7 +25,6 @@ Exported:
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 import time
@@ -331,36 +330,3 @@ def _reader(near: Callable[..., list[Any]], field: str) -> Callable[[Any], list[
 def _error_type(error: BaseException) -> str:
     kind = type(error)
     return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def instrument(client: Any, telemetry: Telemetry) -> None:
-    """Shadow ``client.execute_command`` (and its pipelines' ``execute``) with timed ones."""
-    inner = client.execute_command
-    record = telemetry.record
-    clock = time.perf_counter
-    if inspect.iscoroutinefunction(inner):
-
-        async def execute_command_async(*args: Any, **options: Any) -> Any:
-            start = clock()
-            try:
-                reply = await inner(*args, **options)
-            except BaseException as exc:
-                record(args[0], clock() - start, exc)
-                raise
-            record(args[0], clock() - start, None)
-            return reply
-
-        client.execute_command = execute_command_async
-    else:
-
-        def execute_command(*args: Any, **options: Any) -> Any:
-            start = clock()
-            try:
-                reply = inner(*args, **options)
-            except BaseException as exc:
-                record(args[0], clock() - start, exc)
-                raise
-            record(args[0], clock() - start, None)
-            return reply
-
-        client.execute_command = execute_command

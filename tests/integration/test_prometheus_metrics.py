@@ -1,0 +1,129 @@
+"""Prometheus collectors on real servers, scraped as Prometheus would (the text format,
+parsed back): the duration histogram's buckets and labels, the counters of a real slot
+migration, two clients on one registry; sync and async."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from smartcache.exceptions import ConfigurationError
+
+prometheus_client = pytest.importorskip("prometheus_client")
+parser = pytest.importorskip("prometheus_client.parser")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def scrape(registry: Any) -> dict[str, list[Any]]:
+    text = prometheus_client.generate_latest(registry).decode()
+    out: dict[str, list[Any]] = {}
+    for family in parser.text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append(sample)
+    return out
+
+
+def sample(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
+    found = [
+        s.value
+        for s in samples.get(name, [])
+        if all(s.labels.get(k) == v for k, v in labels.items())
+    ]
+    assert len(found) == 1, (name, labels, samples.get(name))
+    return float(found[0])
+
+
+def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: Any) -> None:
+    registry = prometheus_client.CollectorRegistry()
+    c = client_factory(url=redis_standalone.url, prometheus_registry=registry)
+    c.set("prom:k", "v")
+    for _ in range(4):
+        c.get("prom:k")
+    c.lpush("prom:list", 1)
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        c.get("prom:list")
+    c.delete("prom:list")
+    pipe = c.pipeline(transaction=False)
+    pipe.get("prom:k").get("prom:k")
+    pipe.execute()
+    s = scrape(registry)
+    port = str(redis_standalone.port)
+    get = {
+        "db_system_name": "redis",
+        "db_operation_name": "GET",
+        "db_namespace": "0",
+        "server_address": "127.0.0.1",
+        "server_port": port,
+        "error_type": "",
+    }
+    assert sample(s, "db_client_operation_duration_seconds_count", **get) == 4
+    assert sample(s, "db_client_operation_duration_seconds_bucket", **get, le="+Inf") == 4
+    assert sample(s, "db_client_operation_duration_seconds_sum", **get) > 0
+    buckets = [
+        x
+        for x in s["db_client_operation_duration_seconds_bucket"]
+        if x.labels["db_operation_name"] == "GET" and not x.labels["error_type"]
+    ]
+    les = [x.labels["le"] for x in buckets]
+    assert les == ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1.0", "5.0", "10.0", "+Inf"]
+    values = [x.value for x in buckets]
+    assert values == sorted(values)  # cumulative
+    failed = sample(
+        s,
+        "db_client_operation_duration_seconds_count",
+        db_operation_name="GET",
+        error_type="redis.exceptions.ResponseError",
+        db_response_status_code="WRONGTYPE",
+    )
+    assert failed == 1
+    assert (
+        sample(
+            s,
+            "db_client_operation_duration_seconds_count",
+            db_operation_name="PIPELINE",
+            db_operation_batch_size="2",
+        )
+        == 1
+    )
+    assert sample(s, "smartcache_redirects_total", kind="moved") == 0
+
+
+def test_two_clients_on_one_registry_are_summed(redis_standalone: Any, client_factory: Any) -> None:
+    registry = prometheus_client.CollectorRegistry()
+    a = client_factory(url=redis_standalone.url, prometheus_registry=registry)
+    b = client_factory(url=redis_standalone.url, prometheus_registry=registry)
+    a.get("prom:two")
+    b.get("prom:two")
+    b.get("prom:two")
+    s = scrape(registry)
+    assert sample(s, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 3
+
+
+def test_a_wrong_registry_is_refused(redis_standalone: Any, client_factory: Any) -> None:
+    with pytest.raises(ConfigurationError, match="CollectorRegistry"):
+        client_factory(url=redis_standalone.url, prometheus_registry="default")
+
+
+def test_counters_of_a_real_migration(redis_topologies: Any, client_factory: Any) -> None:
+    registry = prometheus_client.CollectorRegistry()
+    cluster = redis_topologies.cluster(primaries=3, replicas=0)
+    c = client_factory(startup_nodes=cluster.startup_nodes, prometheus_registry=registry)
+    keys = [f"prom:mig:{i}" for i in range(200)]
+    for k in keys:
+        c.set(k, "v")
+    source, target = cluster.primaries()[:2]
+    moving = [s for s in cluster.slots_of(source) if any(c.keyslot(k) == s for k in keys)][:5]
+    cluster.migrate_slots(source, target, slots=moving)
+    time.sleep(0.15)  # past the refresh rate limit: MOVED's refresh runs at once
+    assert all(c.get(k) == b"v" for k in keys)
+    stats = c.stats()
+    s = scrape(registry)
+    assert stats.moved >= 1
+    assert sample(s, "smartcache_redirects_total", kind="moved") == stats.moved
+    assert (
+        sample(s, "smartcache_topology_refreshes_total", cause="moved") == stats.refreshes["moved"]
+    )
+    assert sample(s, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 200
