@@ -16,7 +16,7 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
-from smartcache._metrics import Fanout, Recorder, instrument
+from smartcache._metrics import Fanout, Recorder
 from smartcache._near import NearRuntime, near_config_from, with_mget
 from smartcache._otel import Telemetry, telemetry_from
 from smartcache._prom import register as prometheus_register
@@ -238,8 +238,6 @@ class ClientCommon:
         self._telemetry: Recorder | None = (
             None if not recorders else recorders[0] if len(recorders) == 1 else Fanout(recorders)
         )
-        if self._telemetry is not None:
-            instrument(self, self._telemetry)
 
     def stats(self) -> ClientStats:
         """What this client did for you so far: redirects followed, retries by reason,

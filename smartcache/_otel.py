@@ -1,8 +1,8 @@
 """OpenTelemetry metrics, on the stable database semantic conventions (``smartcache[otel]``).
 
 Off unless the client is given ``meter_provider=`` (or ``meter_provider=True`` for the
-global one): then, and only then, ``opentelemetry`` is imported. When off the client pays
-nothing: the instrumented ``execute_command`` is an instance attribute set only when on.
+global one): then, and only then, ``opentelemetry`` is imported. When off a command pays
+one attribute check (see :mod:`smartcache._metrics`).
 
 Exported:
 

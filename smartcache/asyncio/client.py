@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Sequence
+from time import perf_counter as _clock
 from types import TracebackType
 from typing import Any, Self
 
@@ -300,57 +301,68 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     # -- execution --------------------------------------------------------------------------
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
-        near = self._near
-        if near is not None and args[0] in near.commands and not _bypassed():
+        telemetry = self._telemetry  # metrics: None when off (one check, no frame)
+        if telemetry is not None:
+            started = _clock()
+        failed: BaseException | None = None
+        try:
+            near = self._near
+            if near is not None and args[0] in near.commands and not _bypassed():
+                if not self._initialized:
+                    await self.initialize()
+                return await self._near_read(args, options)
+            if options:
+                options.pop("keys", None)
+                if options:
+                    return await self._execute_slow(args, options)
             if not self._initialized:
                 await self.initialize()
-            return await self._near_read(args, options)
-        if options:
-            options.pop("keys", None)
-            if options:
+            name = args[0]
+            pool = self._pool
+            if pool is not None:
+                if (
+                    self.autopipeline
+                    and type(name) is str
+                    and " " not in name
+                    and name not in _BLOCKING
+                    and not self._wait[0]
+                ):
+                    try:
+                        reply = await pool.connection.execute(*args)
+                    except (*_NET, rx.ResponseError) as exc:
+                        # The core decides (MASTERDOWN waits; READONLY, WRONGTYPE... raise).
+                        first = failed_attempt(exc, pool.settings.address)
+                        reply = await self._single_node_retry(args, first)
+                    callback = self.response_callbacks.get(name)
+                    return callback(reply) if callback is not None else reply
                 return await self._execute_slow(args, options)
-        if not self._initialized:
-            await self.initialize()
-        name = args[0]
-        pool = self._pool
-        if pool is not None:
-            if (
-                self.autopipeline
-                and type(name) is str
-                and " " not in name
-                and name not in _BLOCKING
-                and not self._wait[0]
-            ):
+            router = self._router
+            if router is None:  # Sentinel
+                return await self._execute_slow(args, options)
+            fast = router.single_key.get(name)
+            state = self._cluster
+            assert state is not None
+            if fast is None or len(args) <= fast[0] or not self.autopipeline:
+                return await self._execute_slow(args, options)
+            # The node is the general path's choice (primary, or a replica for reads).
+            slot = state.slot_of(args[fast[0]])
+            node = state.pool_for(slot, fast[1])
+            if node is None or state.refresh_pending or state.suspects:
+                reply = await router.keyed(args, router.table.lookup(args), slot)
+            else:
                 try:
-                    reply = await pool.connection.execute(*args)
-                except (*_NET, rx.ResponseError) as exc:
-                    # The core decides (MASTERDOWN waits; READONLY, WRONGTYPE... raise).
-                    first = failed_attempt(exc, pool.settings.address)
-                    reply = await self._single_node_retry(args, first)
-                callback = self.response_callbacks.get(name)
-                return callback(reply) if callback is not None else reply
-            return await self._execute_slow(args, options)
-        router = self._router
-        if router is None:  # Sentinel
-            return await self._execute_slow(args, options)
-        fast = router.single_key.get(name)
-        state = self._cluster
-        assert state is not None
-        if fast is None or len(args) <= fast[0] or not self.autopipeline:
-            return await self._execute_slow(args, options)
-        # The node is the general path's choice (primary, or a replica for reads).
-        slot = state.slot_of(args[fast[0]])
-        node = state.pool_for(slot, fast[1])
-        if node is None or state.refresh_pending or state.suspects:
-            reply = await router.keyed(args, router.table.lookup(args), slot)
-        else:
-            try:
-                reply = await node.connection.execute(*args)
-            except (rx.ResponseError, *_NET) as exc:
-                first = failed_attempt(exc, node.settings.address)
-                reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
-        callback = self.response_callbacks.get(name)
-        return callback(reply) if callback is not None else reply
+                    reply = await node.connection.execute(*args)
+                except (rx.ResponseError, *_NET) as exc:
+                    first = failed_attempt(exc, node.settings.address)
+                    reply = await router.keyed(args, router.table.lookup(args), slot, first=first)
+            callback = self.response_callbacks.get(name)
+            return callback(reply) if callback is not None else reply
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            if telemetry is not None:
+                telemetry.record(args[0], _clock() - started, failed)
 
     async def _attempt(
         self, pool: AsyncConnectionPool, args: tuple[Any, ...], blocking: bool

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from time import perf_counter as _clock
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -310,55 +311,66 @@ class SmartClient(
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
-        near = self._near
-        if near is not None and args[0] in near.commands and not _bypassed():
-            return self._near_read(args, options)
-        if options:
-            options.pop("keys", None)  # redis-py's client-side-cache hint
+        telemetry = self._telemetry  # metrics: None when off (one check, no frame)
+        if telemetry is not None:
+            started = _clock()
+        failed: BaseException | None = None
+        try:
+            near = self._near
+            if near is not None and args[0] in near.commands and not _bypassed():
+                return self._near_read(args, options)
             if options:
+                options.pop("keys", None)  # redis-py's client-side-cache hint
+                if options:
+                    return self._execute_slow(args, options)
+            name = args[0]
+            pool = self._pool
+            if pool is not None:
+                if (
+                    type(name) is str
+                    and " " not in name
+                    and name not in _BLOCKING
+                    and not self._wait[0]
+                ):
+                    reply = self._standalone_round_trip(pool, args)
+                    callback = self.response_callbacks.get(name)
+                    return callback(reply) if callback is not None else reply
                 return self._execute_slow(args, options)
-        name = args[0]
-        pool = self._pool
-        if pool is not None:
-            if (
-                type(name) is str
-                and " " not in name
-                and name not in _BLOCKING
-                and not self._wait[0]
-            ):
-                reply = self._standalone_round_trip(pool, args)
-                callback = self.response_callbacks.get(name)
-                return callback(reply) if callback is not None else reply
-            return self._execute_slow(args, options)
-        router = self._router
-        if router is None:  # Sentinel
-            return self._execute_slow(args, options)
-        fast = router.single_key.get(name)
-        if fast is None or len(args) <= fast[0]:
-            return self._execute_slow(args, options)
-        # Cluster fast path: one key at a known position, no option, no pending refresh;
-        # the node is the general path's choice (primary, or a replica for reads).
-        state = self._cluster
-        assert state is not None
-        slot = state.slot_of(args[fast[0]])
-        pool = state.pool_for(slot, fast[1])
-        if pool is None or state.refresh_pending or state.suspects:
-            reply = router.keyed(args, router.table.lookup(args), slot)
-        else:
-            conn = pool.get()
-            try:
-                reply = conn.execute(*args)
-            except (rx.ResponseError, *_NET) as exc:
-                pool.release(conn)
-                first = failed_attempt(exc, pool.settings.address)
-                reply = router.keyed(args, router.table.lookup(args), slot, first=first)
-            except BaseException:
-                pool.release(conn)  # bad arguments (DataError), interrupts
-                raise
+            router = self._router
+            if router is None:  # Sentinel
+                return self._execute_slow(args, options)
+            fast = router.single_key.get(name)
+            if fast is None or len(args) <= fast[0]:
+                return self._execute_slow(args, options)
+            # Cluster fast path: one key at a known position, no option, no pending refresh;
+            # the node is the general path's choice (primary, or a replica for reads).
+            state = self._cluster
+            assert state is not None
+            slot = state.slot_of(args[fast[0]])
+            pool = state.pool_for(slot, fast[1])
+            if pool is None or state.refresh_pending or state.suspects:
+                reply = router.keyed(args, router.table.lookup(args), slot)
             else:
-                pool.release(conn)
-        callback = self.response_callbacks.get(name)
-        return callback(reply) if callback is not None else reply
+                conn = pool.get()
+                try:
+                    reply = conn.execute(*args)
+                except (rx.ResponseError, *_NET) as exc:
+                    pool.release(conn)
+                    first = failed_attempt(exc, pool.settings.address)
+                    reply = router.keyed(args, router.table.lookup(args), slot, first=first)
+                except BaseException:
+                    pool.release(conn)  # bad arguments (DataError), interrupts
+                    raise
+                else:
+                    pool.release(conn)
+            callback = self.response_callbacks.get(name)
+            return callback(reply) if callback is not None else reply
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            if telemetry is not None:
+                telemetry.record(args[0], _clock() - started, failed)
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses
