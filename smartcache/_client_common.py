@@ -239,6 +239,11 @@ class ClientCommon:
             None if not recorders else recorders[0] if len(recorders) == 1 else Fanout(recorders)
         )
 
+    def _register_cache(self, name: str, stats: Any) -> None:
+        """A cache user on this client (``@cached``, ``Cache``) reports its statistics in
+        :meth:`stats` and the metrics under ``name``."""
+        self._counters.add_cache(name, stats)
+
     def stats(self) -> ClientStats:
         """What this client did for you so far: redirects followed, retries by reason,
         ambiguous failures, slot-map refreshes by cause, nodes added and removed, Sentinel

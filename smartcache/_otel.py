@@ -268,6 +268,9 @@ class Telemetry:
             lambda s: [(s.write_fence_seconds, {})],
         )
 
+        for field, unit, text in _CACHE_FIELDS:
+            counter(f"smartcache.cache.{field}", unit, text, _cache_reader(field))
+
         def near(s: Any, *fields: str) -> list[Any]:
             n = s.near_cache
             return [] if n is None else [(getattr(n, f), {}) for f in fields]
@@ -301,6 +304,29 @@ class Telemetry:
             lambda s: near(s, "entries"),
         )
         gauge("smartcache.near_cache.size", "By", "Bytes held by the near cache.", near_bytes)
+
+
+#: the ``@cached`` / ``Cache`` counters exported, with their units and meanings
+_CACHE_FIELDS = (
+    ("hits", "{hit}", "Cache reads that found a fresh entry."),
+    ("misses", "{miss}", "Cache reads that found nothing usable."),
+    ("loads", "{load}", "Values computed by the loader (recomputes)."),
+    ("errors", "{error}", "Cache operations that failed (the loader's result was served)."),
+    ("stale_serves", "{hit}", "Stale entries served while one caller refreshed."),
+    ("lock_waits", "{wait}", "Callers that waited for another's load (stampede prevented)."),
+    ("refreshes", "{refresh}", "Early or background refreshes run."),
+    ("bloom_rejects", "{read}", "Reads answered 'absent' by the bloom guard."),
+)
+
+
+def _cache_reader(field: str) -> Callable[[Any], list[Any]]:
+    def read(s: Any) -> list[Any]:
+        return [
+            (counts.get(field, 0), {"smartcache.cache.name": name})
+            for name, counts in s.caches.items()
+        ]
+
+    return read
 
 
 def _drain_forever(ref: weakref.ref[Telemetry]) -> None:

@@ -22,7 +22,13 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
-from smartcache._otel import DURATION_BUCKETS, _error_type, _operation, _status_code
+from smartcache._otel import (
+    _CACHE_FIELDS,
+    DURATION_BUCKETS,
+    _error_type,
+    _operation,
+    _status_code,
+)
 from smartcache.exceptions import ConfigurationError
 
 __all__ = ["LocalHistogram", "register"]
@@ -213,6 +219,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
         (),
         "counter",
     ),
+    **{
+        f"smartcache_cache_{field}": (text, ("cache",), "counter")
+        for field, _, text in _CACHE_FIELDS
+    },
     "smartcache_near_cache_hits": ("Reads served by the near cache.", (), "counter"),
     "smartcache_near_cache_misses": ("Near-cache reads sent to the server.", (), "counter"),
     "smartcache_near_cache_invalidations": ("Entries invalidated.", (), "counter"),
@@ -234,6 +244,9 @@ def _counter_values(s: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
     yield "smartcache_topology_nodes_removed", (), s.nodes_removed
     yield "smartcache_sentinel_failovers", (), s.failovers
     yield "smartcache_sentinel_write_fence_seconds", (), s.write_fence_seconds
+    for name, counts in s.caches.items():
+        for field, _, _ in _CACHE_FIELDS:
+            yield f"smartcache_cache_{field}", (name,), counts.get(field, 0)
     near = s.near_cache
     if near is not None:
         yield "smartcache_near_cache_hits", (), near.hits

@@ -131,12 +131,16 @@ class CacheBase:
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         stats: CacheStats | None = None,
+        name: str | None = None,
     ) -> None:
         self.client = client
         self.policy = policy or CachePolicy()
         self.clock = clock
         self.rng: RandomSource = rng or random.Random()
         self.stats = stats or CacheStats()
+        register = getattr(client, "_register_cache", None)  # a smartcache client: metrics
+        if register is not None:
+            register(name or self.policy.namespace, self.stats)
         #: decoded entries by their stored bytes (``near=True``), at most _DECODED_MAX
         self._decoded: dict[Any, Entry] = {}
 

@@ -85,7 +85,8 @@ class _CachedBase(Generic[P, T]):
                             "with a near cache: SmartClient(..., near_cache=NearCache()) "
                             "or AsyncSmartClient(..., near_cache=NearCache())"
                         )
-                    self._cache = Cache(client, self.policy, stats=self._stats)
+                    name = f"{self._func.__module__}.{self._func.__qualname__}"
+                    self._cache = Cache(client, self.policy, stats=self._stats, name=name)
                 cache = self._cache
         return cache
 

@@ -12,6 +12,7 @@ every flow) and by the topology states; :meth:`Counters.snapshot` returns a type
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,11 @@ class ClientStats:
     - ``nodes_added`` / ``nodes_removed``: cluster nodes that appeared in / left the map;
     - ``failovers``: Sentinel primary switches followed; ``write_fence_seconds``: total time
       writes were held while a failover of the primary was reported;
-    - ``near_cache``: the near cache's :class:`~smartcache.NearStats`, if it has one.
+    - ``near_cache``: the near cache's :class:`~smartcache.NearStats`, if it has one;
+    - ``caches``: the counters of each ``@cached`` function and ``Cache`` on this client, by
+      name (``module.qualname`` of the function, or the Cache's namespace): ``hits``,
+      ``misses``, ``loads`` (recomputes), ``errors``, ``stale_serves``, ``lock_waits``,
+      ``refreshes``, ``bloom_rejects``.
     """
 
     moved: int = 0
@@ -50,6 +55,7 @@ class ClientStats:
     failovers: int = 0
     write_fence_seconds: float = 0.0
     near_cache: Any = None
+    caches: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -82,6 +88,7 @@ class Counters:
     threads: updates take a lock, and happen only on the events counted)."""
 
     __slots__ = (
+        "_caches",
         "_lock",
         "ambiguous",
         "ask",
@@ -105,6 +112,16 @@ class Counters:
         self.nodes_removed = 0
         self.failovers = 0
         self.write_fence_seconds = 0.0
+        #: name -> the cache users' statistics sources (held weakly: a Cache can go away)
+        self._caches: dict[str, list[weakref.ref[Any]]] = {}
+
+    def add_cache(self, name: str, source: Any) -> None:
+        """Report ``source.snapshot()`` (a dict of counts) under ``name`` in snapshots;
+        several sources of one name are summed."""
+        with self._lock:
+            refs = [r for r in self._caches.get(name, []) if r() is not None]
+            refs.append(weakref.ref(source))
+            self._caches[name] = refs
 
     def decided(self, decision: Decision, error: BaseException) -> None:
         """Count what a retry flow decided after ``error`` (the one place that maps
@@ -140,6 +157,16 @@ class Counters:
 
     def snapshot(self, near_cache: Any = None) -> ClientStats:
         """The counters now (copies)."""
+        caches: dict[str, dict[str, int]] = {}
+        with self._lock:
+            sources = [(name, [r() for r in refs]) for name, refs in self._caches.items()]
+        for name, found in sources:
+            for source in found:
+                if source is None:
+                    continue
+                total = caches.setdefault(name, {})
+                for k, v in source.snapshot().items():
+                    total[k] = total.get(k, 0) + v
         with self._lock:
             return ClientStats(
                 moved=self.moved,
@@ -152,4 +179,5 @@ class Counters:
                 failovers=self.failovers,
                 write_fence_seconds=self.write_fence_seconds,
                 near_cache=near_cache,
+                caches=caches,
             )
