@@ -9,8 +9,10 @@ are set up as ``redis.Redis`` does, so both clients return the same shapes.
 from __future__ import annotations
 
 import dataclasses
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
@@ -32,7 +34,7 @@ from smartcache.core.node_choice import READ_FROM
 from smartcache.core.retry import RetryPolicy
 from smartcache.core.sentinel import parse_sentinel_url
 from smartcache.core.slots import key_slot
-from smartcache.core.stats import ClientStats, Counters
+from smartcache.core.stats import ClientStats, Counters, PoolUsage
 from smartcache.exceptions import ConfigurationError
 from smartcache.wire import ConnectionSettings
 from smartcache.wire.settings import POOL_KWARGS
@@ -80,6 +82,10 @@ def sentinel_url_kwargs(url: str, kwargs: dict[str, Any]) -> dict[str, Any] | No
         **parsed.connection_kwargs(),
         **kwargs,
     }
+
+
+#: a pool type (sync or asyncio)
+_P = TypeVar("_P", bound=Any)
 
 
 class ClientCommon:
@@ -220,7 +226,8 @@ class ClientCommon:
             self._settings.decode_responses,
         )
         self._table = CommandTable.fallback()
-        self._counters = Counters()
+        self._counters = Counters(threading.Lock())
+        self._pools_made: weakref.WeakSet[Any] = weakref.WeakSet()
         recorders: list[Recorder] = []
         if self._meter_provider is not None:
             recorders.append(
@@ -238,6 +245,24 @@ class ClientCommon:
         self._telemetry: Recorder | None = (
             None if not recorders else recorders[0] if len(recorders) == 1 else Fanout(recorders)
         )
+
+    def _adopt_pool(self, pool: _P) -> _P:
+        """Every pool the client makes passes here: its timeouts are counted, and its
+        usage is read by the metrics."""
+        pool.counters = self._counters
+        self._pools_made.add(pool)
+        return pool
+
+    def pool_usage(self) -> list[PoolUsage]:
+        """Each open pool of this client now: address, idle, used, pending, max."""
+        out = []
+        for pool in list(self._pools_made):
+            if not pool.closed:
+                idle, used, pending = pool.usage()
+                out.append(
+                    PoolUsage(pool.settings.address, idle, used, pending, pool.max_connections)
+                )
+        return out
 
     def _register_cache(self, name: str, stats: Any) -> None:
         """A cache user on this client (``@cached``, ``Cache``) reports its statistics in

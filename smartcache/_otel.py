@@ -271,6 +271,52 @@ class Telemetry:
         for field, unit, text in _CACHE_FIELDS:
             counter(f"smartcache.cache.{field}", unit, text, _cache_reader(field))
 
+        # -- the connection pools, as the database conventions name them ------------------
+        def pools() -> list[Any]:
+            client = ref()
+            return [] if client is None else client.pool_usage()
+
+        def pool_gauge(name: str, unit: str, text: str, read: Callable[[Any], list[Any]]) -> None:
+            def callback(options: Any) -> list[Any]:
+                return [
+                    Observation(v, {**base, "db.client.connection.pool.name": u.address, **a})
+                    for u in pools()
+                    for v, a in read(u)
+                ]
+
+            meter.create_observable_up_down_counter(
+                name, callbacks=[callback], unit=unit, description=text
+            )
+
+        pool_gauge(
+            "db.client.connection.count",
+            "{connection}",
+            "The number of connections that are currently in the state described.",
+            lambda u: [
+                (u.idle, {"db.client.connection.state": "idle"}),
+                (u.used, {"db.client.connection.state": "used"}),
+            ],
+        )
+        pool_gauge(
+            "db.client.connection.max",
+            "{connection}",
+            "The maximum number of open connections allowed.",
+            lambda u: [] if u.max is None else [(u.max, {})],
+        )
+        pool_gauge(
+            "db.client.connection.pending_requests",
+            "{request}",
+            "The number of current pending requests for an open connection.",
+            lambda u: [(u.pending, {})],
+        )
+        counter(
+            "db.client.connection.timeouts",
+            "{timeout}",
+            "The number of connection timeouts that have occurred trying to obtain a "
+            "connection from the pool.",
+            lambda s: [(s.pool_timeouts, {})],
+        )
+
         def near(s: Any, *fields: str) -> list[Any]:
             n = s.near_cache
             return [] if n is None else [(getattr(n, f), {}) for f in fields]

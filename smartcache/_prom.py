@@ -189,6 +189,43 @@ class _Collector:
                 buckets.append((bound, running))
             duration.add_metric(list(labels), buckets, total)
         yield duration
+        pool_series: dict[tuple[str, ...], tuple[int, int, int, int | None]] = {}
+        for client, _ in clients:
+            address = (client._settings.host, str(client._settings.port))
+            for u in client.pool_usage():
+                key = ("redis", *address, u.address)
+                idle, used, pending, limit = pool_series.get(key, (0, 0, 0, None))
+                pool_series[key] = (
+                    idle + u.idle,
+                    used + u.used,
+                    pending + u.pending,
+                    u.max if limit is None else limit + (u.max or 0),
+                )
+        base_names = ["db_system_name", "server_address", "server_port", "pool_name"]
+        states = GaugeMetricFamily(
+            "db_client_connection_count",
+            "The number of connections that are currently in the state described.",
+            labels=[*base_names, "state"],
+        )
+        pending_family = GaugeMetricFamily(
+            "db_client_connection_pending_requests",
+            "The number of current pending requests for an open connection.",
+            labels=base_names,
+        )
+        max_family = GaugeMetricFamily(
+            "db_client_connection_max",
+            "The maximum number of open connections allowed.",
+            labels=base_names,
+        )
+        for key, (idle, used, pending, limit) in pool_series.items():
+            states.add_metric([*key, "idle"], idle)
+            states.add_metric([*key, "used"], used)
+            pending_family.add_metric(list(key), pending)
+            if limit is not None:
+                max_family.add_metric(list(key), limit)
+        yield states
+        yield pending_family
+        yield max_family
         for name, series in counters.items():
             help_text, extra_labels, kind = _COUNTERS[name]
             names = ["db_system_name", "server_address", "server_port", *extra_labels]
@@ -207,6 +244,11 @@ def _bound(value: float) -> str:
 
 
 _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "db_client_connection_timeouts": (
+        "Connection timeouts trying to obtain a connection from the pool.",
+        (),
+        "counter",
+    ),
     "smartcache_redirects": ("MOVED and ASK redirects followed.", ("kind",), "counter"),
     "smartcache_retries": ("Attempts re-sent after a failure, by reason.", ("reason",), "counter"),
     "smartcache_ambiguous_failures": ("AmbiguousCommandError raised.", (), "counter"),
@@ -233,6 +275,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 
 def _counter_values(s: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    yield "db_client_connection_timeouts", (), s.pool_timeouts
     yield "smartcache_redirects", ("moved",), s.moved
     yield "smartcache_redirects", ("ask",), s.ask
     for reason, n in s.retries.items():

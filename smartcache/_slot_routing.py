@@ -55,7 +55,7 @@ class SlotRouting(Generic[P]):
         counters: Counters | None = None,
     ) -> None:
         self._settings = settings
-        self.counters = counters if counters is not None else Counters()
+        self.counters = counters if counters is not None else Counters(threading.Lock())
         #: why the next refresh runs (counted and logged when its map is installed)
         self.refresh_cause = "startup"
         self._startup = [f"{h}:{p}" for h, p in startup]

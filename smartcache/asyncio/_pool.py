@@ -80,6 +80,13 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
             await conn.connect()
         return conn
 
+    def _shared_in_use(self) -> int:
+        shared = self._shared
+        return 1 if shared is not None and shared.is_connected else 0
+
+    def _pending(self) -> int:
+        return len(self._waiters)
+
     # -- dedicated connections ----------------------------------------------------------------
 
     async def acquire_dedicated(self) -> AsyncConnection:

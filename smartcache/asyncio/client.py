@@ -124,12 +124,13 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             )
 
     def _new_pool(self, settings: ConnectionSettings) -> AsyncConnectionPool:
-        return AsyncConnectionPool(
+        pool = AsyncConnectionPool(
             settings,
             self._max_connections,
             self._pool_timeout,
             max_in_flight=self._max_in_flight,
         )
+        return self._adopt_pool(pool)
 
     async def initialize(self) -> Self:
         """Detect the topology (``INFO cluster`` on the first node that answers)."""

@@ -16,6 +16,8 @@ Rules:
 - Authentication refused (``NOAUTH``, ``WRONGPASS``: redis-py's ``AuthenticationError``, which
   it files under ``ConnectionError``) or not permitted (``AuthorizationError``): raise at once.
   It is the server's answer, not a broken link; no retry and no other node can change it.
+- The client's pool stayed full for the caller's ``pool_timeout``
+  (:class:`~smartcache.exceptions.PoolExhaustedError`): raise at once; nothing was sent.
 - Connection refused / reset before the request was written: refresh and retry.
 - Connection lost or timed out after the request was written: the command may have run;
   retry only when it is idempotent (or the policy opts in), else raise "ambiguous".
@@ -33,6 +35,7 @@ import redis.exceptions as rx
 from tenacity import stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
 from smartcache.core.redirect import resolve_redirect
+from smartcache.exceptions import PoolExhaustedError
 
 __all__ = [
     "Action",
@@ -176,6 +179,11 @@ def decide(
         redirect = resolve_redirect(error, answered_by)
         target = redirect.address if redirect is not None else f"{error.host}:{error.port}"
         return Decision(kind, target=target, slot=int(error.slot_id), refresh=kind is Action.MOVED)
+    if isinstance(error, PoolExhaustedError):
+        # The client's own pool stayed full for the whole ``pool_timeout`` the caller set:
+        # nothing was sent, no node is at fault, and waiting again would exceed that
+        # timeout. Raised at once, as redis-py's blocking pool raises.
+        return Decision(Action.RAISE)
     if isinstance(error, AwaitingTopology):
         # Bounded by the deadline only: polls are not attempts.
         if policy.should_stop(0, elapsed):

@@ -11,16 +11,26 @@ every flow) and by the topology states; :meth:`Counters.snapshot` returns a type
 
 from __future__ import annotations
 
-import threading
 import weakref
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.exceptions as rx
 
 from smartcache.core.retry import Action, AwaitingTopology, Decision
 
-__all__ = ["ClientStats", "Counters", "retry_reason"]
+__all__ = ["ClientStats", "Counters", "PoolUsage", "retry_reason"]
+
+
+class PoolUsage(NamedTuple):
+    """One connection pool now (:meth:`SmartClient.pool_usage`)."""
+
+    address: str  #: the node, ``host:port``
+    idle: int  #: connections open and free
+    used: int  #: connections handed out (an asyncio pool's shared one counts once)
+    pending: int  #: callers waiting for a connection
+    max: int | None  #: ``max_connections`` (None: no limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,8 @@ class ClientStats:
     - ``nodes_added`` / ``nodes_removed``: cluster nodes that appeared in / left the map;
     - ``failovers``: Sentinel primary switches followed; ``write_fence_seconds``: total time
       writes were held while a failover of the primary was reported;
+    - ``pool_timeouts``: callers that gave up waiting for a pooled connection
+      (:class:`~smartcache.PoolExhaustedError`);
     - ``near_cache``: the near cache's :class:`~smartcache.NearStats`, if it has one;
     - ``caches``: the counters of each ``@cached`` function and ``Cache`` on this client, by
       name (``module.qualname`` of the function, or the Cache's namespace): ``hits``,
@@ -54,6 +66,7 @@ class ClientStats:
     nodes_removed: int = 0
     failovers: int = 0
     write_fence_seconds: float = 0.0
+    pool_timeouts: int = 0
     near_cache: Any = None
     caches: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -85,7 +98,8 @@ def retry_reason(error: BaseException) -> str:
 
 class Counters:
     """The mutable counters behind :class:`ClientStats` (one per client, shared by its
-    threads: updates take a lock, and happen only on the events counted)."""
+    threads: updates take ``lock``, which the client passes in (a ``threading.Lock``; the
+    core imports no threading), and happen only on the events counted)."""
 
     __slots__ = (
         "_caches",
@@ -96,13 +110,14 @@ class Counters:
         "moved",
         "nodes_added",
         "nodes_removed",
+        "pool_timeouts",
         "refreshes",
         "retries",
         "write_fence_seconds",
     )
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, lock: AbstractContextManager[Any] | None = None) -> None:
+        self._lock = lock if lock is not None else nullcontext()
         self.moved = 0
         self.ask = 0
         self.retries: dict[str, int] = {}
@@ -112,6 +127,7 @@ class Counters:
         self.nodes_removed = 0
         self.failovers = 0
         self.write_fence_seconds = 0.0
+        self.pool_timeouts = 0
         #: name -> the cache users' statistics sources (held weakly: a Cache can go away)
         self._caches: dict[str, list[weakref.ref[Any]]] = {}
 
@@ -155,6 +171,11 @@ class Counters:
         with self._lock:
             self.write_fence_seconds += seconds
 
+    def pool_timed_out(self) -> None:
+        """A caller gave up waiting for a pooled connection."""
+        with self._lock:
+            self.pool_timeouts += 1
+
     def snapshot(self, near_cache: Any = None) -> ClientStats:
         """The counters now (copies)."""
         caches: dict[str, dict[str, int]] = {}
@@ -178,6 +199,7 @@ class Counters:
                 nodes_removed=self.nodes_removed,
                 failovers=self.failovers,
                 write_fence_seconds=self.write_fence_seconds,
+                pool_timeouts=self.pool_timeouts,
                 near_cache=near_cache,
                 caches=caches,
             )

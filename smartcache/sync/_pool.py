@@ -110,6 +110,9 @@ class ConnectionPool(PoolBase[Connection]):
                 finally:
                     self._waiting -= 1
 
+    def _pending(self) -> int:
+        return self._waiting
+
     def _connected(self, conn: Connection) -> Connection:
         """``conn`` connected, in a slot already taken (given back if connecting fails)."""
         try:

@@ -164,9 +164,10 @@ class SmartClient(
         return "_pool" in self.__dict__
 
     def _new_pool(self, settings: ConnectionSettings) -> ConnectionPool:
-        return ConnectionPool(
+        pool = ConnectionPool(
             settings, max_connections=self._max_connections, timeout=self._pool_timeout
         )
+        return self._adopt_pool(pool)
 
     def _start_sentinel(
         self,

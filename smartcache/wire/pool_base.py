@@ -49,6 +49,8 @@ class PoolBase(Generic[C]):
         self.max_connections = max_connections
         self.timeout = timeout
         self._closed = False
+        #: the client's counters (``PoolExhaustedError`` is counted there), if it set them
+        self.counters: Any = None
         self._reset()
 
     def _reset(self) -> None:
@@ -91,13 +93,28 @@ class PoolBase(Generic[C]):
                 node=self.settings.address,
             )
 
+    def usage(self) -> tuple[int, int, int]:
+        """``(idle, used, pending)``: idle connections, connections in use (the shared
+        one of an asyncio pool counts as used once connected), callers waiting for one."""
+        return len(self._idle), self._in_use + self._shared_in_use(), self._pending()
+
+    def _shared_in_use(self) -> int:
+        return 0
+
+    def _pending(self) -> int:
+        return 0
+
     def _exhausted(self, what: str) -> PoolExhaustedError:
         """The error for a caller that waited ``timeout`` for one of ``what``."""
-        return PoolExhaustedError(
+        if self.counters is not None:
+            self.counters.pool_timed_out()
+        error = PoolExhaustedError(
             f"all {self.max_connections} {what} to {self.settings.address} stayed in use "
             f"for {self.timeout} s; raise max_connections or release connections",
             node=self.settings.address,
         )
+        error.request_sent = False  # nothing was written
+        return error
 
     # -- slots ----------------------------------------------------------------------------
 

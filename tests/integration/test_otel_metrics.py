@@ -157,3 +157,62 @@ def test_a_sentinel_failover_is_exported(
     assert value(reader, "smartcache.sentinel.failovers") == 1
     fence = metrics(reader)["smartcache.sentinel.write_fence.time"]
     assert fence.unit == "s"
+
+
+def test_connection_pool_metrics(redis_standalone: Any, client_factory: Any, reader: Any) -> None:
+    """Two BLPOPs hold both pooled connections; a third caller waits, then times out
+    (PoolExhaustedError): used, pending, max and timeouts as the conventions name them."""
+    import threading
+
+    from smartcache.exceptions import PoolExhaustedError
+
+    c = client_factory(
+        url=redis_standalone.url,
+        max_connections=2,
+        pool_timeout=0.5,
+        meter_provider=provider(reader),
+    )
+    c.ping()
+    key = f"otel:pool:{time.monotonic_ns()}"
+    errors: list[BaseException] = []
+
+    def block() -> None:
+        try:
+            c.blpop(key, timeout=2)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    holders = [threading.Thread(target=block) for _ in range(2)]
+    for t in holders:
+        t.start()
+    pool = f"127.0.0.1:{redis_standalone.port}"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # until both BLPOPs hold their connection
+        if (
+            value(reader, "db.client.connection.count", **{"db.client.connection.state": "used"})
+            or 0
+        ) >= 2:
+            break
+        time.sleep(0.01)
+    waiter = threading.Thread(target=block)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the third caller waits for a connection
+        if value(reader, "db.client.connection.pending_requests") == 1:
+            break
+        time.sleep(0.01)
+    assert value(reader, "db.client.connection.pending_requests") == 1
+    waiter.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], PoolExhaustedError), errors
+    assert value(reader, "db.client.connection.timeouts") == 1
+    assert c.stats().pool_timeouts == 1
+    assert (
+        value(reader, "db.client.connection.max", **{"db.client.connection.pool.name": pool}) == 2
+    )
+    import redis
+
+    with redis.Redis.from_url(redis_standalone.url) as other:  # the pool is full: not c
+        other.lpush(key, "a", "b")  # wake the holders
+    for t in holders:
+        t.join(5)
+    assert value(reader, "db.client.connection.pending_requests") == 0
