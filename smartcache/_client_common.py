@@ -28,6 +28,7 @@ from smartcache._redis_surface import (
     SETTINGS_FIELDS,
     take_over_pool,
 )
+from smartcache._tracing import Tracing, tracer_from
 from smartcache.core.commands import CommandTable
 from smartcache.core.nearcache import cacheable_commands
 from smartcache.core.node_choice import READ_FROM
@@ -117,6 +118,9 @@ class ClientCommon:
         )
         #: OpenTelemetry's meter provider (``meter_provider=``; None: metrics off)
         self._meter_provider = telemetry_from(kwargs.pop("meter_provider", None))
+        #: OpenTelemetry's tracer provider (``tracer_provider=``; None: no spans)
+        self._tracer_provider = tracer_from(kwargs.pop("tracer_provider", None))
+        self._trace_statements = bool(kwargs.pop("trace_statements", False))
         #: prometheus-client registry (``prometheus_registry=``; None: not exported)
         self._prometheus_registry = kwargs.pop("prometheus_registry", None)
         value = kwargs.pop("single_connection_client", False)
@@ -239,6 +243,16 @@ class ClientCommon:
                     namespace=str(self._settings.db),
                 )
             )
+        if self._tracer_provider is not None:
+            tracing = Tracing(
+                self._tracer_provider,
+                server_address=self._settings.host,
+                server_port=self._settings.port,
+                namespace=str(self._settings.db),
+                statements=self._trace_statements,
+            )
+            self._counters.listener = tracing.decided
+            recorders.append(tracing)
         if self._prometheus_registry not in (None, False):
             recorders.append(prometheus_register(self, self._prometheus_registry))
         #: where timed operations go (None: metrics off, nothing timed)

@@ -12,16 +12,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["Fanout", "Recorder"]
+__all__ = ["Fanout", "Recorder", "Timed"]
 
 
 class Recorder(Protocol):
-    """Where a timed operation goes."""
+    """Where a timed operation goes: ``begin(args)`` when a command starts (a handle, or
+    ``None``), ``finish(handle, name, seconds, error)`` when it ended; a pipeline as a
+    whole through ``record_batch``."""
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None: ...
+    def begin(self, args: tuple[Any, ...]) -> Any: ...
+    def finish(
+        self, handle: Any, name: Any, seconds: float, error: BaseException | None
+    ) -> None: ...
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
     ) -> None: ...
+
+
+class Timed:
+    """A recorder of durations only (metrics): nothing to begin."""
+
+    def begin(self, args: tuple[Any, ...]) -> Any:
+        """No handle."""
+        return None
+
+    def finish(self, handle: Any, name: Any, seconds: float, error: BaseException | None) -> None:
+        """Record the duration."""
+        self.record(name, seconds, error)
+
+    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+        """One operation's duration (subclasses)."""
+        raise NotImplementedError
 
 
 class Fanout:
@@ -30,10 +51,14 @@ class Fanout:
     def __init__(self, recorders: Sequence[Recorder]) -> None:
         self._recorders = tuple(recorders)
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+    def begin(self, args: tuple[Any, ...]) -> Any:
+        """Each recorder's handle."""
+        return [r.begin(args) for r in self._recorders]
+
+    def finish(self, handle: Any, name: Any, seconds: float, error: BaseException | None) -> None:
         """Hand the operation to each recorder."""
-        for r in self._recorders:
-            r.record(name, seconds, error)
+        for r, h in zip(self._recorders, handle, strict=True):
+            r.finish(h, name, seconds, error)
 
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None

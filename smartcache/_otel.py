@@ -35,6 +35,7 @@ from typing import Any
 
 import redis.exceptions as rx
 
+from smartcache._metrics import Timed
 from smartcache.exceptions import ConfigurationError
 
 __all__ = ["DURATION_BUCKETS", "Telemetry", "telemetry_from"]
@@ -80,7 +81,7 @@ def _operation(name: Any) -> str:
     return text.upper()
 
 
-class Telemetry:
+class Telemetry(Timed):
     """The instruments of one client."""
 
     def __init__(

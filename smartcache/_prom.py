@@ -22,6 +22,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
+from smartcache._metrics import Timed
 from smartcache._otel import (
     _CACHE_FIELDS,
     DURATION_BUCKETS,
@@ -47,7 +48,7 @@ _LABELS = (
 )
 
 
-class LocalHistogram:
+class LocalHistogram(Timed):
     """Durations by operation and outcome, in the conventions' buckets (seconds)."""
 
     def __init__(self, *, server_address: str, server_port: int, namespace: str) -> None:

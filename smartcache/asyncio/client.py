@@ -302,9 +302,10 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
     # -- execution --------------------------------------------------------------------------
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
-        telemetry = self._telemetry  # metrics: None when off (one check, no frame)
+        telemetry = self._telemetry  # metrics/traces: None when off (one check, no frame)
         if telemetry is not None:
             started = _clock()
+            handle = telemetry.begin(args)
         failed: BaseException | None = None
         try:
             near = self._near
@@ -363,7 +364,7 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             raise
         finally:
             if telemetry is not None:
-                telemetry.record(args[0], _clock() - started, failed)
+                telemetry.finish(handle, args[0], _clock() - started, failed)
 
     async def _attempt(
         self, pool: AsyncConnectionPool, args: tuple[Any, ...], blocking: bool

@@ -12,6 +12,7 @@ every flow) and by the topology states; :meth:`Counters.snapshot` returns a type
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -107,6 +108,7 @@ class Counters:
         "ambiguous",
         "ask",
         "failovers",
+        "listener",
         "moved",
         "nodes_added",
         "nodes_removed",
@@ -128,6 +130,8 @@ class Counters:
         self.failovers = 0
         self.write_fence_seconds = 0.0
         self.pool_timeouts = 0
+        #: called with each decision after the counts (the client's tracing, if on)
+        self.listener: Callable[[Decision, BaseException], None] | None = None
         #: name -> the cache users' statistics sources (held weakly: a Cache can go away)
         self._caches: dict[str, list[weakref.ref[Any]]] = {}
 
@@ -153,6 +157,9 @@ class Counters:
                 self.retries[reason] = self.retries.get(reason, 0) + 1
             elif decision.ambiguous:
                 self.ambiguous += 1
+        listener = self.listener
+        if listener is not None:
+            listener(decision, error)
 
     def refreshed(self, cause: str, added: int, removed: int) -> None:
         """A slot map was installed (``cause``), with ``added``/``removed`` nodes."""

@@ -312,9 +312,10 @@ class SmartClient(
     # -- execution ----------------------------------------------------------------------
     def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command, routed by its keys, and return its parsed reply."""
-        telemetry = self._telemetry  # metrics: None when off (one check, no frame)
+        telemetry = self._telemetry  # metrics/traces: None when off (one check, no frame)
         if telemetry is not None:
             started = _clock()
+            handle = telemetry.begin(args)
         failed: BaseException | None = None
         try:
             near = self._near
@@ -371,7 +372,7 @@ class SmartClient(
             raise
         finally:
             if telemetry is not None:
-                telemetry.record(args[0], _clock() - started, failed)
+                telemetry.finish(handle, args[0], _clock() - started, failed)
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses
