@@ -6,7 +6,8 @@ Sequential GET (sync) and 100 concurrent GETs (asyncio, ``gather``), each measur
 for: redis-py, smartcache with metrics off (the default), smartcache with OpenTelemetry
 metrics on (the SDK's ``MeterProvider`` and an in-memory reader: the record path an
 application pays, whatever exporter it uses), and smartcache with Prometheus collectors
-(``prometheus_registry=``: the local aggregation; a scrape costs nothing per command).
+(``prometheus_registry=``: the local aggregation; a scrape costs nothing per command),
+and smartcache with OpenTelemetry spans (``tracer_provider=``, the SDK's batch processor).
 Rounds are interleaved and the best of each kept; ratios are against smartcache with
 metrics off.
 
@@ -34,6 +35,16 @@ def provider() -> Any:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     return MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def tracer() -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    return provider
 
 
 def registry() -> Any:
@@ -69,6 +80,7 @@ def main() -> None:
             "smartcache, metrics off": SmartClient.from_url(url),
             "smartcache, metrics on": SmartClient.from_url(url, meter_provider=provider()),
             "smartcache, prometheus": SmartClient.from_url(url, prometheus_registry=registry()),
+            "smartcache, otel spans": SmartClient.from_url(url, tracer_provider=tracer()),
         }
         sync["redis-py"].set("bench:otel", "x" * 100)
         best = {k: float("inf") for k in sync}
@@ -88,6 +100,7 @@ def main() -> None:
                 "smartcache, prometheus": AsyncSmartClient.from_url(
                     url, prometheus_registry=registry()
                 ),
+                "smartcache, otel spans": AsyncSmartClient.from_url(url, tracer_provider=tracer()),
             }
             out = {k: float("inf") for k in clients}
             for _ in range(args.rounds):
