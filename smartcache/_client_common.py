@@ -278,10 +278,11 @@ class ClientCommon:
                 )
         return out
 
-    def _register_cache(self, name: str, stats: Any) -> None:
-        """A cache user on this client (``@cached``, ``Cache``) reports its statistics in
+    def _register_cache(self, name: str, stats: Any, kind: str = "cache") -> None:
+        """A cache user on this client (``@cached``, ``Cache``; ``kind="write_behind"``: a
+        write-behind flusher) reports its statistics (``stats.snapshot()``) in
         :meth:`stats` and the metrics under ``name``."""
-        self._counters.add_cache(name, stats)
+        self._counters.add_cache(name, stats, kind)
 
     def stats(self) -> ClientStats:
         """What this client did for you so far: redirects followed, retries by reason,

@@ -271,6 +271,8 @@ class Telemetry(Timed):
 
         for field, unit, text in _CACHE_FIELDS:
             counter(f"smartcache.cache.{field}", unit, text, _cache_reader(field))
+        for field, unit, text in _WRITE_BEHIND_FIELDS:
+            counter(f"smartcache.write_behind.{field}", unit, text, _write_behind_reader(field))
 
         # -- the connection pools, as the database conventions name them ------------------
         def pools() -> list[Any]:
@@ -364,6 +366,27 @@ _CACHE_FIELDS = (
     ("refreshes", "{refresh}", "Early or background refreshes run."),
     ("bloom_rejects", "{read}", "Reads answered 'absent' by the bloom guard."),
 )
+
+
+#: the write-behind flushers' counters exported
+_WRITE_BEHIND_FIELDS = (
+    ("rounds", "{round}", "Flush rounds run."),
+    ("applied", "{change}", "Changes written to the store."),
+    ("acked", "{change}", "Changes acknowledged (removed from the queue)."),
+    ("dead", "{change}", "Changes moved to the dead letters after their retries."),
+    ("store_errors", "{round}", "Rounds the store refused or failed."),
+    ("redis_errors", "{round}", "Rounds Redis failed."),
+)
+
+
+def _write_behind_reader(field: str) -> Callable[[Any], list[Any]]:
+    def read(s: Any) -> list[Any]:
+        return [
+            (counts.get(field, 0), {"smartcache.write_behind.name": name})
+            for name, counts in s.write_behind.items()
+        ]
+
+    return read
 
 
 def _cache_reader(field: str) -> Callable[[Any], list[Any]]:

@@ -25,6 +25,7 @@ from typing import Any
 from smartcache._metrics import Timed
 from smartcache._otel import (
     _CACHE_FIELDS,
+    _WRITE_BEHIND_FIELDS,
     DURATION_BUCKETS,
     _error_type,
     _operation,
@@ -266,6 +267,10 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
         f"smartcache_cache_{field}": (text, ("cache",), "counter")
         for field, _, text in _CACHE_FIELDS
     },
+    **{
+        f"smartcache_write_behind_{field}": (text, ("queue",), "counter")
+        for field, _, text in _WRITE_BEHIND_FIELDS
+    },
     "smartcache_near_cache_hits": ("Reads served by the near cache.", (), "counter"),
     "smartcache_near_cache_misses": ("Near-cache reads sent to the server.", (), "counter"),
     "smartcache_near_cache_invalidations": ("Entries invalidated.", (), "counter"),
@@ -291,6 +296,9 @@ def _counter_values(s: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
     for name, counts in s.caches.items():
         for field, _, _ in _CACHE_FIELDS:
             yield f"smartcache_cache_{field}", (name,), counts.get(field, 0)
+    for name, counts in s.write_behind.items():
+        for field, _, _ in _WRITE_BEHIND_FIELDS:
+            yield f"smartcache_write_behind_{field}", (name,), counts.get(field, 0)
     near = s.near_cache
     if near is not None:
         yield "smartcache_near_cache_hits", (), near.hits

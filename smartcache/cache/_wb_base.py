@@ -307,6 +307,9 @@ class FlusherBase:
         self.loads = get_serializer(serializer).loads
         self.state = FlushState()
         self.stats = FlusherStats()
+        register = getattr(client, "_register_cache", None)  # a smartcache client: metrics
+        if register is not None:
+            register(self.layout.name, self.stats, kind="write_behind")
         self.on_round = on_round
         self._backoff = _Backoff(min(0.05, max_backoff), max_backoff)
         self._init_shell()

@@ -55,7 +55,10 @@ class ClientStats:
     - ``caches``: the counters of each ``@cached`` function and ``Cache`` on this client, by
       name (``module.qualname`` of the function, or the Cache's namespace): ``hits``,
       ``misses``, ``loads`` (recomputes), ``errors``, ``stale_serves``, ``lock_waits``,
-      ``refreshes``, ``bloom_rejects``.
+      ``refreshes``, ``bloom_rejects``;
+    - ``write_behind``: the counters of each write-behind flusher running in this process on
+      this client, by queue name: ``rounds``, ``read``, ``applied``, ``acked``, ``dead``
+      (moved to the dead letters), ``store_errors``, ``redis_errors``.
     """
 
     moved: int = 0
@@ -70,6 +73,7 @@ class ClientStats:
     pool_timeouts: int = 0
     near_cache: Any = None
     caches: dict[str, dict[str, int]] = field(default_factory=dict)
+    write_behind: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -132,16 +136,16 @@ class Counters:
         self.pool_timeouts = 0
         #: called with each decision after the counts (the client's tracing, if on)
         self.listener: Callable[[Decision, BaseException], None] | None = None
-        #: name -> the cache users' statistics sources (held weakly: a Cache can go away)
-        self._caches: dict[str, list[weakref.ref[Any]]] = {}
+        #: (kind, name) -> statistics sources (held weakly: a Cache can go away)
+        self._caches: dict[tuple[str, str], list[weakref.ref[Any]]] = {}
 
-    def add_cache(self, name: str, source: Any) -> None:
-        """Report ``source.snapshot()`` (a dict of counts) under ``name`` in snapshots;
-        several sources of one name are summed."""
+    def add_cache(self, name: str, source: Any, kind: str = "cache") -> None:
+        """Report ``source.snapshot()`` (a dict of counts) under ``name`` in snapshots
+        (``kind``: ``"cache"`` or ``"write_behind"``); sources of one name are summed."""
         with self._lock:
-            refs = [r for r in self._caches.get(name, []) if r() is not None]
+            refs = [r for r in self._caches.get((kind, name), []) if r() is not None]
             refs.append(weakref.ref(source))
-            self._caches[name] = refs
+            self._caches[kind, name] = refs
 
     def decided(self, decision: Decision, error: BaseException) -> None:
         """Count what a retry flow decided after ``error`` (the one place that maps
@@ -185,14 +189,14 @@ class Counters:
 
     def snapshot(self, near_cache: Any = None) -> ClientStats:
         """The counters now (copies)."""
-        caches: dict[str, dict[str, int]] = {}
+        by_kind: dict[str, dict[str, dict[str, int]]] = {"cache": {}, "write_behind": {}}
         with self._lock:
-            sources = [(name, [r() for r in refs]) for name, refs in self._caches.items()]
-        for name, found in sources:
+            sources = [(key, [r() for r in refs]) for key, refs in self._caches.items()]
+        for (kind, name), found in sources:
             for source in found:
                 if source is None:
                     continue
-                total = caches.setdefault(name, {})
+                total = by_kind.setdefault(kind, {}).setdefault(name, {})
                 for k, v in source.snapshot().items():
                     total[k] = total.get(k, 0) + v
         with self._lock:
@@ -208,5 +212,6 @@ class Counters:
                 write_fence_seconds=self.write_fence_seconds,
                 pool_timeouts=self.pool_timeouts,
                 near_cache=near_cache,
-                caches=caches,
+                caches=by_kind["cache"],
+                write_behind=by_kind["write_behind"],
             )

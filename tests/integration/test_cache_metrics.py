@@ -77,3 +77,46 @@ def test_a_stampede_in_stats_otel_and_prometheus(
     for field in FIELDS:
         assert otel[field] == counts[field], field
         assert prom[field] == counts[field], field
+
+
+def test_write_behind_flusher_counts_in_stats_otel_and_prometheus(
+    world: World, redis_standalone: Standalone, tmp_path: Path
+) -> None:
+    from smartcache.cache import SQLiteStore
+
+    reader = export.InMemoryMetricReader()
+    registry = prometheus_client.CollectorRegistry()
+    client = world.client(
+        url=redis_standalone.url,
+        meter_provider=otel_sdk.MeterProvider(metric_readers=[reader]),
+        prometheus_registry=registry,
+    )
+    db = SQLiteStore(str(tmp_path / "app.db"))
+    name = f"wb{uuid.uuid4().hex[:8]}"
+    try:
+        with world.write_behind(client, db, name=name, ttl=60) as wb:
+            for i in range(20):
+                wb.set(f"user:{i}", {"id": i})
+            wb.flush(timeout=20)
+            counts = world.raw(client).stats().write_behind[name]
+            assert counts["applied"] >= 1 and counts["acked"] == 20 and counts["dead"] == 0
+            values: dict[str, float] = {}
+            for rm in reader.get_metrics_data().resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        if m.name.startswith("smartcache.write_behind."):
+                            for p in m.data.data_points:
+                                if p.attributes["smartcache.write_behind.name"] == name:
+                                    values[m.name.rsplit(".", 1)[1]] = p.value
+            text = prometheus_client.generate_latest(registry).decode()
+            acked = [
+                s.value
+                for f in parser.text_string_to_metric_families(text)
+                for s in f.samples
+                if s.name == "smartcache_write_behind_acked_total" and s.labels["queue"] == name
+            ]
+            for field in ("rounds", "applied", "acked", "dead", "store_errors", "redis_errors"):
+                assert values[field] <= world.raw(client).stats().write_behind[name][field]
+            assert values["acked"] == 20 and acked == [20]
+    finally:
+        db.close()
