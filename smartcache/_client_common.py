@@ -232,22 +232,26 @@ class ClientCommon:
         self._table = CommandTable.fallback()
         self._counters = Counters(threading.Lock())
         self._pools_made: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: ``server.address`` / ``server.port`` of the metrics and spans: as configured (the
+        #: first startup node of a cluster, the first sentinel of a Sentinel service)
+        first = (startup_nodes or sentinels or [(host, port)])[0]
+        self._server_id: tuple[str, int] = (str(first[0]), int(first[1]))
         recorders: list[Recorder] = []
         if self._meter_provider is not None:
             recorders.append(
                 Telemetry(
                     self._meter_provider,
                     self,
-                    server_address=self._settings.host,
-                    server_port=self._settings.port,
+                    server_address=self._server_id[0],
+                    server_port=self._server_id[1],
                     namespace=str(self._settings.db),
                 )
             )
         if self._tracer_provider is not None:
             tracing = Tracing(
                 self._tracer_provider,
-                server_address=self._settings.host,
-                server_port=self._settings.port,
+                server_address=self._server_id[0],
+                server_port=self._server_id[1],
                 namespace=str(self._settings.db),
                 statements=self._trace_statements,
             )
@@ -278,6 +282,27 @@ class ClientCommon:
                 )
         return out
 
+    def _peer_of(self, args: tuple[Any, ...]) -> str | None:
+        """The node that serves ``args`` now (metrics and spans, after the command): the
+        server; Sentinel's primary; on a cluster the primary of the command's one key's
+        slot. ``None`` when that is not known for sure: reads that may go to replicas, a
+        command with no single key. After an ASK redirect this names the slot's owner,
+        not the node that answered."""
+        if self.read_from != "primary":
+            return None
+        cluster = self._cluster
+        if cluster is not None:
+            router = self._router
+            fast = None if router is None else router.single_key.get(args[0])
+            if fast is None or len(args) <= fast[0]:
+                return None
+            pool = cluster.slot_pools[cluster.slot_of(args[fast[0]])]
+        elif self._sentinel is not None:
+            pool = self._sentinel.current_pool
+        else:
+            pool = self.__dict__.get("_pool")
+        return None if pool is None else str(pool.settings.address)
+
     def _register_cache(self, name: str, stats: Any, kind: str = "cache") -> None:
         """A cache user on this client (``@cached``, ``Cache``; ``kind="write_behind"``: a
         write-behind flusher) reports its statistics (``stats.snapshot()``) in
@@ -297,6 +322,7 @@ class ClientCommon:
     _near: NearRuntime | None
     _sentinel: Any
     _pool: Any
+    _router: Any
 
     @property
     def near_cache(self) -> NearRuntime | None:

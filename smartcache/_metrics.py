@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-__all__ = ["Fanout", "Recorder", "Timed"]
+__all__ = ["Fanout", "Recorder", "Timed", "peer_attributes"]
+
+
+def peer_attributes(peer: str) -> dict[str, Any]:
+    """``network.peer.address`` / ``network.peer.port`` of ``host:port``."""
+    host, _, port = peer.rpartition(":")
+    return {"network.peer.address": host, "network.peer.port": int(port)}
 
 
 class Recorder(Protocol):
@@ -22,7 +28,12 @@ class Recorder(Protocol):
 
     def begin(self, args: tuple[Any, ...]) -> Any: ...
     def finish(
-        self, handle: Any, name: Any, seconds: float, error: BaseException | None
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
     ) -> None: ...
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
@@ -36,12 +47,22 @@ class Timed:
         """No handle."""
         return None
 
-    def finish(self, handle: Any, name: Any, seconds: float, error: BaseException | None) -> None:
+    def finish(
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
         """Record the duration."""
-        self.record(name, seconds, error)
+        self.record(name, seconds, error, peer)
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
-        """One operation's duration (subclasses)."""
+    def record(
+        self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
+    ) -> None:
+        """One operation's duration; ``peer``: the ``host:port`` that served it, if known
+        (subclasses)."""
         raise NotImplementedError
 
 
@@ -55,10 +76,17 @@ class Fanout:
         """Each recorder's handle."""
         return [r.begin(args) for r in self._recorders]
 
-    def finish(self, handle: Any, name: Any, seconds: float, error: BaseException | None) -> None:
+    def finish(
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
         """Hand the operation to each recorder."""
         for r, h in zip(self._recorders, handle, strict=True):
-            r.finish(h, name, seconds, error)
+            r.finish(h, name, peer, seconds, error)
 
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None

@@ -35,7 +35,7 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._metrics import Timed
+from smartcache._metrics import Timed, peer_attributes
 from smartcache.exceptions import ConfigurationError
 
 __all__ = ["DURATION_BUCKETS", "Telemetry", "telemetry_from"]
@@ -108,9 +108,9 @@ class Telemetry(Timed):
             "server.address": server_address,
             "server.port": server_port,
         }
-        self._by_name: dict[Any, dict[str, Any]] = {}
+        self._by_name: dict[tuple[Any, str | None], dict[str, Any]] = {}
         #: (name, seconds, error, batch size) of operations not yet handed to the SDK
-        self._pending: deque[tuple[Any, float, BaseException | None, int]] = deque()
+        self._pending: deque[tuple[Any, float, BaseException | None, int, str | None]] = deque()
         self._observe(meter, weakref.ref(client))
         self._start_drainer()
         os.register_at_fork(after_in_child=_restart_in_child(weakref.ref(self)))
@@ -139,17 +139,23 @@ class Telemetry(Timed):
                 return
             record(*item)
 
-    def attributes(self, name: Any) -> dict[str, Any]:
-        """The attributes of a successful ``name`` (memoized per name)."""
-        attrs = self._by_name.get(name)
+    def attributes(self, name: Any, peer: str | None = None) -> dict[str, Any]:
+        """The attributes of a successful ``name`` served by ``peer`` (memoized)."""
+        key = (name, peer)
+        attrs = self._by_name.get(key)
         if attrs is None:
-            attrs = self._by_name[name] = {**self._base, "db.operation.name": _operation(name)}
+            attrs = {**self._base, "db.operation.name": _operation(name)}
+            if peer is not None:
+                attrs.update(peer_attributes(peer))
+            self._by_name[key] = attrs
         return attrs
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+    def record(
+        self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
+    ) -> None:
         """One operation's duration (with its error, if it failed)."""
         pending = self._pending
-        pending.append((name, seconds, error, 0))
+        pending.append((name, seconds, error, 0, peer))
         if len(pending) > self._BACKLOG_LIMIT:  # the drainer cannot keep up: help it
             self.flush()
 
@@ -157,12 +163,12 @@ class Telemetry(Timed):
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
     ) -> None:
         """A pipeline's (or transaction's) duration, as one operation."""
-        self._pending.append(("MULTI" if transaction else "PIPELINE", seconds, error, size))
+        self._pending.append(("MULTI" if transaction else "PIPELINE", seconds, error, size, None))
 
     def _record_now(
-        self, name: Any, seconds: float, error: BaseException | None, size: int
+        self, name: Any, seconds: float, error: BaseException | None, size: int, peer: str | None
     ) -> None:
-        attrs = self.attributes(name)
+        attrs = self.attributes(name, peer)
         if size >= 2 or error is not None:
             attrs = {**attrs}
             if size >= 2:

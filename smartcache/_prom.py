@@ -46,7 +46,12 @@ _LABELS = (
     "error_type",
     "db_response_status_code",
     "db_operation_batch_size",
+    "network_peer_address",
+    "network_peer_port",
 )
+
+
+_Key = tuple[Any, str, str, int, str | None]
 
 
 class LocalHistogram(Timed):
@@ -55,12 +60,16 @@ class LocalHistogram(Timed):
     def __init__(self, *, server_address: str, server_port: int, namespace: str) -> None:
         self._lock = threading.Lock()
         #: (name, error, status code, batch size) -> [count per bucket (+inf last), sum]
-        self._series: dict[tuple[Any, str, str, int], tuple[list[int], list[float]]] = {}
+        self._series: dict[
+            tuple[Any, str, str, int, str | None], tuple[list[int], list[float]]
+        ] = {}
         self._base = ("redis", namespace, server_address, str(server_port))
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+    def record(
+        self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
+    ) -> None:
         """One operation's duration."""
-        key = (name, "", "", 0) if error is None else _error_key(name, error, 0)
+        key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
         self._add(key, seconds)
 
     def record_batch(
@@ -69,10 +78,10 @@ class LocalHistogram(Timed):
         """A pipeline's duration, as one operation."""
         name = "MULTI" if transaction else "PIPELINE"
         batch = size if size >= 2 else 0
-        key = (name, "", "", batch) if error is None else _error_key(name, error, batch)
+        key = (name, "", "", batch, None) if error is None else _error_key(name, error, batch, None)
         self._add(key, seconds)
 
-    def _add(self, key: tuple[Any, str, str, int], seconds: float) -> None:
+    def _add(self, key: tuple[Any, str, str, int, str | None], seconds: float) -> None:
         i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
             series = self._series.get(key)
@@ -86,8 +95,9 @@ class LocalHistogram(Timed):
         with self._lock:
             items = [(k, list(c), s[0]) for k, (c, s) in self._series.items()]
         out: list[tuple[tuple[str, ...], list[int], float]] = []
-        for (name, error, code, batch), counts, total in items:
+        for (name, error, code, batch, peer), counts, total in items:
             system, namespace, address, port = self._base
+            peer_host, _, peer_port = (peer or "").rpartition(":")
             labels = (
                 system,
                 _operation(name),
@@ -97,13 +107,17 @@ class LocalHistogram(Timed):
                 error,
                 code,
                 str(batch) if batch else "",
+                peer_host,
+                peer_port,
             )
             out.append((labels, counts, total))
         return out
 
 
-def _error_key(name: Any, error: BaseException, batch: int) -> tuple[Any, str, str, int]:
-    return (name, _error_type(error), _status_code(error) or "", batch)
+def _error_key(
+    name: Any, error: BaseException, batch: int, peer: str | None
+) -> tuple[Any, str, str, int, str | None]:
+    return (name, _error_type(error), _status_code(error) or "", batch, peer)
 
 
 # -- the collector: one per registry, for every client registered on it --------------------
@@ -127,7 +141,9 @@ def register(client: Any, registry: Any) -> LocalHistogram:
         )
     settings = client._settings
     histogram = LocalHistogram(
-        server_address=settings.host, server_port=settings.port, namespace=str(settings.db)
+        server_address=client._server_id[0],
+        server_port=client._server_id[1],
+        namespace=str(settings.db),
     )
     with _collectors_lock:
         collector = _collectors.get(registry)
@@ -173,7 +189,7 @@ class _Collector:
                         [a + b for a, b in zip(before[0], counts, strict=True)],
                         before[1] + total,
                     )
-            address = (client._settings.host, str(client._settings.port))
+            address = (client._server_id[0], str(client._server_id[1]))
             for name, extra, value in _counter_values(client.stats()):
                 key = ("redis", *address, *extra)
                 series = counters.setdefault(name, {})
@@ -193,7 +209,7 @@ class _Collector:
         yield duration
         pool_series: dict[tuple[str, ...], tuple[int, int, int, int | None]] = {}
         for client, _ in clients:
-            address = (client._settings.host, str(client._settings.port))
+            address = (client._server_id[0], str(client._server_id[1]))
             for u in client.pool_usage():
                 key = ("redis", *address, u.address)
                 idle, used, pending, limit = pool_series.get(key, (0, 0, 0, None))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from smartcache._metrics import Timed
+from smartcache._metrics import Timed, peer_attributes
 from smartcache._otel import _error_type, _operation, _status_code
 from smartcache.core.retry import Action, Decision
 from smartcache.core.stats import retry_reason
@@ -94,17 +94,28 @@ class Tracing(Timed):
         )
         return span, self._attach(self._in_context(span))
 
-    def finish(self, handle: Any, name: Any, seconds: float, error: BaseException | None) -> None:
-        """End the command's span (with its error)."""
+    def finish(
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        """End the command's span (with the node that served it, and its error)."""
         span, token = handle
         try:
+            if peer is not None:
+                span.set_attributes(peer_attributes(peer))
             if error is not None:
                 self._failed(span, error)
             span.end()
         finally:
             self._detach(token)
 
-    def record(self, name: Any, seconds: float, error: BaseException | None) -> None:
+    def record(
+        self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
+    ) -> None:
         """Unused: commands go through :meth:`begin` / :meth:`finish`."""
 
     def record_batch(

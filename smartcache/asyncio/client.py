@@ -364,7 +364,8 @@ class AsyncSmartClient(  # type: ignore[misc]  # redis-py's own async mixins dis
             raise
         finally:
             if telemetry is not None:
-                telemetry.finish(handle, args[0], _clock() - started, failed)
+                seconds = _clock() - started
+                telemetry.finish(handle, args[0], self._peer_of(args), seconds, failed)
 
     async def _attempt(
         self, pool: AsyncConnectionPool, args: tuple[Any, ...], blocking: bool

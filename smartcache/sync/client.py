@@ -372,7 +372,8 @@ class SmartClient(
             raise
         finally:
             if telemetry is not None:
-                telemetry.finish(handle, args[0], _clock() - started, failed)
+                seconds = _clock() - started
+                telemetry.finish(handle, args[0], self._peer_of(args), seconds, failed)
 
     def _standalone_round_trip(self, pool: ConnectionPool, args: tuple[Any, ...]) -> Any:
         """One command on the one server; a failure goes to the retry flow every path uses

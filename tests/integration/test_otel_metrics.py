@@ -77,11 +77,12 @@ def test_operation_duration_follows_the_conventions(
         "server.port": redis_standalone.port,
     }
     by_attrs = points(duration)
+    peer = {"network.peer.address": "127.0.0.1", "network.peer.port": redis_standalone.port}
 
     def point(**extra: Any) -> Any:
         return by_attrs[tuple(sorted({**base, **extra}.items()))]
 
-    get = point(**{"db.operation.name": "GET"})
+    get = point(**{"db.operation.name": "GET", **peer})
     assert get.count == 3 and get.sum > 0
     assert tuple(get.explicit_bounds) == DURATION_BUCKETS
     failed = point(
@@ -89,10 +90,11 @@ def test_operation_duration_follows_the_conventions(
             "db.operation.name": "GET",
             "error.type": "redis.exceptions.ResponseError",
             "db.response.status_code": "WRONGTYPE",
+            **peer,
         }
     )
     assert failed.count == 1
-    assert point(**{"db.operation.name": "SET"}).count == 1
+    assert point(**{"db.operation.name": "SET", **peer}).count == 1
     assert point(**{"db.operation.name": "PIPELINE", "db.operation.batch.size": 3}).count == 1
     assert point(**{"db.operation.name": "MULTI", "db.operation.batch.size": 2}).count == 1
     # the pipelines' commands are not counted one by one

@@ -57,6 +57,8 @@ def test_a_span_per_command_and_pipeline(
         "server.address": "127.0.0.1",
         "server.port": redis_standalone.port,
         "db.operation.name": "GET",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": redis_standalone.port,
     }
     assert (
         get_span.parent is not None and get_span.parent.span_id == parent.get_span_context().span_id

@@ -26,6 +26,14 @@ def scrape(registry: Any) -> dict[str, list[Any]]:
     return out
 
 
+def total(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
+    return sum(
+        s.value
+        for s in samples.get(name, [])
+        if all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def sample(samples: dict[str, list[Any]], name: str, **labels: str) -> float:
     found = [
         s.value
@@ -58,6 +66,8 @@ def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: An
         "server_address": "127.0.0.1",
         "server_port": port,
         "error_type": "",
+        "network_peer_address": "127.0.0.1",
+        "network_peer_port": port,
     }
     assert sample(s, "db_client_operation_duration_seconds_count", **get) == 4
     assert sample(s, "db_client_operation_duration_seconds_bucket", **get, le="+Inf") == 4
@@ -99,7 +109,7 @@ def test_two_clients_on_one_registry_are_summed(redis_standalone: Any, client_fa
     b.get("prom:two")
     b.get("prom:two")
     s = scrape(registry)
-    assert sample(s, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 3
+    assert total(s, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 3
 
 
 def test_a_wrong_registry_is_refused(redis_standalone: Any, client_factory: Any) -> None:
@@ -126,4 +136,13 @@ def test_counters_of_a_real_migration(redis_topologies: Any, client_factory: Any
     assert (
         sample(s, "smartcache_topology_refreshes_total", cause="moved") == stats.refreshes["moved"]
     )
-    assert sample(s, "db_client_operation_duration_seconds_count", db_operation_name="GET") == 200
+    get = total(s, "db_client_operation_duration_seconds_count", db_operation_name="GET")
+    assert get == 200
+    peers = {
+        x.labels["network_peer_address"] + ":" + x.labels["network_peer_port"]
+        for x in s["db_client_operation_duration_seconds_count"]
+        if x.labels["db_operation_name"] == "GET"
+    }
+    assert peers == {p.address for p in cluster.primaries()}  # each GET by its slot's node
+    first = cluster.startup_nodes[0]
+    assert {x.labels["server_address"] for x in s["smartcache_redirects_total"]} == {first[0]}
