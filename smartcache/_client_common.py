@@ -288,20 +288,21 @@ class ClientCommon:
         slot. ``None`` when that is not known for sure: reads that may go to replicas, a
         command with no single key. After an ASK redirect this names the slot's owner,
         not the node that answered."""
+        cluster = self._cluster
+        if cluster is None and self._sentinel is None:  # one server: the common case first
+            pool = self.__dict__.get("_pool")
+            return None if pool is None else pool.address
         if self.read_from != "primary":
             return None
-        cluster = self._cluster
         if cluster is not None:
             router = self._router
             fast = None if router is None else router.single_key.get(args[0])
             if fast is None or len(args) <= fast[0]:
                 return None
             pool = cluster.slot_pools[cluster.slot_of(args[fast[0]])]
-        elif self._sentinel is not None:
-            pool = self._sentinel.current_pool
         else:
-            pool = self.__dict__.get("_pool")
-        return None if pool is None else str(pool.settings.address)
+            pool = self._sentinel.current_pool
+        return None if pool is None else pool.address
 
     def _register_cache(self, name: str, stats: Any, kind: str = "cache") -> None:
         """A cache user on this client (``@cached``, ``Cache``; ``kind="write_behind"``: a

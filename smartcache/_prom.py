@@ -16,6 +16,7 @@ work with either.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from bisect import bisect_left
@@ -57,8 +58,15 @@ _Key = tuple[Any, str, str, int, str | None]
 class LocalHistogram(Timed):
     """Durations by operation and outcome, in the conventions' buckets (seconds)."""
 
-    def __init__(self, *, server_address: str, server_port: int, namespace: str) -> None:
+    def __init__(
+        self, *, server_address: str, server_port: int, namespace: str, threaded: bool = True
+    ) -> None:
         self._lock = threading.Lock()
+        if not threaded:
+            # An asyncio client records from its event loop's thread only: no lock on the
+            # command path (a scrape from another thread copies under the GIL; a sum may
+            # trail its counts by the one observation being added).
+            self.finish = self._finish_one_thread  # type: ignore[method-assign]
         #: (name, error, status code, batch size) -> [count per bucket (+inf last), sum]
         self._series: dict[
             tuple[Any, str, str, int, str | None], tuple[list[int], list[float]]
@@ -71,6 +79,40 @@ class LocalHistogram(Timed):
         """One operation's duration."""
         key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
         self._add(key, seconds)
+
+    def finish(
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        """One command's duration (the per-command path: one call, no further frame)."""
+        key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
+        i = bisect_left(DURATION_BUCKETS, seconds)
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
+            series[0][i] += 1
+            series[1][0] += seconds
+
+    def _finish_one_thread(
+        self,
+        handle: Any,
+        name: Any,
+        peer: str | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
+        series = self._series.get(key)
+        if series is None:
+            with self._lock:
+                series = self._series.setdefault(key, ([0] * (len(DURATION_BUCKETS) + 1), [0.0]))
+        series[0][bisect_left(DURATION_BUCKETS, seconds)] += 1
+        series[1][0] += seconds
 
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
@@ -144,6 +186,7 @@ def register(client: Any, registry: Any) -> LocalHistogram:
         server_address=client._server_id[0],
         server_port=client._server_id[1],
         namespace=str(settings.db),
+        threaded=not inspect.iscoroutinefunction(client.execute_command),
     )
     with _collectors_lock:
         collector = _collectors.get(registry)

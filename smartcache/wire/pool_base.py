@@ -46,6 +46,8 @@ class PoolBase(Generic[C]):
         if timeout is not None and timeout < 0:
             raise ConfigurationError(f"pool timeout must be >= 0 or None, got {timeout!r}")
         self.settings = settings
+        #: ``host:port`` of the node (``settings.address``, formatted once)
+        self.address: str = settings.address
         self.max_connections = max_connections
         self.timeout = timeout
         self._closed = False
