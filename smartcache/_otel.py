@@ -186,12 +186,17 @@ class Telemetry(Timed):
 
         base: dict[str, Any] = {k: v for k, v in self._base.items() if k != "db.namespace"}
 
+        taken: list[Any] = [None]  # one client.stats() per collection, shared by the callbacks
+
         def stats() -> Any:
-            client = ref()
-            return None if client is None else client.stats()
+            if taken[0] is None:
+                client = ref()
+                taken[0] = None if client is None else client.stats()
+            return taken[0]
 
         def drain(options: Any) -> list[Any]:
             self.flush()  # the collection reads the histogram after the callbacks ran
+            taken[0] = None  # the first callback of each collection takes a fresh snapshot
             return []
 
         # registered first: its callback runs before any instrument is read
