@@ -268,6 +268,9 @@ class ClientCommon:
         """Every pool the client makes passes here: its timeouts are counted, and its
         usage is read by the metrics."""
         pool.counters = self._counters
+        telemetry = self._telemetry
+        if telemetry is not None:
+            pool.on_connected = telemetry.connected
         self._pools_made.add(pool)
         return pool
 

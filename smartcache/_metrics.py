@@ -38,6 +38,7 @@ class Recorder(Protocol):
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
     ) -> None: ...
+    def connected(self, address: str, seconds: float) -> None: ...
 
 
 class Timed:
@@ -64,6 +65,10 @@ class Timed:
         """One operation's duration; ``peer``: the ``host:port`` that served it, if known
         (subclasses)."""
         raise NotImplementedError
+
+    def connected(self, address: str, seconds: float) -> None:
+        """A pooled connection to ``address`` was opened in ``seconds`` (connect and
+        handshake); nothing by default."""
 
 
 class Fanout:
@@ -94,3 +99,8 @@ class Fanout:
         """Hand the pipeline to each recorder."""
         for r in self._recorders:
             r.record_batch(transaction, size, seconds, error)
+
+    def connected(self, address: str, seconds: float) -> None:
+        """Hand the new connection's create time to each recorder."""
+        for r in self._recorders:
+            r.connected(address, seconds)

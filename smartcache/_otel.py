@@ -102,6 +102,11 @@ class Telemetry(Timed):
             description="Duration of database client operations.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
+        self.create_time = meter.create_histogram(
+            "db.client.connection.create_time",
+            unit="s",
+            description="The time it took to create a new connection.",
+        )
         self._base = {
             "db.system.name": "redis",
             "db.namespace": namespace,
@@ -158,6 +163,12 @@ class Telemetry(Timed):
         pending.append((name, seconds, error, 0, peer))
         if len(pending) > self._BACKLOG_LIMIT:  # the drainer cannot keep up: help it
             self.flush()
+
+    def connected(self, address: str, seconds: float) -> None:
+        """A pooled connection's create time (rare: handed to the SDK at once)."""
+        attrs = {**self._base, "db.client.connection.pool.name": address}
+        del attrs["db.namespace"]
+        self.create_time.record(seconds, attrs)
 
     def record_batch(
         self, transaction: bool, size: int, seconds: float, error: BaseException | None

@@ -72,6 +72,23 @@ class LocalHistogram(Timed):
             tuple[Any, str, str, int, str | None], tuple[list[int], list[float]]
         ] = {}
         self._base = ("redis", namespace, server_address, str(server_port))
+        #: pool (node address) -> [count per bucket (+inf last)], [sum]: create times
+        self._created: dict[str, tuple[list[int], list[float]]] = {}
+
+    def connected(self, address: str, seconds: float) -> None:
+        """A pooled connection's create time."""
+        i = bisect_left(DURATION_BUCKETS, seconds)
+        with self._lock:
+            series = self._created.get(address)
+            if series is None:
+                series = self._created[address] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
+            series[0][i] += 1
+            series[1][0] += seconds
+
+    def created(self) -> list[tuple[str, list[int], float]]:
+        """``(pool address, counts per bucket, sum)`` of the create times (copies)."""
+        with self._lock:
+            return [(a, list(c), s[0]) for a, (c, s) in self._created.items()]
 
     def record(
         self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
@@ -286,6 +303,29 @@ class _Collector:
                 max_family.add_metric(list(key), limit)
         yield states
         yield pending_family
+        create = HistogramMetricFamily(
+            "db_client_connection_create_time_seconds",
+            "The time it took to create a new connection.",
+            labels=["db_system_name", "server_address", "server_port", "pool_name"],
+        )
+        created: dict[tuple[str, ...], tuple[list[int], float]] = {}
+        for client, histogram in clients:
+            server_host, server_port = client._server_id[0], str(client._server_id[1])
+            for pool_address, new_counts, new_total in histogram.created():
+                create_key: tuple[str, ...] = ("redis", server_host, server_port, pool_address)
+                before = created.get(create_key)
+                if before is not None:
+                    summed = [a + b for a, b in zip(before[0], new_counts, strict=True)]
+                    created[create_key] = (summed, before[1] + new_total)
+                else:
+                    created[create_key] = (new_counts, new_total)
+        for create_key, (create_counts, create_total) in created.items():
+            running, create_buckets = 0, []
+            for bound, count in zip(bounds, create_counts, strict=True):
+                running += count
+                create_buckets.append((bound, running))
+            create.add_metric(list(create_key), create_buckets, create_total)
+        yield create
         yield max_family
         for name, series in counters.items():
             help_text, extra_labels, kind = _COUNTERS[name]

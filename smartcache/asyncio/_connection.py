@@ -18,6 +18,7 @@ asyncio code is): a child process must build its own connections in its own loop
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, Final
@@ -305,6 +306,7 @@ class AsyncConnection(ConnectionBase):
                 await self._open()
 
     async def _open(self) -> None:
+        started = time.perf_counter()
         settings, address = self.settings, self.address
         generation = self._generation
         loop = asyncio.get_running_loop()
@@ -336,6 +338,9 @@ class AsyncConnection(ConnectionBase):
         self._proto = proto
         if self._waiters:
             self._wake()
+        hook = self.on_connected
+        if hook is not None:
+            hook(address, time.perf_counter() - started)
 
     async def _create_transport(self, loop: asyncio.AbstractEventLoop, proto: RespProtocol) -> None:
         settings = self.settings

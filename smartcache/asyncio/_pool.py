@@ -68,6 +68,7 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
         if conn is None:
             self._check_open()
             conn = self._shared = AsyncConnection(self.settings, max_in_flight=self.max_in_flight)
+            conn.on_connected = self.on_connected
         return conn
 
     async def shared(self) -> AsyncConnection:
@@ -115,7 +116,11 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # pass on the slot this task will not take
                 raise
-        conn = AsyncConnection(self.settings) if claimed is None else claimed
+        if claimed is None:
+            conn = AsyncConnection(self.settings)
+            conn.on_connected = self.on_connected
+        else:
+            conn = claimed
         try:
             await conn.connect()
         except BaseException:

@@ -108,6 +108,7 @@ class Connection(ConnectionBase):
         """
         if self._sock is not None:
             return
+        started = time.perf_counter()
         try:
             sock = open_socket(self.settings)
         except OSError as exc:  # TimeoutError too
@@ -125,6 +126,9 @@ class Connection(ConnectionBase):
             self.close()
             raise
         self.last_used = time.monotonic()
+        hook = self.on_connected
+        if hook is not None:
+            hook(self.address, time.perf_counter() - started)
 
     def _handshake(self) -> None:
         commands = self._handshake_commands()

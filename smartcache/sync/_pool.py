@@ -86,7 +86,9 @@ class ConnectionPool(PoolBase[Connection]):
         if conn is None:
             conn = self._reserve()
             if conn is None:
-                return self._connected(Connection(self.settings))
+                fresh = Connection(self.settings)
+                fresh.on_connected = self.on_connected
+                return self._connected(fresh)
         if conn.is_healthy():
             return conn
         return self._connected(conn)  # is_healthy() closed it: keep the slot, reconnect

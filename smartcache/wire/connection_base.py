@@ -55,6 +55,7 @@ class ConnectionBase:
         "connects",
         "handshake_metadata",
         "near_tracking",
+        "on_connected",
         "push_handler",
         "settings",
     )
@@ -77,6 +78,9 @@ class ConnectionBase:
         #: the near cache's tracking channel this socket tracks for (see
         #: :mod:`smartcache._near`); ``None`` after every (re)connect
         self.near_tracking: object = None
+        #: called with ``(address, seconds)`` after each connect and handshake (the pool's
+        #: metrics, when on: ``db.client.connection.create_time``)
+        self.on_connected: Callable[[str, float], None] | None = None
 
     # -- state ----------------------------------------------------------------------------
 

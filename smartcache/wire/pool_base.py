@@ -8,6 +8,7 @@ connections of one node, bounded by ``max_connections``, waited for up to ``time
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, Generic, Literal, Self, TypeVar
 
 import redis.exceptions as rx
@@ -53,6 +54,8 @@ class PoolBase(Generic[C]):
         self._closed = False
         #: the client's counters (``PoolExhaustedError`` is counted there), if it set them
         self.counters: Any = None
+        #: given to each connection the pool makes (``on_connected``): metrics, when on
+        self.on_connected: Callable[[str, float], None] | None = None
         self._reset()
 
     def _reset(self) -> None:

@@ -218,3 +218,9 @@ def test_connection_pool_metrics(redis_standalone: Any, client_factory: Any, rea
     for t in holders:
         t.join(5)
     assert value(reader, "db.client.connection.pending_requests") == 0
+    create = metrics(reader)["db.client.connection.create_time"]
+    assert create.unit == "s"
+    (point,) = create.data.data_points
+    assert point.attributes["db.client.connection.pool.name"] == pool
+    opened = 2 if client_factory.kind == "sync" else 3  # the asyncio pool's shared one too
+    assert point.count == opened and 0 < point.sum < 5

@@ -99,6 +99,15 @@ def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: An
         == 1
     )
     assert sample(s, "smartcache_redirects_total", kind="moved") == 0
+    opened = sample(
+        s, "db_client_connection_create_time_seconds_count", pool_name=f"127.0.0.1:{port}"
+    )
+    assert opened == 1  # one connection served all (the sync pool's, the asyncio shared one)
+    assert (
+        sample(s, "db_client_connection_count", state="idle")
+        + sample(s, "db_client_connection_count", state="used")
+        == 1
+    )
 
 
 def test_two_clients_on_one_registry_are_summed(redis_standalone: Any, client_factory: Any) -> None:
