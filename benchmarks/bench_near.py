@@ -67,6 +67,29 @@ def hit_latency(url: str, n: int) -> dict[str, float]:
         return took
 
     out["AsyncSmartClient GET (near hit)"] = asyncio.run(run())
+
+    async def run_coredis() -> float | None:
+        try:
+            import coredis
+            from coredis.cache import LRUCache
+        except ImportError:
+            print("  coredis: not installed (make bench-deps installs the competitors)")
+            return None
+        cache = LRUCache(max_keys=10_000)
+        host, port = url.rsplit("//", 1)[1].rsplit(":", 1)
+        client = coredis.Redis(host=host, port=int(port), cache=cache)
+        async with client:
+            await client.get("bench:hit")
+            t = time.perf_counter()
+            for _ in range(n):
+                await client.get("bench:hit")
+            took = (time.perf_counter() - t) / n * 1e6
+        print(f"  coredis {coredis.__version__} cache after the loop: {cache.stats}")
+        return took
+
+    coredis_us = asyncio.run(run_coredis())
+    if coredis_us is not None:
+        out["coredis GET (client-side cache hit)"] = coredis_us
     try:
         csc = redis.Redis.from_url(url, protocol=3, cache_config=redis.cache.CacheConfig())
         csc.get("bench:hit")
