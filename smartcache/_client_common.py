@@ -18,7 +18,7 @@ from redis._parsers.encoders import Encoder
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.client import CaseInsensitiveDict
 
-from smartcache._metrics import Fanout, Recorder
+from smartcache._metrics import Fanout, Recorder, time_acquisitions
 from smartcache._near import NearRuntime, near_config_from, with_mget
 from smartcache._otel import Telemetry, telemetry_from
 from smartcache._prom import register as prometheus_register
@@ -271,6 +271,7 @@ class ClientCommon:
         telemetry = self._telemetry
         if telemetry is not None:
             pool.on_connected = telemetry.connected
+            time_acquisitions(pool, telemetry.waited)
         self._pools_made.add(pool)
         return pool
 

@@ -9,10 +9,12 @@ A recorder has ``record(name, seconds, error)`` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Fanout", "Recorder", "Timed", "peer_attributes"]
+__all__ = ["Fanout", "Recorder", "Timed", "peer_attributes", "time_acquisitions"]
 
 
 def peer_attributes(peer: str) -> dict[str, Any]:
@@ -39,6 +41,36 @@ class Recorder(Protocol):
         self, transaction: bool, size: int, seconds: float, error: BaseException | None
     ) -> None: ...
     def connected(self, address: str, seconds: float) -> None: ...
+    def waited(self, address: str, seconds: float) -> None: ...
+
+
+def time_acquisitions(pool: Any, hook: Callable[[str, float], None]) -> None:
+    """Time every connection ``pool`` hands out (``db.client.connection.wait_time``): the
+    sync pool's ``get`` (every command takes one), the asyncio pool's
+    ``acquire_dedicated`` (blocking commands, transactions; the shared, auto-pipelined
+    connection is never waited for). Instance attributes, set only when metrics are on."""
+    address: str = pool.address
+    clock = time.perf_counter
+    acquire = pool.acquire_dedicated
+    if inspect.iscoroutinefunction(acquire):
+
+        async def timed_acquire() -> Any:
+            started = clock()
+            conn = await acquire()
+            hook(address, clock() - started)
+            return conn
+
+        pool.acquire_dedicated = timed_acquire
+        return
+    get = pool.get  # the sync pool's acquire_dedicated is its get
+
+    def timed_get() -> Any:
+        started = clock()
+        conn = get()
+        hook(address, clock() - started)
+        return conn
+
+    pool.get = timed_get
 
 
 class Timed:
@@ -69,6 +101,10 @@ class Timed:
     def connected(self, address: str, seconds: float) -> None:
         """A pooled connection to ``address`` was opened in ``seconds`` (connect and
         handshake); nothing by default."""
+
+    def waited(self, address: str, seconds: float) -> None:
+        """A connection of the pool of ``address`` was obtained in ``seconds``; nothing by
+        default."""
 
 
 class Fanout:
@@ -104,3 +140,8 @@ class Fanout:
         """Hand the new connection's create time to each recorder."""
         for r in self._recorders:
             r.connected(address, seconds)
+
+    def waited(self, address: str, seconds: float) -> None:
+        """Hand the wait for a connection to each recorder."""
+        for r in self._recorders:
+            r.waited(address, seconds)

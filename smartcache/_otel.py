@@ -40,6 +40,9 @@ from smartcache.exceptions import ConfigurationError
 
 __all__ = ["DURATION_BUCKETS", "Telemetry", "telemetry_from"]
 
+#: marks a queued pool wait (not an operation) in :class:`Telemetry`'s queue
+_WAIT = object()
+
 #: the database conventions' advisory buckets for ``db.client.operation.duration``
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
@@ -107,6 +110,11 @@ class Telemetry(Timed):
             unit="s",
             description="The time it took to create a new connection.",
         )
+        self.wait_time = meter.create_histogram(
+            "db.client.connection.wait_time",
+            unit="s",
+            description="The time it took to obtain an open connection from the pool.",
+        )
         self._base = {
             "db.system.name": "redis",
             "db.namespace": namespace,
@@ -114,6 +122,7 @@ class Telemetry(Timed):
             "server.port": server_port,
         }
         self._by_name: dict[tuple[Any, str | None], dict[str, Any]] = {}
+        self._pool_attrs: dict[str | None, dict[str, Any]] = {}
         #: (name, seconds, error, batch size) of operations not yet handed to the SDK
         self._pending: deque[tuple[Any, float, BaseException | None, int, str | None]] = deque()
         self._observe(meter, weakref.ref(client))
@@ -164,6 +173,11 @@ class Telemetry(Timed):
         if len(pending) > self._BACKLOG_LIMIT:  # the drainer cannot keep up: help it
             self.flush()
 
+    def waited(self, address: str, seconds: float) -> None:
+        """A wait for a pooled connection (every sync command has one: queued like the
+        durations, handed to the SDK by the drainer)."""
+        self._pending.append((_WAIT, seconds, None, 0, address))
+
     def connected(self, address: str, seconds: float) -> None:
         """A pooled connection's create time (rare: handed to the SDK at once)."""
         attrs = {**self._base, "db.client.connection.pool.name": address}
@@ -179,6 +193,14 @@ class Telemetry(Timed):
     def _record_now(
         self, name: Any, seconds: float, error: BaseException | None, size: int, peer: str | None
     ) -> None:
+        if name is _WAIT:
+            attrs = self._pool_attrs.get(peer)
+            if attrs is None:
+                attrs = {k: v for k, v in self._base.items() if k != "db.namespace"}
+                attrs["db.client.connection.pool.name"] = peer
+                self._pool_attrs[peer] = attrs
+            self.wait_time.record(seconds, attrs)
+            return
         attrs = self.attributes(name, peer)
         if size >= 2 or error is not None:
             attrs = {**attrs}

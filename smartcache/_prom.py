@@ -20,7 +20,7 @@ import inspect
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from smartcache._metrics import Timed
@@ -74,6 +74,23 @@ class LocalHistogram(Timed):
         self._base = ("redis", namespace, server_address, str(server_port))
         #: pool (node address) -> [count per bucket (+inf last)], [sum]: create times
         self._created: dict[str, tuple[list[int], list[float]]] = {}
+        #: the same for the waits for a connection
+        self._waits: dict[str, tuple[list[int], list[float]]] = {}
+
+    def waited(self, address: str, seconds: float) -> None:
+        """A wait for a pooled connection."""
+        i = bisect_left(DURATION_BUCKETS, seconds)
+        with self._lock:
+            series = self._waits.get(address)
+            if series is None:
+                series = self._waits[address] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
+            series[0][i] += 1
+            series[1][0] += seconds
+
+    def waits(self) -> list[tuple[str, list[int], float]]:
+        """``(pool address, counts per bucket, sum)`` of the waits (copies)."""
+        with self._lock:
+            return [(a, list(c), s[0]) for a, (c, s) in self._waits.items()]
 
     def connected(self, address: str, seconds: float) -> None:
         """A pooled connection's create time."""
@@ -303,29 +320,19 @@ class _Collector:
                 max_family.add_metric(list(key), limit)
         yield states
         yield pending_family
-        create = HistogramMetricFamily(
-            "db_client_connection_create_time_seconds",
-            "The time it took to create a new connection.",
-            labels=["db_system_name", "server_address", "server_port", "pool_name"],
-        )
-        created: dict[tuple[str, ...], tuple[list[int], float]] = {}
-        for client, histogram in clients:
-            server_host, server_port = client._server_id[0], str(client._server_id[1])
-            for pool_address, new_counts, new_total in histogram.created():
-                create_key: tuple[str, ...] = ("redis", server_host, server_port, pool_address)
-                before = created.get(create_key)
-                if before is not None:
-                    summed = [a + b for a, b in zip(before[0], new_counts, strict=True)]
-                    created[create_key] = (summed, before[1] + new_total)
-                else:
-                    created[create_key] = (new_counts, new_total)
-        for create_key, (create_counts, create_total) in created.items():
-            running, create_buckets = 0, []
-            for bound, count in zip(bounds, create_counts, strict=True):
-                running += count
-                create_buckets.append((bound, running))
-            create.add_metric(list(create_key), create_buckets, create_total)
-        yield create
+        for family_name, text, read in (
+            (
+                "db_client_connection_create_time_seconds",
+                "The time it took to create a new connection.",
+                LocalHistogram.created,
+            ),
+            (
+                "db_client_connection_wait_time_seconds",
+                "The time it took to obtain an open connection from the pool.",
+                LocalHistogram.waits,
+            ),
+        ):
+            yield _pool_histogram(family_name, text, clients, read, bounds)
         yield max_family
         for name, series in counters.items():
             help_text, extra_labels, kind = _COUNTERS[name]
@@ -338,6 +345,39 @@ class _Collector:
             for key, value in series.items():
                 family.add_metric(list(key), value)
             yield family
+
+
+def _pool_histogram(
+    name: str,
+    text: str,
+    clients: list[tuple[Any, LocalHistogram]],
+    read: Callable[[LocalHistogram], list[tuple[str, list[int], float]]],
+    bounds: list[str],
+) -> Any:
+    """One pool histogram family over every client (equal series summed)."""
+    from prometheus_client.core import HistogramMetricFamily  # noqa: PLC0415  # only when on
+
+    family = HistogramMetricFamily(
+        name, text, labels=["db_system_name", "server_address", "server_port", "pool_name"]
+    )
+    merged: dict[tuple[str, ...], tuple[list[int], float]] = {}
+    for client, histogram in clients:
+        server_host, server_port = client._server_id[0], str(client._server_id[1])
+        for pool_address, counts, total in read(histogram):
+            key: tuple[str, ...] = ("redis", server_host, server_port, pool_address)
+            before = merged.get(key)
+            if before is not None:
+                summed = [a + b for a, b in zip(before[0], counts, strict=True)]
+                merged[key] = (summed, before[1] + total)
+            else:
+                merged[key] = (counts, total)
+    for key, (counts, total) in merged.items():
+        running, buckets = 0, []
+        for bound, count in zip(bounds, counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        family.add_metric(list(key), buckets, total)
+    return family
 
 
 def _bound(value: float) -> str:

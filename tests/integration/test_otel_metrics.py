@@ -224,3 +224,8 @@ def test_connection_pool_metrics(redis_standalone: Any, client_factory: Any, rea
     assert point.attributes["db.client.connection.pool.name"] == pool
     opened = 2 if client_factory.kind == "sync" else 3  # the asyncio pool's shared one too
     assert point.count == opened and 0 < point.sum < 5
+    (wait,) = metrics(reader)["db.client.connection.wait_time"].data.data_points
+    assert wait.attributes["db.client.connection.pool.name"] == pool
+    # every connection handed out: sync, each command's (PING, the BLPOPs, the waiter's
+    # retry-free failure is not one); asyncio, the BLPOPs' dedicated ones only
+    assert wait.count >= (3 if client_factory.kind == "sync" else 2)

@@ -103,6 +103,11 @@ def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: An
         s, "db_client_connection_create_time_seconds_count", pool_name=f"127.0.0.1:{port}"
     )
     assert opened == 1  # one connection served all (the sync pool's, the asyncio shared one)
+    waits = total(s, "db_client_connection_wait_time_seconds_count")
+    # sync: one wait per command (SET, 4 GET, LPUSH, GET, DEL, the pipeline, and the
+    # client's own INFO at start); asyncio: none (its shared, auto-pipelined connection is
+    # never waited for)
+    assert waits == (10 if client_factory.kind == "sync" else 0)
     assert (
         sample(s, "db_client_connection_count", state="idle")
         + sample(s, "db_client_connection_count", state="used")
