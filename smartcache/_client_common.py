@@ -281,8 +281,12 @@ class ClientCommon:
         for pool in list(self._pools_made):
             if not pool.closed:
                 idle, used, pending = pool.usage()
+                pipelining = getattr(pool, "pipelining", None)
+                writes, commands = (0, 0) if pipelining is None else pipelining()
                 out.append(
-                    PoolUsage(pool.settings.address, idle, used, pending, pool.max_connections)
+                    PoolUsage(
+                        pool.address, idle, used, pending, pool.max_connections, writes, commands
+                    )
                 )
         return out
 

@@ -356,6 +356,30 @@ class Telemetry(Timed):
             "The number of current pending requests for an open connection.",
             lambda u: [(u.pending, {})],
         )
+
+        def pool_counter(name: str, unit: str, text: str, read: Callable[[Any], list[Any]]) -> None:
+            def callback(options: Any) -> list[Any]:
+                return [
+                    Observation(v, {**base, "db.client.connection.pool.name": u.address, **a})
+                    for u in pools()
+                    if u.writes
+                    for v, a in read(u)
+                ]
+
+            meter.create_observable_counter(name, callbacks=[callback], unit=unit, description=text)
+
+        pool_counter(
+            "smartcache.autopipeline.writes",
+            "{write}",
+            "Socket writes of an asyncio client's shared, auto-pipelined connection.",
+            lambda u: [(u.writes, {})],
+        )
+        pool_counter(
+            "smartcache.autopipeline.commands",
+            "{command}",
+            "Commands those writes carried (commands / writes: the batch size).",
+            lambda u: [(u.commands, {})],
+        )
         counter(
             "db.client.connection.timeouts",
             "{timeout}",

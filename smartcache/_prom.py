@@ -285,10 +285,14 @@ class _Collector:
             duration.add_metric(list(labels), buckets, total)
         yield duration
         pool_series: dict[tuple[str, ...], tuple[int, int, int, int | None]] = {}
+        piped: dict[tuple[str, ...], tuple[int, int]] = {}
         for client, _ in clients:
             address = (client._server_id[0], str(client._server_id[1]))
             for u in client.pool_usage():
                 key = ("redis", *address, u.address)
+                if u.writes:
+                    writes, commands = piped.get(key, (0, 0))
+                    piped[key] = (writes + u.writes, commands + u.commands)
                 idle, used, pending, limit = pool_series.get(key, (0, 0, 0, None))
                 pool_series[key] = (
                     idle + u.idle,
@@ -320,6 +324,21 @@ class _Collector:
                 max_family.add_metric(list(key), limit)
         yield states
         yield pending_family
+        writes_family = CounterMetricFamily(
+            "smartcache_autopipeline_writes",
+            "Socket writes of an asyncio client's shared, auto-pipelined connection.",
+            labels=base_names,
+        )
+        commands_family = CounterMetricFamily(
+            "smartcache_autopipeline_commands",
+            "Commands those writes carried (commands / writes: the batch size).",
+            labels=base_names,
+        )
+        for key, (writes, commands) in piped.items():
+            writes_family.add_metric(list(key), writes)
+            commands_family.add_metric(list(key), commands)
+        yield writes_family
+        yield commands_family
         for family_name, text, read in (
             (
                 "db_client_connection_create_time_seconds",

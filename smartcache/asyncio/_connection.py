@@ -60,6 +60,7 @@ class AsyncConnection(ConnectionBase):
         "_proto",
         "_timeout",
         "_waiters",
+        "commands_written",
         "max_in_flight",
         "write_count",
     )
@@ -73,6 +74,9 @@ class AsyncConnection(ConnectionBase):
         self.max_in_flight = max_in_flight
         #: how many ``transport.write`` calls this connection made (a cheap test hook)
         self.write_count = 0
+        #: how many commands those writes carried (``commands_written / write_count``: the
+        #: auto-pipelining batch size; counted per write, not per command)
+        self.commands_written = 0
         self._proto: RespProtocol | None = None
         self._timeout = settings.socket_timeout
         self._waiters: deque[asyncio.Future[None]] = deque()

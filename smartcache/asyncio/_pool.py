@@ -88,6 +88,11 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
     def _pending(self) -> int:
         return len(self._waiters)
 
+    def pipelining(self) -> tuple[int, int]:
+        """``(writes, commands)`` of the shared, auto-pipelined connection so far."""
+        shared = self._shared
+        return (0, 0) if shared is None else (shared.write_count, shared.commands_written)
+
     # -- dedicated connections ----------------------------------------------------------------
 
     async def acquire_dedicated(self) -> AsyncConnection:

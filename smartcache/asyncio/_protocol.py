@@ -50,6 +50,7 @@ class _Conn(Protocol):
     settings: ConnectionSettings
     address: str
     write_count: int
+    commands_written: int
     _timeout: float | None
     _waiters: deque[asyncio.Future[None]]
 
@@ -291,6 +292,7 @@ class RespProtocol(asyncio.Protocol):
         out.clear()
         conn = self.conn
         conn.write_count += 1
+        conn.commands_written += self.queued - self.sent
         self.sent = self.queued
         timeout = conn._timeout
         if timeout is None:

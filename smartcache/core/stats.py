@@ -32,6 +32,10 @@ class PoolUsage(NamedTuple):
     used: int  #: connections handed out (an asyncio pool's shared one counts once)
     pending: int  #: callers waiting for a connection
     max: int | None  #: ``max_connections`` (None: no limit)
+    #: asyncio: writes of the shared connection and the commands they carried (their ratio
+    #: is the auto-pipelining batch size); 0 for a sync pool
+    writes: int = 0
+    commands: int = 0
 
 
 @dataclass(frozen=True, slots=True)

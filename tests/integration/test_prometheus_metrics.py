@@ -160,3 +160,47 @@ def test_counters_of_a_real_migration(redis_topologies: Any, client_factory: Any
     assert peers == {p.address for p in cluster.primaries()}  # each GET by its slot's node
     first = cluster.startup_nodes[0]
     assert {x.labels["server_address"] for x in s["smartcache_redirects_total"]} == {first[0]}
+
+
+def test_autopipelining_batches_are_counted(redis_standalone: Any) -> None:
+    """100 concurrent GETs of an asyncio client leave in a few socket writes: the counters
+    show the batching (commands / writes), in Prometheus and OpenTelemetry alike."""
+    import asyncio
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from smartcache import AsyncSmartClient
+
+    registry = prometheus_client.CollectorRegistry()
+    reader = InMemoryMetricReader()
+
+    async def run() -> tuple[dict[str, list[Any]], Any]:
+        c = AsyncSmartClient.from_url(
+            redis_standalone.url,
+            prometheus_registry=registry,
+            meter_provider=MeterProvider(metric_readers=[reader]),
+        )
+        await c.set("prom:batch", "v")
+        assert await asyncio.gather(*[c.get("prom:batch") for _ in range(100)]) == [b"v"] * 100
+        scraped, collected = scrape(registry), reader.get_metrics_data()  # while open
+        await c.aclose()
+        return scraped, collected
+
+    s, collected = asyncio.run(run())
+    pool = f"127.0.0.1:{redis_standalone.port}"
+    commands = sample(s, "smartcache_autopipeline_commands_total", pool_name=pool)
+    writes = sample(s, "smartcache_autopipeline_writes_total", pool_name=pool)
+    assert commands >= 101  # the SET, the GETs (and the client's own first INFO)
+    assert writes <= commands / 10  # batched: a handful of writes, not one per command
+    otel = {
+        m.name: m.data.data_points[0].value
+        for rm in collected.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name.startswith("smartcache.autopipeline.")
+    }
+    assert otel == {
+        "smartcache.autopipeline.writes": writes,
+        "smartcache.autopipeline.commands": commands,
+    }
