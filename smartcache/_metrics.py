@@ -14,7 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Fanout", "Recorder", "Timed", "peer_attributes", "time_acquisitions"]
+from smartcache.exceptions import ConfigurationError
+
+__all__ = [
+    "Fanout",
+    "Recorder",
+    "Timed",
+    "peer_attributes",
+    "provider_from",
+    "time_acquisitions",
+]
 
 
 def peer_attributes(peer: str) -> dict[str, Any]:
@@ -42,6 +51,31 @@ class Recorder(Protocol):
     ) -> None: ...
     def connected(self, address: str, seconds: float) -> None: ...
     def waited(self, address: str, seconds: float) -> None: ...
+
+
+def provider_from(value: Any, *, argument: str, method: str, kind: str) -> Any:
+    """The OpenTelemetry provider a client was given as ``argument=`` (``True``: the
+    global one; ``None``/``False``: off), checked to have ``method`` (``get_meter`` /
+    ``get_tracer``). ``opentelemetry`` is imported only here, only when asked for."""
+    if value is None or value is False:
+        return None
+    try:
+        from opentelemetry import metrics, trace  # noqa: PLC0415  # only when asked for
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{argument}= needs OpenTelemetry: pip install 'smartcache[otel]' "
+            "(opentelemetry-api; opentelemetry-sdk to export)"
+        ) from exc
+    if value is True:
+        if method == "get_meter":
+            return metrics.get_meter_provider()
+        return trace.get_tracer_provider()
+    if not hasattr(value, method):
+        raise ConfigurationError(
+            f"{argument}={value!r} is not an OpenTelemetry {kind} "
+            "(pass one, or True for the global provider)"
+        )
+    return value
 
 
 def time_acquisitions(pool: Any, hook: Callable[[str, float], None]) -> None:

@@ -35,8 +35,7 @@ from typing import Any
 
 import redis.exceptions as rx
 
-from smartcache._metrics import Timed, peer_attributes
-from smartcache.exceptions import ConfigurationError
+from smartcache._metrics import Timed, peer_attributes, provider_from
 
 __all__ = ["DURATION_BUCKETS", "Telemetry", "telemetry_from"]
 
@@ -46,28 +45,12 @@ _WAIT = object()
 #: the database conventions' advisory buckets for ``db.client.operation.duration``
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
-_INSTALL = (
-    "meter_provider= needs OpenTelemetry: pip install 'smartcache[otel]' "
-    "(opentelemetry-api; opentelemetry-sdk to export)"
-)
-
 
 def telemetry_from(meter_provider: Any) -> Any:
     """The meter provider a client was given (``True``: the global one), or ``None``."""
-    if meter_provider is None or meter_provider is False:
-        return None
-    try:
-        from opentelemetry import metrics  # noqa: PLC0415  # imported only when asked for
-    except ImportError as exc:
-        raise ConfigurationError(_INSTALL) from exc
-    if meter_provider is True:
-        return metrics.get_meter_provider()
-    if not hasattr(meter_provider, "get_meter"):
-        raise ConfigurationError(
-            f"meter_provider={meter_provider!r} is not an OpenTelemetry MeterProvider "
-            "(pass one, or True for the global provider)"
-        )
-    return meter_provider
+    return provider_from(
+        meter_provider, argument="meter_provider", method="get_meter", kind="MeterProvider"
+    )
 
 
 def _status_code(error: BaseException) -> str | None:
@@ -219,24 +202,32 @@ class Telemetry(Timed):
 
         base: dict[str, Any] = {k: v for k, v in self._base.items() if k != "db.namespace"}
 
-        taken: list[Any] = [None]  # one client.stats() per collection, shared by the callbacks
+        # One client.stats() and one client.pool_usage() per collection, shared by the
+        # callbacks (taken by the first that needs them, dropped by the drain).
+        taken: dict[str, Any] = {}
 
         def stats() -> Any:
-            if taken[0] is None:
+            if "stats" not in taken:
                 client = ref()
-                taken[0] = None if client is None else client.stats()
-            return taken[0]
+                taken["stats"] = None if client is None else client.stats()
+            return taken["stats"]
+
+        def pools() -> list[Any]:
+            if "pools" not in taken:
+                client = ref()
+                taken["pools"] = [] if client is None else client.pool_usage()
+            return taken["pools"]  # type: ignore[no-any-return]
 
         def drain(options: Any) -> list[Any]:
             self.flush()  # the collection reads the histogram after the callbacks ran
-            taken[0] = None  # the first callback of each collection takes a fresh snapshot
+            taken.clear()  # the first callback of each collection takes fresh snapshots
             return []
 
         # registered first: its callback runs before any instrument is read
         meter.create_observable_gauge("smartcache.internal.drain", callbacks=[drain])
 
-        def counter(
-            name: str, unit: str, description: str, read: Callable[[Any], Iterable[Any]]
+        def observe(
+            create: Any, name: str, unit: str, text: str, read: Callable[[Any], Iterable[Any]]
         ) -> None:
             def callback(options: Any) -> list[Any]:
                 s = stats()
@@ -244,22 +235,21 @@ class Telemetry(Timed):
                     return []
                 return [Observation(v, {**base, **a}) for v, a in read(s)]
 
-            meter.create_observable_counter(
-                name, callbacks=[callback], unit=unit, description=description
-            )
+            create(name, callbacks=[callback], unit=unit, description=text)
 
-        def gauge(
-            name: str, unit: str, description: str, read: Callable[[Any], Iterable[Any]]
-        ) -> None:
-            def callback(options: Any) -> list[Any]:
-                s = stats()
-                if s is None:
-                    return []
-                return [Observation(v, {**base, **a}) for v, a in read(s)]
+        def counter(name: str, unit: str, text: str, read: Callable[[Any], Iterable[Any]]) -> None:
+            observe(meter.create_observable_counter, name, unit, text, read)
 
-            meter.create_observable_up_down_counter(
-                name, callbacks=[callback], unit=unit, description=description
-            )
+        def gauge(name: str, unit: str, text: str, read: Callable[[Any], Iterable[Any]]) -> None:
+            observe(meter.create_observable_up_down_counter, name, unit, text, read)
+
+        def per_pool(pick: Callable[[Any], Iterable[Any]]) -> Callable[[Any], list[Any]]:
+            """A reader of each pool's values, with the pool's name as an attribute."""
+            return lambda s: [
+                (v, {"db.client.connection.pool.name": u.address, **a})
+                for u in pools()
+                for v, a in pick(u)
+            ]
 
         counter(
             "smartcache.redirects",
@@ -312,73 +302,51 @@ class Telemetry(Timed):
             "Time writes were held while a failover of the primary was reported.",
             lambda s: [(s.write_fence_seconds, {})],
         )
-
         for field, unit, text in _CACHE_FIELDS:
-            counter(f"smartcache.cache.{field}", unit, text, _cache_reader(field))
+            counter(f"smartcache.cache.{field}", unit, text, _by_name("caches", "cache", field))
         for field, unit, text in _WRITE_BEHIND_FIELDS:
-            counter(f"smartcache.write_behind.{field}", unit, text, _write_behind_reader(field))
-
-        # -- the connection pools, as the database conventions name them ------------------
-        def pools() -> list[Any]:
-            client = ref()
-            return [] if client is None else client.pool_usage()
-
-        def pool_gauge(name: str, unit: str, text: str, read: Callable[[Any], list[Any]]) -> None:
-            def callback(options: Any) -> list[Any]:
-                return [
-                    Observation(v, {**base, "db.client.connection.pool.name": u.address, **a})
-                    for u in pools()
-                    for v, a in read(u)
-                ]
-
-            meter.create_observable_up_down_counter(
-                name, callbacks=[callback], unit=unit, description=text
+            counter(
+                f"smartcache.write_behind.{field}",
+                unit,
+                text,
+                _by_name("write_behind", "write_behind", field),
             )
 
-        pool_gauge(
+        # -- the connection pools, as the database conventions name them ------------------
+        gauge(
             "db.client.connection.count",
             "{connection}",
             "The number of connections that are currently in the state described.",
-            lambda u: [
-                (u.idle, {"db.client.connection.state": "idle"}),
-                (u.used, {"db.client.connection.state": "used"}),
-            ],
+            per_pool(
+                lambda u: [
+                    (u.idle, {"db.client.connection.state": "idle"}),
+                    (u.used, {"db.client.connection.state": "used"}),
+                ]
+            ),
         )
-        pool_gauge(
+        gauge(
             "db.client.connection.max",
             "{connection}",
             "The maximum number of open connections allowed.",
-            lambda u: [] if u.max is None else [(u.max, {})],
+            per_pool(lambda u: [] if u.max is None else [(u.max, {})]),
         )
-        pool_gauge(
+        gauge(
             "db.client.connection.pending_requests",
             "{request}",
             "The number of current pending requests for an open connection.",
-            lambda u: [(u.pending, {})],
+            per_pool(lambda u: [(u.pending, {})]),
         )
-
-        def pool_counter(name: str, unit: str, text: str, read: Callable[[Any], list[Any]]) -> None:
-            def callback(options: Any) -> list[Any]:
-                return [
-                    Observation(v, {**base, "db.client.connection.pool.name": u.address, **a})
-                    for u in pools()
-                    if u.writes
-                    for v, a in read(u)
-                ]
-
-            meter.create_observable_counter(name, callbacks=[callback], unit=unit, description=text)
-
-        pool_counter(
+        counter(
             "smartcache.autopipeline.writes",
             "{write}",
             "Socket writes of an asyncio client's shared, auto-pipelined connection.",
-            lambda u: [(u.writes, {})],
+            per_pool(lambda u: [(u.writes, {})] if u.writes else []),
         )
-        pool_counter(
+        counter(
             "smartcache.autopipeline.commands",
             "{command}",
             "Commands those writes carried (commands / writes: the batch size).",
-            lambda u: [(u.commands, {})],
+            per_pool(lambda u: [(u.commands, {})] if u.writes else []),
         )
         counter(
             "db.client.connection.timeouts",
@@ -447,21 +415,14 @@ _WRITE_BEHIND_FIELDS = (
 )
 
 
-def _write_behind_reader(field: str) -> Callable[[Any], list[Any]]:
+def _by_name(attr: str, label: str, field: str) -> Callable[[Any], list[Any]]:
+    """A reader of ``field`` in each named counter set of ``stats.<attr>`` (caches,
+    write-behind queues), with the name as ``smartcache.<label>.name``."""
+
     def read(s: Any) -> list[Any]:
         return [
-            (counts.get(field, 0), {"smartcache.write_behind.name": name})
-            for name, counts in s.write_behind.items()
-        ]
-
-    return read
-
-
-def _cache_reader(field: str) -> Callable[[Any], list[Any]]:
-    def read(s: Any) -> list[Any]:
-        return [
-            (counts.get(field, 0), {"smartcache.cache.name": name})
-            for name, counts in s.caches.items()
+            (counts.get(field, 0), {f"smartcache.{label}.name": name})
+            for name, counts in getattr(s, attr).items()
         ]
 
     return read

@@ -67,70 +67,41 @@ class LocalHistogram(Timed):
             # command path (a scrape from another thread copies under the GIL; a sum may
             # trail its counts by the one observation being added).
             self.finish = self._finish_one_thread  # type: ignore[method-assign]
-        #: (name, error, status code, batch size) -> [count per bucket (+inf last), sum]
-        self._series: dict[
-            tuple[Any, str, str, int, str | None], tuple[list[int], list[float]]
-        ] = {}
+        #: (name, error, status code, batch size, peer) -> counts per bucket, [sum]
+        self._series: dict[_Key, _Series] = {}
         self._base = ("redis", namespace, server_address, str(server_port))
         #: pool (node address) -> [count per bucket (+inf last)], [sum]: create times
-        self._created: dict[str, tuple[list[int], list[float]]] = {}
+        self._created: dict[str, _Series] = {}
         #: the same for the waits for a connection
-        self._waits: dict[str, tuple[list[int], list[float]]] = {}
+        self._waits: dict[str, _Series] = {}
 
     def waited(self, address: str, seconds: float) -> None:
         """A wait for a pooled connection."""
-        i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
-            series = self._waits.get(address)
-            if series is None:
-                series = self._waits[address] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
-            series[0][i] += 1
-            series[1][0] += seconds
+            _observe(self._waits, address, seconds)
 
     def waits(self) -> list[tuple[str, list[int], float]]:
         """``(pool address, counts per bucket, sum)`` of the waits (copies)."""
         with self._lock:
-            return [(a, list(c), s[0]) for a, (c, s) in self._waits.items()]
+            return _copies(self._waits)
 
     def connected(self, address: str, seconds: float) -> None:
         """A pooled connection's create time."""
-        i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
-            series = self._created.get(address)
-            if series is None:
-                series = self._created[address] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
-            series[0][i] += 1
-            series[1][0] += seconds
+            _observe(self._created, address, seconds)
 
     def created(self) -> list[tuple[str, list[int], float]]:
         """``(pool address, counts per bucket, sum)`` of the create times (copies)."""
         with self._lock:
-            return [(a, list(c), s[0]) for a, (c, s) in self._created.items()]
+            return _copies(self._created)
 
     def record(
         self, name: Any, seconds: float, error: BaseException | None, peer: str | None = None
     ) -> None:
         """One operation's duration."""
         key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
-        self._add(key, seconds)
-
-    def finish(
-        self,
-        handle: Any,
-        name: Any,
-        peer: str | None,
-        seconds: float,
-        error: BaseException | None,
-    ) -> None:
-        """One command's duration (the per-command path: one call, no further frame)."""
-        key = (name, "", "", 0, peer) if error is None else _error_key(name, error, 0, peer)
-        i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
-            series[0][i] += 1
-            series[1][0] += seconds
+            _observe(self._series, key, seconds)
 
     def _finish_one_thread(
         self,
@@ -144,7 +115,7 @@ class LocalHistogram(Timed):
         series = self._series.get(key)
         if series is None:
             with self._lock:
-                series = self._series.setdefault(key, ([0] * (len(DURATION_BUCKETS) + 1), [0.0]))
+                series = self._series.setdefault(key, _empty())
         series[0][bisect_left(DURATION_BUCKETS, seconds)] += 1
         series[1][0] += seconds
 
@@ -155,21 +126,13 @@ class LocalHistogram(Timed):
         name = "MULTI" if transaction else "PIPELINE"
         batch = size if size >= 2 else 0
         key = (name, "", "", batch, None) if error is None else _error_key(name, error, batch, None)
-        self._add(key, seconds)
-
-    def _add(self, key: tuple[Any, str, str, int, str | None], seconds: float) -> None:
-        i = bisect_left(DURATION_BUCKETS, seconds)
         with self._lock:
-            series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = ([0] * (len(DURATION_BUCKETS) + 1), [0.0])
-            series[0][i] += 1
-            series[1][0] += seconds
+            _observe(self._series, key, seconds)
 
     def series(self) -> list[tuple[tuple[str, ...], list[int], float]]:
         """``(labels, counts per bucket, sum)`` of every series (copies)."""
         with self._lock:
-            items = [(k, list(c), s[0]) for k, (c, s) in self._series.items()]
+            items = _copies(self._series)
         out: list[tuple[tuple[str, ...], list[int], float]] = []
         for (name, error, code, batch, peer), counts, total in items:
             system, namespace, address, port = self._base
@@ -188,6 +151,51 @@ class LocalHistogram(Timed):
             )
             out.append((labels, counts, total))
         return out
+
+
+_Series = tuple[list[int], list[float]]
+
+
+def _empty() -> _Series:
+    """No observation yet: a count per bucket (+Inf last) and the sum."""
+    return [0] * (len(DURATION_BUCKETS) + 1), [0.0]
+
+
+def _observe(table: dict[Any, _Series], key: Any, seconds: float) -> None:
+    """Add one observation to ``table[key]`` (the caller holds the lock)."""
+    series = table.get(key)
+    if series is None:
+        series = table[key] = _empty()
+    series[0][bisect_left(DURATION_BUCKETS, seconds)] += 1
+    series[1][0] += seconds
+
+
+def _copies(table: dict[Any, _Series]) -> list[tuple[Any, list[int], float]]:
+    """``(key, counts per bucket, sum)`` of each series (the caller holds the lock)."""
+    return [(k, list(c), s[0]) for k, (c, s) in table.items()]
+
+
+def _merge(
+    into: dict[tuple[str, ...], tuple[list[int], float]],
+    key: tuple[str, ...],
+    counts: list[int],
+    total: float,
+) -> None:
+    """Sum a series into ``into`` (equal series of several clients)."""
+    before = into.get(key)
+    if before is None:
+        into[key] = (counts, total)
+    else:
+        into[key] = ([a + b for a, b in zip(before[0], counts, strict=True)], before[1] + total)
+
+
+def _cumulative(bounds: list[str], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts as Prometheus's cumulative ``le`` buckets."""
+    running, buckets = 0, []
+    for bound, count in zip(bounds, counts, strict=True):
+        running += count
+        buckets.append((bound, running))
+    return buckets
 
 
 def _error_key(
@@ -258,14 +266,7 @@ class _Collector:
         counters: dict[str, dict[tuple[str, ...], float]] = {}
         for client, histogram in clients:
             for labels, counts, total in histogram.series():
-                before = merged.get(labels)
-                if before is None:
-                    merged[labels] = (counts, total)
-                else:
-                    merged[labels] = (
-                        [a + b for a, b in zip(before[0], counts, strict=True)],
-                        before[1] + total,
-                    )
+                _merge(merged, labels, counts, total)
             address = (client._server_id[0], str(client._server_id[1]))
             for name, extra, value in _counter_values(client.stats()):
                 key = ("redis", *address, *extra)
@@ -278,11 +279,7 @@ class _Collector:
         )
         bounds = [_bound(b) for b in DURATION_BUCKETS] + ["+Inf"]
         for labels, (counts, total) in merged.items():
-            running, buckets = 0, []
-            for bound, count in zip(bounds, counts, strict=True):
-                running += count
-                buckets.append((bound, running))
-            duration.add_metric(list(labels), buckets, total)
+            duration.add_metric(list(labels), _cumulative(bounds, counts), total)
         yield duration
         pool_series: dict[tuple[str, ...], tuple[int, int, int, int | None]] = {}
         piped: dict[tuple[str, ...], tuple[int, int]] = {}
@@ -383,19 +380,9 @@ def _pool_histogram(
     for client, histogram in clients:
         server_host, server_port = client._server_id[0], str(client._server_id[1])
         for pool_address, counts, total in read(histogram):
-            key: tuple[str, ...] = ("redis", server_host, server_port, pool_address)
-            before = merged.get(key)
-            if before is not None:
-                summed = [a + b for a, b in zip(before[0], counts, strict=True)]
-                merged[key] = (summed, before[1] + total)
-            else:
-                merged[key] = (counts, total)
+            _merge(merged, ("redis", server_host, server_port, pool_address), counts, total)
     for key, (counts, total) in merged.items():
-        running, buckets = 0, []
-        for bound, count in zip(bounds, counts, strict=True):
-            running += count
-            buckets.append((bound, running))
-        family.add_metric(list(key), buckets, total)
+        family.add_metric(list(key), _cumulative(bounds, counts), total)
     return family
 
 

@@ -16,36 +16,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from smartcache._metrics import Timed, peer_attributes
+from smartcache._metrics import Timed, peer_attributes, provider_from
 from smartcache._otel import _error_type, _operation, _status_code
 from smartcache.core.retry import Action, Decision
 from smartcache.core.stats import retry_reason
-from smartcache.exceptions import ConfigurationError
 
 __all__ = ["Tracing", "tracer_from"]
-
-_INSTALL = (
-    "tracer_provider= needs OpenTelemetry: pip install 'smartcache[otel]' "
-    "(opentelemetry-api; opentelemetry-sdk to export)"
-)
 
 
 def tracer_from(tracer_provider: Any) -> Any:
     """The tracer provider a client was given (``True``: the global one), or ``None``."""
-    if tracer_provider is None or tracer_provider is False:
-        return None
-    try:
-        from opentelemetry import trace  # noqa: PLC0415  # imported only when asked for
-    except ImportError as exc:
-        raise ConfigurationError(_INSTALL) from exc
-    if tracer_provider is True:
-        return trace.get_tracer_provider()
-    if not hasattr(tracer_provider, "get_tracer"):
-        raise ConfigurationError(
-            f"tracer_provider={tracer_provider!r} is not an OpenTelemetry TracerProvider "
-            "(pass one, or True for the global provider)"
-        )
-    return tracer_provider
+    return provider_from(
+        tracer_provider, argument="tracer_provider", method="get_tracer", kind="TracerProvider"
+    )
 
 
 class Tracing(Timed):
