@@ -120,7 +120,13 @@ class ClientCommon:
         self._meter_provider = telemetry_from(kwargs.pop("meter_provider", None))
         #: OpenTelemetry's tracer provider (``tracer_provider=``; None: no spans)
         self._tracer_provider = tracer_from(kwargs.pop("tracer_provider", None))
-        self._trace_statements = bool(kwargs.pop("trace_statements", False))
+        statements = kwargs.pop("trace_statements", False)
+        if statements not in (True, False):
+            raise ConfigurationError(
+                f"trace_statements must be True or False, got {statements!r} (True records "
+                "db.query.text with every argument as '?')"
+            )
+        self._trace_statements = bool(statements)
         #: prometheus-client registry (``prometheus_registry=``; None: not exported)
         self._prometheus_registry = kwargs.pop("prometheus_registry", None)
         value = kwargs.pop("single_connection_client", False)

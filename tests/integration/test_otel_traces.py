@@ -85,6 +85,8 @@ def test_statements_only_when_asked_and_never_values(
 def test_a_wrong_tracer_provider_is_refused(redis_standalone: Any, client_factory: Any) -> None:
     with pytest.raises(ConfigurationError, match="TracerProvider"):
         client_factory(url=redis_standalone.url, tracer_provider=object())
+    with pytest.raises(ConfigurationError, match="trace_statements must be True or False"):
+        client_factory(url=redis_standalone.url, trace_statements="yes")
 
 
 def test_redirects_of_a_real_migration_are_span_events(
