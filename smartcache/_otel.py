@@ -92,11 +92,13 @@ class Telemetry(Timed):
             "db.client.connection.create_time",
             unit="s",
             description="The time it took to create a new connection.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),  # seconds, as ours
         )
         self.wait_time = meter.create_histogram(
             "db.client.connection.wait_time",
             unit="s",
             description="The time it took to obtain an open connection from the pool.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),  # seconds, as ours
         )
         self._base = {
             "db.system.name": "redis",
@@ -311,6 +313,14 @@ class Telemetry(Timed):
                 text,
                 _by_name("write_behind", "write_behind", field),
             )
+        for name, field, unit, scale, text in _WRITE_BEHIND_GAUGES:
+            observe(
+                meter.create_observable_gauge,
+                f"smartcache.write_behind.{name}",
+                unit,
+                text,
+                _by_name("write_behind", "write_behind", field, scale, measured=True),
+            )
 
         # -- the connection pools, as the database conventions name them ------------------
         gauge(
@@ -415,14 +425,27 @@ _WRITE_BEHIND_FIELDS = (
 )
 
 
-def _by_name(attr: str, label: str, field: str) -> Callable[[Any], list[Any]]:
+#: the write-behind queues' measures (name, field in stats(), unit, scale, description),
+#: taken by their flushers once a second
+_WRITE_BEHIND_GAUGES = (
+    ("queue.depth", "backlog", "{change}", 1, "Changes queued, not yet acknowledged."),
+    ("dead_letters", "dead_letters", "{change}", 1, "Changes in the dead-letter streams."),
+    ("lag", "lag_ms", "s", 0.001, "Age of the oldest queued change (0 when none is)."),
+)
+
+
+def _by_name(
+    attr: str, label: str, field: str, scale: float = 1, *, measured: bool = False
+) -> Callable[[Any], list[Any]]:
     """A reader of ``field`` in each named counter set of ``stats.<attr>`` (caches,
-    write-behind queues), with the name as ``smartcache.<label>.name``."""
+    write-behind queues), with the name as ``smartcache.<label>.name``; ``measured``: only
+    where the field is present (a queue its flusher has measured)."""
 
     def read(s: Any) -> list[Any]:
         return [
-            (counts.get(field, 0), {f"smartcache.{label}.name": name})
+            (counts.get(field, 0) * scale, {f"smartcache.{label}.name": name})
             for name, counts in getattr(s, attr).items()
+            if not measured or field in counts
         ]
 
     return read

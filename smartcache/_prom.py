@@ -27,6 +27,7 @@ from smartcache._metrics import Timed
 from smartcache._otel import (
     _CACHE_FIELDS,
     _WRITE_BEHIND_FIELDS,
+    _WRITE_BEHIND_GAUGES,
     DURATION_BUCKETS,
     _error_type,
     _operation,
@@ -271,7 +272,10 @@ class _Collector:
             for name, extra, value in _counter_values(client.stats()):
                 key = ("redis", *address, *extra)
                 series = counters.setdefault(name, {})
-                series[key] = series.get(key, 0.0) + value
+                if _COUNTERS[name][2] == "measure":  # one queue measured by several clients
+                    series[key] = max(series.get(key, 0.0), value)
+                else:
+                    series[key] = series.get(key, 0.0) + value
         duration = HistogramMetricFamily(
             "db_client_operation_duration_seconds",
             "Duration of database client operations.",
@@ -297,11 +301,16 @@ class _Collector:
                     pending + u.pending,
                     u.max if limit is None else limit + (u.max or 0),
                 )
-        base_names = ["db_system_name", "server_address", "server_port", "pool_name"]
+        base_names = [
+            "db_system_name",
+            "server_address",
+            "server_port",
+            "db_client_connection_pool_name",
+        ]
         states = GaugeMetricFamily(
             "db_client_connection_count",
             "The number of connections that are currently in the state described.",
-            labels=[*base_names, "state"],
+            labels=[*base_names, "db_client_connection_state"],
         )
         pending_family = GaugeMetricFamily(
             "db_client_connection_pending_requests",
@@ -354,7 +363,7 @@ class _Collector:
             help_text, extra_labels, kind = _COUNTERS[name]
             names = ["db_system_name", "server_address", "server_port", *extra_labels]
             family: Any
-            if kind == "gauge":
+            if kind in ("gauge", "measure"):
                 family = GaugeMetricFamily(name, help_text, labels=names)
             else:
                 family = CounterMetricFamily(name, help_text, labels=names)
@@ -374,7 +383,14 @@ def _pool_histogram(
     from prometheus_client.core import HistogramMetricFamily  # noqa: PLC0415  # only when on
 
     family = HistogramMetricFamily(
-        name, text, labels=["db_system_name", "server_address", "server_port", "pool_name"]
+        name,
+        text,
+        labels=[
+            "db_system_name",
+            "server_address",
+            "server_port",
+            "db_client_connection_pool_name",
+        ],
     )
     merged: dict[tuple[str, ...], tuple[list[int], float]] = {}
     for client, histogram in clients:
@@ -390,38 +406,65 @@ def _bound(value: float) -> str:
     return repr(float(value))
 
 
+def _prom_gauge_name(name: str, unit: str) -> str:
+    """``smartcache_write_behind_<name>`` with dots as underscores, ``_seconds`` for time."""
+    return "smartcache_write_behind_" + name.replace(".", "_") + ("_seconds" if unit == "s" else "")
+
+
 _COUNTERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "db_client_connection_timeouts": (
         "Connection timeouts trying to obtain a connection from the pool.",
         (),
         "counter",
     ),
-    "smartcache_redirects": ("MOVED and ASK redirects followed.", ("kind",), "counter"),
-    "smartcache_retries": ("Attempts re-sent after a failure, by reason.", ("reason",), "counter"),
+    "smartcache_redirects": (
+        "MOVED and ASK redirects followed.",
+        ("smartcache_redirect_kind",),
+        "counter",
+    ),
+    "smartcache_retries": (
+        "Attempts re-sent after a failure, by reason.",
+        ("smartcache_retry_reason",),
+        "counter",
+    ),
     "smartcache_ambiguous_failures": ("AmbiguousCommandError raised.", (), "counter"),
-    "smartcache_topology_refreshes": ("Cluster slot maps installed.", ("cause",), "counter"),
+    "smartcache_topology_refreshes": (
+        "Cluster slot maps installed.",
+        ("smartcache_refresh_cause",),
+        "counter",
+    ),
     "smartcache_topology_nodes_added": ("Cluster nodes that appeared.", (), "counter"),
     "smartcache_topology_nodes_removed": ("Cluster nodes that left.", (), "counter"),
     "smartcache_sentinel_failovers": ("Sentinel primary switches followed.", (), "counter"),
-    "smartcache_sentinel_write_fence_seconds": (
+    "smartcache_sentinel_write_fence_time_seconds": (
         "Time writes were held for failovers.",
         (),
         "counter",
     ),
     **{
-        f"smartcache_cache_{field}": (text, ("cache",), "counter")
+        f"smartcache_cache_{field}": (text, ("smartcache_cache_name",), "counter")
         for field, _, text in _CACHE_FIELDS
     },
     **{
-        f"smartcache_write_behind_{field}": (text, ("queue",), "counter")
+        f"smartcache_write_behind_{field}": (text, ("smartcache_write_behind_name",), "counter")
         for field, _, text in _WRITE_BEHIND_FIELDS
+    },
+    **{
+        _prom_gauge_name(name, unit): (text, ("smartcache_write_behind_name",), "measure")
+        for name, _, unit, _, text in _WRITE_BEHIND_GAUGES
     },
     "smartcache_near_cache_hits": ("Reads served by the near cache.", (), "counter"),
     "smartcache_near_cache_misses": ("Near-cache reads sent to the server.", (), "counter"),
     "smartcache_near_cache_invalidations": ("Entries invalidated.", (), "counter"),
     "smartcache_near_cache_evictions": ("Entries evicted by the limits.", (), "counter"),
+    "smartcache_near_cache_expirations": ("Entries dropped at their expiry.", (), "counter"),
+    "smartcache_near_cache_flushes": (
+        "Entries dropped at once, by reason.",
+        ("smartcache_flush_reason",),
+        "counter",
+    ),
     "smartcache_near_cache_entries": ("Entries in the near cache.", (), "gauge"),
-    "smartcache_near_cache_bytes": ("Bytes held by the near cache.", (), "gauge"),
+    "smartcache_near_cache_size_bytes": ("Bytes held by the near cache.", (), "gauge"),
 }
 
 
@@ -437,18 +480,24 @@ def _counter_values(s: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
     yield "smartcache_topology_nodes_added", (), s.nodes_added
     yield "smartcache_topology_nodes_removed", (), s.nodes_removed
     yield "smartcache_sentinel_failovers", (), s.failovers
-    yield "smartcache_sentinel_write_fence_seconds", (), s.write_fence_seconds
+    yield "smartcache_sentinel_write_fence_time_seconds", (), s.write_fence_seconds
     for name, counts in s.caches.items():
         for field, _, _ in _CACHE_FIELDS:
             yield f"smartcache_cache_{field}", (name,), counts.get(field, 0)
     for name, counts in s.write_behind.items():
         for field, _, _ in _WRITE_BEHIND_FIELDS:
             yield f"smartcache_write_behind_{field}", (name,), counts.get(field, 0)
+        for gauge, field, unit, scale, _ in _WRITE_BEHIND_GAUGES:
+            if field in counts:
+                yield _prom_gauge_name(gauge, unit), (name,), counts[field] * scale
     near = s.near_cache
     if near is not None:
         yield "smartcache_near_cache_hits", (), near.hits
         yield "smartcache_near_cache_misses", (), near.misses
         yield "smartcache_near_cache_invalidations", (), near.invalidations
         yield "smartcache_near_cache_evictions", (), near.evictions
+        yield "smartcache_near_cache_expirations", (), near.expirations
+        for reason, n in near.flushes.items():
+            yield "smartcache_near_cache_flushes", (reason,), n
         yield "smartcache_near_cache_entries", (), near.entries
-        yield "smartcache_near_cache_bytes", (), near.bytes
+        yield "smartcache_near_cache_size_bytes", (), near.bytes

@@ -29,6 +29,7 @@ from smartcache.cache._wb_core import (
     StorePing,
     flush_round,
 )
+from smartcache.core.stats import QUEUE_GAUGES
 from smartcache.exceptions import ConfigurationError, FlushTimeoutError, InvalidArgumentError
 
 __all__ = ["FlusherBase", "FlusherStats", "WriteBehindBase"]
@@ -44,6 +45,7 @@ class FlusherStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self.FIELDS, 0)
+        self._gauges: dict[str, int] = {}
 
     def record(self, result: RoundResult) -> None:
         """Add one round's result."""
@@ -57,10 +59,15 @@ class FlusherStats:
             c["store_errors"] += result.store_error is not None
             c["redis_errors"] += result.redis_error is not None
 
-    def snapshot(self) -> dict[str, int]:
-        """The counts now."""
+    def measured(self, backlog: int, dead_letters: int, lag_ms: int) -> None:
+        """The flusher's latest measure of its queue (see :data:`QUEUE_GAUGES`)."""
         with self._lock:
-            return dict(self._counts)
+            self._gauges = {"backlog": backlog, "dead_letters": dead_letters, "lag_ms": lag_ms}
+
+    def snapshot(self) -> dict[str, int]:
+        """The counts now, and the queue's last measure once the flusher has taken one."""
+        with self._lock:
+            return {**self._counts, **self._gauges}
 
 
 class _Backoff:
@@ -93,6 +100,7 @@ class WriteBehindBase:
         options: FlushOptions | None = None,
         poll_interval: float = 0.05,
         max_backoff: float = 5.0,
+        probe_interval: float = 1.0,
         **policy_options: Any,
     ) -> None:
         policy = (policy or CachePolicy(ttl=3600.0, namespace=namespace)).with_options(
@@ -105,10 +113,10 @@ class WriteBehindBase:
         self.layout = QueueLayout(name, namespace, partitions, group)
         self.store = store
         self.options = options or FlushOptions()
-        if poll_interval <= 0 or max_backoff <= 0:
-            raise InvalidArgumentError("poll_interval and max_backoff must be > 0 seconds")
+        _check_intervals(poll_interval, max_backoff, probe_interval)
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.probe_interval = probe_interval
         self._last_ids: dict[int, str] = {}
         self._ids_lock = threading.Lock()
         self.counts = {"sets": 0, "deletes": 0}
@@ -193,33 +201,16 @@ class WriteBehindBase:
         return [("XRANGE", self.layout.stream(p), "-", i, "COUNT", 1) for p, i in targets.items()]
 
     def _stats_commands(self) -> list[tuple[Any, ...]]:
-        cmds: list[tuple[Any, ...]] = []
-        for p in range(self.layout.partitions):
-            stream = self.layout.stream(p)
-            cmds += [
-                ("XLEN", stream),
-                ("XLEN", self.layout.dead(p)),
-                ("XRANGE", stream, "-", "+", "COUNT", 1),
-            ]
-        return cmds
+        return queue_probe_commands(self.layout)
 
     def _parse_stats(self, replies: Sequence[Any], flusher: dict[str, int]) -> dict[str, Any]:
-        backlog = dead = 0
-        oldest: int | None = None
-        for i in range(self.layout.partitions):
-            xlen, dlen, first = replies[3 * i : 3 * i + 3]
-            backlog += int(xlen or 0)
-            dead += int(dlen or 0)
-            if first:
-                ms = _id_ms(first[0][0])
-                oldest = ms if oldest is None else min(oldest, ms)
-        lag = max(0.0, (self._entries.now_ms() - oldest) / 1000) if oldest is not None else 0.0
+        backlog, dead, lag_ms = parse_queue_probe(self.layout, replies, self._entries.now_ms())
         return {
             **self.counts,
             "backlog": backlog,
             "dead_letters": dead,
-            "lag_seconds": lag,
-            **{f"flusher_{k}": v for k, v in flusher.items()},
+            "lag_seconds": lag_ms / 1000,
+            **{f"flusher_{k}": v for k, v in flusher.items() if k not in QUEUE_GAUGES},
         }
 
     def _dead_commands(self, count: int) -> list[tuple[Any, ...]]:
@@ -269,8 +260,46 @@ def _s(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _check_intervals(poll_interval: float, max_backoff: float, probe_interval: float) -> None:
+    if poll_interval <= 0 or max_backoff <= 0 or probe_interval <= 0:
+        raise InvalidArgumentError(
+            "poll_interval, max_backoff and probe_interval must be > 0 seconds"
+        )
+
+
 def _id_ms(entry_id: Any) -> int:
     return int(_s(entry_id).split("-", 1)[0])
+
+
+def queue_probe_commands(layout: QueueLayout) -> list[tuple[Any, ...]]:
+    """The commands that measure a queue: per partition, its length, its dead letters'
+    length and its oldest entry (three O(1) reads, nothing scanned)."""
+    cmds: list[tuple[Any, ...]] = []
+    for p in range(layout.partitions):
+        stream = layout.stream(p)
+        cmds += [
+            ("XLEN", stream),
+            ("XLEN", layout.dead(p)),
+            ("XRANGE", stream, "-", "+", "COUNT", 1),
+        ]
+    return cmds
+
+
+def parse_queue_probe(
+    layout: QueueLayout, replies: Sequence[Any], now_ms: int
+) -> tuple[int, int, int]:
+    """(backlog, dead letters, lag in ms) from the replies to :func:`queue_probe_commands`;
+    the lag is the age of the oldest queued change (0 when the queue is empty)."""
+    backlog = dead = 0
+    oldest: int | None = None
+    for i in range(layout.partitions):
+        xlen, dlen, first = replies[3 * i : 3 * i + 3]
+        backlog += int(xlen or 0)
+        dead += int(dlen or 0)
+        if first:
+            ms = _id_ms(first[0][0])
+            oldest = ms if oldest is None else min(oldest, ms)
+    return backlog, dead, max(0, now_ms - oldest) if oldest is not None else 0
 
 
 class FlusherBase:
@@ -291,7 +320,9 @@ class FlusherBase:
         clock: Callable[[], float] = time.time,
         serializer: str | Serializer = "json",
         on_round: Callable[[RoundResult], None] | None = None,
+        probe_interval: float = 1.0,
     ) -> None:
+        _check_intervals(poll_interval, max_backoff, probe_interval)
         self.store_is_async = is_async_store(store)
         if self.store_is_async and not self.accepts_async_store:
             raise InvalidArgumentError(
@@ -310,6 +341,10 @@ class FlusherBase:
         register = getattr(client, "_register_cache", None)  # a smartcache client: metrics
         if register is not None:
             register(self.layout.name, self.stats, kind="write_behind")
+        # the queue is measured (backlog, dead letters, lag) only where someone can read it:
+        # a smartcache client's stats() and metrics
+        self._probe_interval = probe_interval if register is not None else None
+        self._next_probe = time.monotonic() + probe_interval  # the first after one interval
         self.on_round = on_round
         self._backoff = _Backoff(min(0.05, max_backoff), max_backoff)
         self._init_shell()
@@ -332,6 +367,19 @@ class FlusherBase:
             log.warning("write-behind flusher: store error: %r", result.store_error)
         if self.on_round is not None:
             self.on_round(result)
+
+    def _probe_due(self) -> bool:
+        """Whether to measure the queue now (at most once per ``probe_interval``)."""
+        if self._probe_interval is None:
+            return False
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self._probe_interval
+        return True
+
+    def _probed(self, replies: Sequence[Any]) -> None:
+        self.stats.measured(*parse_queue_probe(self.layout, replies, int(self.clock() * 1000)))
 
     def _pause_after(self, result: RoundResult) -> float:
         """Seconds to wait before the next round: none while there is work, a poll interval

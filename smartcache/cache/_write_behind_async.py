@@ -33,7 +33,7 @@ from smartcache.cache._primitives_async import (
     wait_event,
 )
 from smartcache.cache._protocol import AsyncRedisLike
-from smartcache.cache._wb_base import FlusherBase, WriteBehindBase
+from smartcache.cache._wb_base import FlusherBase, WriteBehindBase, log, queue_probe_commands
 from smartcache.cache._wb_core import SET_SCRIPT, RedisBatch, RoundResult, StoreCall, StorePing
 from smartcache.exceptions import InvalidArgumentError
 
@@ -113,9 +113,24 @@ class AsyncFlusher(FlusherBase):
         stop = stop or self._stop
         while not stop.is_set() and not self._stop.is_set():
             delay = self._pause_after(await self.run_once())
+            if self._probe_due():
+                await self.probe()
             if delay and not self._stop.is_set():
                 await wait_event(self._wake, delay)
                 self._wake.clear()
+
+    async def probe(self) -> None:
+        """Measure the queue (backlog, dead letters, lag) for ``stats()`` and the metrics;
+        a failure only leaves the last measure in place (the round reports Redis errors)."""
+        pipe = self.client.pipeline(transaction=False)
+        for command in queue_probe_commands(self.layout):
+            pipe.execute_command(*command)
+        try:
+            replies = await pipe.execute()
+        except REDIS_ERRORS as e:  # a measure is never worth stopping a flusher
+            log.debug("write-behind flusher: queue probe failed: %r", e)
+        else:
+            self._probed(replies)
 
     def kick(self) -> None:
         """Cut the current pause short (a writer wants its changes flushed now)."""
@@ -172,6 +187,7 @@ class AsyncWriteBehind(WriteBehindBase):
                 self.options,
                 poll_interval=self.poll_interval,
                 max_backoff=self.max_backoff,
+                probe_interval=self.probe_interval,
                 clock=self.clock,
                 serializer=self.policy.serializer,
             )

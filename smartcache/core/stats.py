@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import redis.exceptions as rx
 
@@ -62,7 +62,10 @@ class ClientStats:
       ``refreshes``, ``bloom_rejects``;
     - ``write_behind``: the counters of each write-behind flusher running in this process on
       this client, by queue name: ``rounds``, ``read``, ``applied``, ``acked``, ``dead``
-      (moved to the dead letters), ``store_errors``, ``redis_errors``.
+      (moved to the dead letters), ``store_errors``, ``redis_errors``; and, once the
+      flusher has measured its queue (each second), the gauges ``backlog`` (changes
+      queued), ``dead_letters`` (changes in the dead-letter streams) and ``lag_ms`` (age of
+      the oldest queued change, 0 when none is queued).
     """
 
     moved: int = 0
@@ -92,6 +95,11 @@ _REASONS: tuple[tuple[type[BaseException], str], ...] = (
     (OSError, "connection"),
     (AwaitingTopology, "node_suspected"),
 )
+
+
+#: what a write-behind flusher measures of its queue: shared by every flusher of that
+#: queue, so merged by maximum, not summed
+QUEUE_GAUGES: Final = frozenset({"backlog", "dead_letters", "lag_ms"})
 
 
 def retry_reason(error: BaseException) -> str:
@@ -202,7 +210,9 @@ class Counters:
                     continue
                 total = by_kind.setdefault(kind, {}).setdefault(name, {})
                 for k, v in source.snapshot().items():
-                    total[k] = total.get(k, 0) + v
+                    # two flushers of one queue count their own work but measure the same
+                    # queue: counts add up, measures do not
+                    total[k] = max(total.get(k, 0), v) if k in QUEUE_GAUGES else total.get(k, 0) + v
         with self._lock:
             return ClientStats(
                 moved=self.moved,

@@ -98,9 +98,11 @@ def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: An
         )
         == 1
     )
-    assert sample(s, "smartcache_redirects_total", kind="moved") == 0
+    assert sample(s, "smartcache_redirects_total", smartcache_redirect_kind="moved") == 0
     opened = sample(
-        s, "db_client_connection_create_time_seconds_count", pool_name=f"127.0.0.1:{port}"
+        s,
+        "db_client_connection_create_time_seconds_count",
+        db_client_connection_pool_name=f"127.0.0.1:{port}",
     )
     assert opened == 1  # one connection served all (the sync pool's, the asyncio shared one)
     waits = total(s, "db_client_connection_wait_time_seconds_count")
@@ -109,8 +111,8 @@ def test_duration_histogram_as_scraped(redis_standalone: Any, client_factory: An
     # never waited for)
     assert waits == (10 if client_factory.kind == "sync" else 0)
     assert (
-        sample(s, "db_client_connection_count", state="idle")
-        + sample(s, "db_client_connection_count", state="used")
+        sample(s, "db_client_connection_count", db_client_connection_state="idle")
+        + sample(s, "db_client_connection_count", db_client_connection_state="used")
         == 1
     )
 
@@ -146,9 +148,10 @@ def test_counters_of_a_real_migration(redis_topologies: Any, client_factory: Any
     stats = c.stats()
     s = scrape(registry)
     assert stats.moved >= 1
-    assert sample(s, "smartcache_redirects_total", kind="moved") == stats.moved
+    assert sample(s, "smartcache_redirects_total", smartcache_redirect_kind="moved") == stats.moved
     assert (
-        sample(s, "smartcache_topology_refreshes_total", cause="moved") == stats.refreshes["moved"]
+        sample(s, "smartcache_topology_refreshes_total", smartcache_refresh_cause="moved")
+        == stats.refreshes["moved"]
     )
     get = total(s, "db_client_operation_duration_seconds_count", db_operation_name="GET")
     assert get == 200
@@ -189,8 +192,10 @@ def test_autopipelining_batches_are_counted(redis_standalone: Any) -> None:
 
     s, collected = asyncio.run(run())
     pool = f"127.0.0.1:{redis_standalone.port}"
-    commands = sample(s, "smartcache_autopipeline_commands_total", pool_name=pool)
-    writes = sample(s, "smartcache_autopipeline_writes_total", pool_name=pool)
+    commands = sample(
+        s, "smartcache_autopipeline_commands_total", db_client_connection_pool_name=pool
+    )
+    writes = sample(s, "smartcache_autopipeline_writes_total", db_client_connection_pool_name=pool)
     assert commands >= 101  # the SET, the GETs (and the client's own first INFO)
     assert writes <= commands / 10  # batched: a handful of writes, not one per command
     otel = {
