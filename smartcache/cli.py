@@ -1,4 +1,5 @@
-"""The ``smartcache`` command: ``dev up|down`` for local topologies, ``flush-worker``, ``demo``.
+"""The ``smartcache`` command: ``dev up|down`` for local topologies, ``doctor``, ``flush-worker``,
+``demo``.
 
 ``smartcache dev up cluster --primaries 3 --replicas 1`` starts real servers, prints their
 URLs and stays up until Ctrl-C; ``smartcache dev down`` stops what ``up`` started, found
@@ -9,6 +10,9 @@ through a state file that records the PIDs (``$SMARTCACHE_DEV_STATE`` or
 the changes queued by ``WriteBehind`` into the store until SIGTERM or Ctrl-C. ``SPEC`` is
 ``sqlite:///path/to/app.db``, any SQLAlchemy URL (``postgresql+psycopg://...``), or
 ``package.module:factory`` (a callable returning a store, or the store object itself).
+
+``smartcache doctor URL`` checks a live deployment against the production checklist
+(:mod:`smartcache.ops`): a table (``--json`` for machines), exit code 0/1/2.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from smartcache.exceptions import SmartCacheError
+from smartcache.exceptions import ConfigurationError, SmartCacheError
 
 __all__ = ["main"]
 
@@ -223,6 +228,70 @@ def _flush_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from smartcache.ops import diagnose  # noqa: PLC0415
+    from smartcache.ops._render import render_json, render_table  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {}
+    if args.password_env:
+        if args.password_env not in os.environ:
+            raise ConfigurationError(
+                f"--password-env {args.password_env}: that environment variable is not set"
+            )
+        kwargs["password"] = os.environ[args.password_env]
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    with _progress_bar(enabled=not args.json and sys.stderr.isatty()) as progress:
+        report = diagnose(
+            args.url,
+            sample=args.sample,
+            max_seconds=args.max_seconds,
+            scan_rate=args.scan_rate,
+            timeout=args.timeout,
+            progress=progress,
+            **kwargs,
+        )
+    if args.json:
+        render_json(report, sys.stdout)
+    else:
+        render_table(report, sys.stdout, color=color, verbose=args.verbose)
+    return report.exit_code(strict=args.strict)
+
+
+@contextlib.contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr for the key sampling (nothing when off or without
+    rich)."""
+    if not enabled:
+        yield None
+        return
+    try:
+        from rich.progress import (  # noqa: PLC0415 - optional
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("sampling keys"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=None,
+    )
+    task = bar.add_task("sample", total=None)
+    with bar:
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``smartcache`` command."""
     parser = argparse.ArgumentParser(prog="smartcache", description=__doc__.splitlines()[0])
@@ -256,6 +325,31 @@ def build_parser() -> argparse.ArgumentParser:
     fw.add_argument("--max-attempts", type=int, default=5)
     fw.add_argument("--poll-interval", type=float, default=0.05)
     fw.set_defaults(func=_flush_worker)
+    doc = sub.add_parser(
+        "doctor",
+        help="check a live deployment against the production checklist (read-only)",
+        description="Exit code: 0 all pass (warnings too, unless --strict), 1 warnings with "
+        "--strict, 2 any failure.",
+    )
+    doc.add_argument(
+        "url",
+        help="redis://[user:pass@]host:port (a server or any cluster node), rediss://, "
+        "or redis+sentinel://host:26379,host2:26379/service",
+    )
+    doc.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    doc.add_argument("--strict", action="store_true", help="exit 1 on warnings")
+    doc.add_argument("--sample", type=int, default=1000, help="keys to sample (0: none)")
+    doc.add_argument("--max-seconds", type=float, default=60.0, help="bound on the key sampling")
+    doc.add_argument(
+        "--scan-rate", type=float, default=5000.0, help="keys per second SCAN may walk per node"
+    )
+    doc.add_argument("--timeout", type=float, default=5.0, help="seconds per command")
+    doc.add_argument(
+        "--password-env", default=None, help="read the password from this environment variable"
+    )
+    doc.add_argument("--verbose", "-v", action="store_true", help="why and fix for passes too")
+    doc.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    doc.set_defaults(func=_doctor)
     demo = sub.add_parser("demo", help="the product tour on local servers it starts itself")
     demo.set_defaults(func=_demo)
     return parser

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from smartcache.exceptions import ConfigurationError, TopologyError, TopologyNotReadyError
+from smartcache.ops._facts import ClusterNode, parse_cluster_nodes
 from smartcache.testing._base import Topology
 from smartcache.testing._process import ServerProcess
 
@@ -29,54 +29,8 @@ SLOTS = 16384
 _SLOT_REPAIR_GRACE = 8.0
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterNodeView:
-    """One line of ``CLUSTER NODES`` as some node sees it."""
-
-    node_id: str
-    address: str
-    flags: frozenset[str]
-    primary_id: str | None
-    connected: bool
-    slots: tuple[tuple[int, int], ...]
-
-    @property
-    def is_primary(self) -> bool:
-        """True for a primary (``master`` flag)."""
-        return "master" in self.flags
-
-    @property
-    def failed(self) -> bool:
-        """True when flagged ``fail`` or ``fail?``."""
-        return "fail" in self.flags or "fail?" in self.flags
-
-
-def parse_cluster_nodes(text: str) -> list[ClusterNodeView]:
-    """Parse the reply of ``CLUSTER NODES``."""
-    views = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 8:
-            continue
-        address = parts[1].split("@", 1)[0]
-        slots: list[tuple[int, int]] = []
-        for item in parts[8:]:
-            if item.startswith("["):
-                continue  # importing/migrating marker
-            lo, _, hi = item.partition("-")
-            slots.append((int(lo), int(hi or lo)))
-        flags = frozenset(parts[2].split(","))
-        views.append(
-            ClusterNodeView(
-                node_id=parts[0],
-                address=address,
-                flags=flags - {"myself"},
-                primary_id=None if parts[3] == "-" else parts[3],
-                connected=parts[7] == "connected",
-                slots=tuple(slots),
-            )
-        )
-    return views
+#: one line of ``CLUSTER NODES`` as some node sees it (the parser ``smartcache doctor`` uses)
+ClusterNodeView = ClusterNode
 
 
 class Cluster(Topology):
