@@ -254,7 +254,41 @@ def _doctor(args: argparse.Namespace) -> int:
         render_json(report, sys.stdout)
     else:
         render_table(report, sys.stdout, color=color, verbose=args.verbose)
+    if args.fix:
+        return _doctor_fix(args, report, kwargs)
     return report.exit_code(strict=args.strict)
+
+
+def _doctor_fix(args: argparse.Namespace, report: Any, kwargs: dict[str, Any]) -> int:
+    """The safe fixes: close open slots, give unserved slots to a primary."""
+    from smartcache.ops import Resharder, Status  # noqa: PLC0415
+
+    wanted = {f.check for f in report.findings if f.status in (Status.WARN, Status.FAIL)} & {
+        "cluster.open_slots",
+        "cluster.slots",
+    }
+    if not wanted:
+        print("--fix: nothing this command can fix safely was found", flush=True)
+        return report.exit_code(strict=args.strict)  # type: ignore[no-any-return]
+    question = " and ".join(
+        text
+        for check, text in (
+            ("cluster.open_slots", "close the open slots"),
+            ("cluster.slots", "give the unserved slots to primaries"),
+        )
+        if check in wanted
+    )
+    if not _confirm(f"--fix: {question}?", yes=args.yes):
+        return report.exit_code(strict=args.strict)  # type: ignore[no-any-return]
+    with Resharder(args.url, **kwargs) as r:
+        done = []
+        if "cluster.open_slots" in wanted:
+            done += r.close_open_slots()
+        if "cluster.slots" in wanted:
+            done += r.cover_slots()
+    for line in done:
+        print(f"fixed: {line}", flush=True)
+    return 0
 
 
 @contextlib.contextmanager
@@ -290,6 +324,136 @@ def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | Non
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def _confirm(question: str, *, yes: bool) -> bool:
+    """``yes`` or a person's answer; without a terminal and without --yes: refuse."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigurationError(f"{question} needs confirmation: pass --yes to proceed")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+@contextlib.contextmanager
+def _reshard_bar(*, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
+    """A progress bar (slots, keys, keys/s, ETA) on stderr, or a line per 10% without
+    rich or a terminal."""
+    try:
+        from rich.progress import (  # noqa: PLC0415 - optional
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+    except ImportError:
+        enabled = False
+    if not enabled:
+        last = [-1]
+
+        def lines(p: Any) -> None:
+            tenth = int(10 * p.slots_done / p.slots_total) if p.slots_total else 10
+            if tenth != last[0]:
+                last[0] = tenth
+                print(
+                    f"{p.slots_done}/{p.slots_total} slots, {p.keys_moved}/{p.keys_total} keys, "
+                    f"{p.keys_per_second:.0f} keys/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        yield lines
+        return
+    bar = Progress(
+        TextColumn("moving slots"),
+        BarColumn(),
+        TextColumn("{task.fields[slots]} slots  {task.completed}/{task.total} keys"),
+        TextColumn("{task.fields[rate]} keys/s"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    task = bar.add_task("reshard", total=None, slots="0/0", rate="0")
+    with bar:
+
+        def update(p: Any) -> None:
+            bar.update(
+                task,
+                completed=p.keys_moved,
+                total=max(p.keys_total, p.keys_moved) or None,
+                slots=f"{p.slots_done}/{p.slots_total}",
+                rate=f"{p.keys_per_second:.0f}",
+            )
+
+        yield update
+
+
+def _describe_moves(moves: Any, view: Any) -> str:
+    address = {n.node_id: n.address for n in view}
+    pairs: dict[tuple[str, str], int] = {}
+    for m in moves:
+        key = (address.get(m.source, m.source[:8]), address.get(m.target, m.target[:8]))
+        pairs[key] = pairs.get(key, 0) + 1
+    return "; ".join(f"{n} slots {a} -> {b}" for (a, b), n in sorted(pairs.items())) or "nothing"
+
+
+def _resharder(args: argparse.Namespace, progress: Any) -> Any:
+    from smartcache.ops import Resharder  # noqa: PLC0415
+
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "password_env", None):
+        if args.password_env not in os.environ:
+            raise ConfigurationError(
+                f"--password-env {args.password_env}: that environment variable is not set"
+            )
+        kwargs["password"] = os.environ[args.password_env]
+    return Resharder(
+        args.url,
+        batch=args.batch,
+        replace=args.replace,
+        state_file=args.state,
+        progress=progress,
+        **kwargs,
+    )
+
+
+def _run_moves(args: argparse.Namespace, plan: Callable[[Any], Any]) -> int:
+    with _reshard_bar(enabled=sys.stderr.isatty()) as progress, _resharder(args, progress) as r:
+        if args.resume:
+            result = r.resume()
+        else:
+            moves = plan(r)
+            print(f"plan: {_describe_moves(moves, r.view())}", flush=True)
+            if not moves:
+                return 0
+            if args.dry_run or not _confirm(f"move {len(moves)} slots?", yes=args.yes):
+                return 0
+            result = r.run(moves)
+    print(
+        f"done: {result.slots_done} slots, {result.keys_moved} keys in {result.seconds:.1f} s "
+        f"({result.keys_per_second:.0f} keys/s)",
+        flush=True,
+    )
+    return 0
+
+
+def _cluster_reshard(args: argparse.Namespace) -> int:
+    if not args.resume and (args.slots is None or args.source is None or args.target is None):
+        raise ConfigurationError("reshard needs --slots N --from A --to B (or --resume)")
+    sources = [s.strip() for s in (args.source or "").split(",") if s.strip()]
+    return _run_moves(args, lambda r: r.plan_reshard(args.slots, sources, args.target))
+
+
+def _cluster_rebalance(args: argparse.Namespace) -> int:
+    weights: dict[str, float] = {}
+    for item in args.weight or ():
+        node, sep, value = item.rpartition("=")
+        if not sep:
+            raise ConfigurationError(f"--weight {item!r}: expected NODE=WEIGHT")
+        weights[node] = float(value)
+    return _run_moves(
+        args, lambda r: r.plan_rebalance(by=args.by, threshold=args.threshold, weights=weights)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,7 +513,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--verbose", "-v", action="store_true", help="why and fix for passes too")
     doc.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    doc.add_argument(
+        "--fix",
+        action="store_true",
+        help="offer the safe fixes found (close open slots, cover unserved slots); asks first",
+    )
+    doc.add_argument("--yes", action="store_true", help="with --fix: do not ask")
     doc.set_defaults(func=_doctor)
+    cluster = sub.add_parser("cluster", help="move slots: reshard, rebalance")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True)
+    for name, helptext, func in (
+        ("reshard", "move N slots from some primaries to another", _cluster_reshard),
+        ("rebalance", "even out slots, or measured memory, over the primaries", _cluster_rebalance),
+    ):
+        p = cluster_sub.add_parser(name, help=helptext)
+        p.add_argument("url", help="redis://[user:pass@]host:port of any cluster node")
+        if name == "reshard":
+            p.add_argument("--slots", type=int, help="how many slots to move")
+            p.add_argument(
+                "--from",
+                dest="source",
+                help="source primaries: host:port or node id (prefix), comma-separated, or 'all'",
+            )
+            p.add_argument("--to", dest="target", help="target primary: host:port or node id")
+        else:
+            p.add_argument("--by", choices=["slots", "memory"], default="slots")
+            p.add_argument(
+                "--threshold",
+                type=float,
+                default=0.02,
+                help="leave primaries within this fraction of their share (default 0.02)",
+            )
+            p.add_argument(
+                "--weight", action="append", help="NODE=W: a primary's share (0 empties it)"
+            )
+        p.add_argument("--batch", type=int, default=100, help="keys per MIGRATE")
+        p.add_argument(
+            "--replace",
+            action="store_true",
+            help="overwrite keys that already exist on the target (off: stop and say which)",
+        )
+        p.add_argument("--state", default=None, help="state file (default under ~/.cache)")
+        p.add_argument("--resume", action="store_true", help="finish an interrupted run")
+        p.add_argument("--dry-run", action="store_true", help="print the plan only")
+        p.add_argument("--yes", action="store_true", help="do not ask before moving")
+        p.add_argument("--password-env", default=None, help="password from this env variable")
+        p.set_defaults(func=func)
     demo = sub.add_parser("demo", help="the product tour on local servers it starts itself")
     demo.set_defaults(func=_demo)
     return parser

@@ -6,6 +6,11 @@ checklist and returns a :class:`Report`: one :class:`Finding` per check and node
 with its :class:`Status`, the measured value, why it matters and the exact fix. Read-only:
 ``INFO``, ``CONFIG GET``, ``SLOWLOG``, ``CLUSTER NODES``, the Sentinel queries and a
 rate-limited ``SCAN`` sample; never ``KEYS``, never a blocking command.
+
+:class:`Resharder` moves slots between the primaries of a live cluster (``plan_reshard``,
+``plan_rebalance`` by slots or by measured memory, ``run``, ``resume``), safe under
+traffic and resumable after an interruption; ``close_open_slots`` and ``cover_slots``
+are the fixes ``smartcache doctor --fix`` offers.
 """
 
 from __future__ import annotations
@@ -16,8 +21,20 @@ from typing import Any
 from smartcache.ops._checks import CHECKS, run_checks
 from smartcache.ops._collect import Progress, collect
 from smartcache.ops._facts import Facts, Finding, Status
+from smartcache.ops._plan import Move
+from smartcache.ops._reshard import Resharder, ReshardError, ReshardProgress
 
-__all__ = ["Facts", "Finding", "Report", "Status", "diagnose"]
+__all__ = [
+    "Facts",
+    "Finding",
+    "Move",
+    "Report",
+    "ReshardError",
+    "ReshardProgress",
+    "Resharder",
+    "Status",
+    "diagnose",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,10 +246,12 @@ def check_slots(facts: Facts) -> Iterable[Finding]:
         )
     else:
         yield Finding("cluster.slots", "All 16,384 slots served", P, "16384 of 16384")
-    by_id = {c.node_id: c for c in view}
+    # a node shows only its own open slots: each node's own line, from its own view
+    own = {c.node_id: c for c in facts.open_slots()}
+    by_id = {c.node_id: own.get(c.node_id, c) for c in view}
     opened: list[str] = []
     broken = False
-    for c in view:
+    for c in by_id.values():
         for slot, target in sorted(c.migrating.items()):
             peer = by_id.get(target)
             matched = peer is not None and peer.importing.get(slot) == c.node_id

@@ -14,14 +14,12 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import Any, Final
 
 import redis.exceptions as rx
-import tenacity
 
 from smartcache._client_common import sentinel_url_kwargs
-from smartcache.core.retry import RetryPolicy
 from smartcache.ops._facts import (
     Facts,
     HostFacts,
@@ -30,10 +28,11 @@ from smartcache.ops._facts import (
     SentinelFacts,
     parse_cluster_nodes,
 )
+from smartcache.ops._nodes import ERRORS, Connector, error_text, mask_url
 from smartcache.sync.client import SmartClient
 from smartcache.wire.settings import ConnectionSettings
 
-__all__ = ["collect", "mask_url"]
+__all__ = ["collect", "mask_url"]  # mask_url: re-exported for the tests
 
 #: a string is read (to see whether it holds JSON) only up to this size
 JSON_PEEK: Final = 4096
@@ -42,49 +41,6 @@ LISTPACK_ENTRIES: Final = 128
 LISTPACK_VALUE: Final = 64
 
 Progress = Callable[[int, int], None]
-
-_ERRORS = (rx.RedisError, OSError)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, at, tail = rest.rpartition("@")
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***{at}{tail}"
-
-
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:200]
-
-
-class _Connector:
-    """Per-node clients with the URL's credentials and TLS, short timeouts, one retry."""
-
-    def __init__(self, kwargs: dict[str, Any], timeout: float) -> None:
-        self.kwargs = {
-            k: v
-            for k, v in kwargs.items()
-            if k not in ("host", "port", "startup_nodes", "sentinels", "service_name")
-        }
-        self.kwargs.setdefault("socket_timeout", timeout)
-        self.kwargs.setdefault("socket_connect_timeout", min(timeout, 2.0))
-        self.policy = RetryPolicy(stop=tenacity.stop_after_attempt(2))
-
-    @contextmanager
-    def client(self, address: str, **extra: Any) -> Iterator[SmartClient]:
-        host, _, port = address.rpartition(":")
-        options = {**self.kwargs, **extra}
-        make: Any = SmartClient  # redis-py's stubs leave an abstract attribute
-        c: SmartClient = make(
-            host=host, port=int(port), cluster=False, retry_policy=self.policy, **options
-        )
-        try:
-            yield c
-        finally:
-            c.close()
 
 
 def collect(
@@ -121,8 +77,8 @@ def collect(
     return facts
 
 
-def _collect_server(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[Facts, _Connector]:
-    connector = _Connector(kwargs, timeout)
+def _collect_server(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[Facts, Connector]:
+    connector = Connector(kwargs, timeout)
     first = f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
     node = _read_node(connector, first)
     if not node.reachable:
@@ -149,14 +105,14 @@ def _collect_server(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[F
     return facts, connector
 
 
-def _collect_sentinel(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[Facts, _Connector]:
+def _collect_sentinel(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[Facts, Connector]:
     service = str(kwargs["service_name"])
     facts = Facts("sentinel", mask_url(url), service_name=service)
-    sentinel_connector = _Connector(dict(kwargs.get("sentinel_kwargs") or {}), timeout)
+    sentinel_connector = Connector(dict(kwargs.get("sentinel_kwargs") or {}), timeout)
     node_kwargs = {
         k: v for k, v in kwargs.items() if k not in ("sentinels", "service_name", "sentinel_kwargs")
     }
-    connector = _Connector(node_kwargs, timeout)
+    connector = Connector(node_kwargs, timeout)
     pending = [f"{h}:{p}" for h, p in kwargs["sentinels"]]
     seen: set[str] = set()
     replicas: dict[str, dict[str, Any]] = {}
@@ -184,8 +140,8 @@ def _collect_sentinel(url: str, kwargs: dict[str, Any], timeout: float) -> tuple
                     pending.append(f"{other.get('ip')}:{other.get('port')}")
                 for r in c.sentinel_slaves(service):
                     replicas.setdefault(f"{r.get('ip')}:{r.get('port')}", r)
-        except _ERRORS as exc:
-            s.reachable, s.error = False, _error_text(exc)
+        except ERRORS as exc:
+            s.reachable, s.error = False, error_text(exc)
     named = [s.primary for s in facts.sentinels if s.primary]
     if named:
         primary = max(set(named), key=named.count)
@@ -195,7 +151,7 @@ def _collect_sentinel(url: str, kwargs: dict[str, Any], timeout: float) -> tuple
     return facts, connector
 
 
-def _read_node(connector: _Connector, address: str) -> NodeFacts:
+def _read_node(connector: Connector, address: str) -> NodeFacts:
     node = NodeFacts(address)
     try:
         with connector.client(address) as c:
@@ -217,15 +173,15 @@ def _read_node(connector: _Connector, address: str) -> NodeFacts:
                 if isinstance(text, bytes):
                     text = text.decode()
                 node.cluster_nodes = parse_cluster_nodes(str(text))
-    except _ERRORS as exc:
-        node.reachable, node.error = False, _error_text(exc)
+    except ERRORS as exc:
+        node.reachable, node.error = False, error_text(exc)
     return node
 
 
 # -- sampling ---------------------------------------------------------------------------
 def _sample(  # noqa: PLR0917 - private, called once
     facts: Facts,
-    connector: _Connector,
+    connector: Connector,
     sample: int,
     deadline: float,
     scan_rate: float,
@@ -250,7 +206,7 @@ def _sample(  # noqa: PLR0917 - private, called once
                     done += got
                     if progress is not None:
                         progress(done, goal)
-        except _ERRORS:
+        except ERRORS:
             continue  # the node's own checks report it
         if time.monotonic() >= deadline:
             facts.sample_complete = False

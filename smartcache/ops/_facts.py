@@ -77,6 +77,9 @@ class ClusterNode:
     slots: tuple[tuple[int, int], ...]  #: inclusive ranges
     migrating: dict[int, str]  #: slot -> target node id
     importing: dict[int, str]  #: slot -> source node id
+    #: the line of the node that answered: only that line shows open slots (a node shows
+    #: its own migrating/importing state, never another's)
+    myself: bool = False
 
     @property
     def is_primary(self) -> bool:
@@ -90,7 +93,7 @@ class ClusterNode:
 
 
 def parse_cluster_nodes(text: str) -> list[ClusterNode]:
-    """Parse a ``CLUSTER NODES`` reply (``myself`` dropped from the flags)."""
+    """Parse a ``CLUSTER NODES`` reply (``myself`` moved from the flags to its own field)."""
     nodes = []
     for line in text.splitlines():
         parts = line.split()
@@ -121,6 +124,7 @@ def parse_cluster_nodes(text: str) -> list[ClusterNode]:
                 slots=tuple(slots),
                 migrating=migrating,
                 importing=importing,
+                myself="myself" in parts[2].split(","),
             )
         )
     return nodes
@@ -205,6 +209,16 @@ class Facts:
     sample_complete: bool = True  #: False when --max-seconds cut the sampling short
     host: HostFacts | None = None  #: None when no node is local
     seconds: float = 0.0
+
+    def open_slots(self) -> list[ClusterNode]:
+        """Each reachable node's own line (the one that shows its open slots)."""
+        return [
+            c
+            for n in self.nodes
+            if n.reachable and n.cluster_nodes
+            for c in n.cluster_nodes
+            if c.myself
+        ]
 
     def primaries(self) -> list[NodeFacts]:
         """Reachable nodes whose INFO says ``role:master``."""

@@ -31,14 +31,30 @@ NODES = f"""\
 
 
 def cluster_facts(text: str) -> Facts:
-    node = NodeFacts("10.0.0.1:7000", info={"role": "master"})
-    node.cluster_nodes = parse_cluster_nodes(text)
-    return Facts("cluster", "redis://10.0.0.1:7000", nodes=[node])
+    """Each node's own view: the same lines, ``myself`` on its own (only there do its open
+    slots show, as on a real server)."""
+    nodes = []
+    for i, address in enumerate(("10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000")):
+        lines = []
+        for j, line in enumerate(text.splitlines()):
+            parts = line.split()
+            flags = set(parts[2].split(",")) - {"myself"}
+            if i == j:
+                flags.add("myself")
+            else:
+                parts = [p for p in parts if not p.startswith("[")]
+            parts[2] = ",".join(sorted(flags))
+            lines.append(" ".join(parts))
+        node = NodeFacts(address, info={"role": "master"})
+        node.cluster_nodes = parse_cluster_nodes("\n".join(lines))
+        nodes.append(node)
+    return Facts("cluster", "redis://10.0.0.1:7000", nodes=nodes)
 
 
 def test_parse_cluster_nodes_reads_open_slots() -> None:
     a, b, c = parse_cluster_nodes(NODES)
-    assert a.address == "10.0.0.1:7000" and a.flags == frozenset({"master"})
+    assert a.address == "10.0.0.1:7000" and a.flags == frozenset({"master"}) and a.myself
+    assert not b.myself
     assert a.slots == ((0, 5460),) and a.migrating == {5460: B} and a.importing == {}
     assert b.importing == {5460: A} and c.migrating == c.importing == {}
 
