@@ -36,7 +36,8 @@ __all__ = ["collect", "mask_url"]  # mask_url: re-exported for the tests
 
 #: a string is read (to see whether it holds JSON) only up to this size
 JSON_PEEK: Final = 4096
-#: the listpack limits a hash keeps its compact encoding under (the servers' defaults)
+#: the listpack limits a hash keeps its compact encoding under, when the server's own
+#: (hash-max-listpack-entries / -value) cannot be read
 LISTPACK_ENTRIES: Final = 128
 LISTPACK_VALUE: Final = 64
 
@@ -202,7 +203,8 @@ def _sample(  # noqa: PLR0917 - private, called once
     for node in primaries:
         try:
             with connector.client(node.address) as c:
-                for got in _sample_node(c, node.address, share, deadline, scan_rate, facts):
+                limits = _listpack_limits(node)
+                for got in _sample_node(c, node.address, share, deadline, scan_rate, facts, limits):
                     done += got
                     if progress is not None:
                         progress(done, goal)
@@ -221,6 +223,7 @@ def _sample_node(  # noqa: PLR0917 - private, called once
     deadline: float,
     scan_rate: float,
     facts: Facts,
+    limits: tuple[int, int],
 ) -> Iterator[int]:
     cursor: int = 0
     taken = 0
@@ -233,7 +236,7 @@ def _sample_node(  # noqa: PLR0917 - private, called once
         cursor, keys = c.scan(cursor=cursor, count=batch)
         keys = keys[: share - taken]
         if keys:
-            samples = _describe(c, address, keys)
+            samples = _describe(c, address, keys, limits)
             facts.samples.extend(samples)
             taken += len(samples)
             yield len(samples)
@@ -244,7 +247,26 @@ def _sample_node(  # noqa: PLR0917 - private, called once
             time.sleep(pause)
 
 
-def _describe(c: SmartClient, address: str, keys: list[Any]) -> list[KeySample]:
+def _listpack_limits(node: NodeFacts) -> tuple[int, int]:
+    """The node's hash listpack limits (either name: ``ziplist`` before Redis 7)."""
+    config = node.config or {}
+
+    def read(names: tuple[str, ...], default: int) -> int:
+        for name in names:
+            with suppress(ValueError):
+                if name in config:
+                    return int(config[name])
+        return default
+
+    return (
+        read(("hash-max-listpack-entries", "hash-max-ziplist-entries"), LISTPACK_ENTRIES),
+        read(("hash-max-listpack-value", "hash-max-ziplist-value"), LISTPACK_VALUE),
+    )
+
+
+def _describe(
+    c: SmartClient, address: str, keys: list[Any], limits: tuple[int, int]
+) -> list[KeySample]:
     pipe = c.pipeline(transaction=False)
     for k in keys:
         pipe.type(k)
@@ -280,11 +302,13 @@ def _describe(c: SmartClient, address: str, keys: list[Any]) -> list[KeySample]:
             if isinstance(length, int):
                 s.value_bytes = length
                 if length <= JSON_PEEK and isinstance(head, bytes):
-                    _json_shape(s, head)
+                    _json_shape(s, head, limits)
     return out
 
 
-def _json_shape(s: KeySample, raw: bytes) -> None:
+def _json_shape(
+    s: KeySample, raw: bytes, limits: tuple[int, int] = (LISTPACK_ENTRIES, LISTPACK_VALUE)
+) -> None:
     """When ``raw`` is a flat JSON object, the bytes the same fields would take as a hash
     in its listpack encoding (or nothing, when it would not be a listpack)."""
     if not raw.startswith(b"{"):
@@ -293,7 +317,8 @@ def _json_shape(s: KeySample, raw: bytes) -> None:
         value = json.loads(raw)
     except ValueError:
         return
-    if not isinstance(value, dict) or not value or len(value) > LISTPACK_ENTRIES:
+    max_entries, max_value = limits
+    if not isinstance(value, dict) or not value or len(value) > max_entries:
         return
     size = 6 + 1  # listpack header and end byte
     for field, item in value.items():
@@ -302,7 +327,7 @@ def _json_shape(s: KeySample, raw: bytes) -> None:
         text = item if isinstance(item, str) else json.dumps(item)
         for part in (str(field), text):
             data = part.encode()
-            if len(data) > LISTPACK_VALUE:
+            if len(data) > max_value:
                 return  # the hash would switch to a hashtable: no saving to promise
             size += _listpack_entry(data)
     s.json_fields = len(value)

@@ -116,6 +116,16 @@ def plan_rebalance(
                 load[g] -= weight(pick)
                 load[r] += weight(pick)
                 moves.append(Move(pick, g, r))
+    # a node with no share gives away everything, rounding leftovers included
+    keep = [n for n in nodes if shares[n] > 0]
+    for g in nodes:
+        if shares[g] == 0:
+            for slot in list(pool[g]):
+                r = min(keep, key=lambda n: (load[n] - goal[n], n))
+                pool[g].remove(slot)
+                load[g] -= weight(slot)
+                load[r] += weight(slot)
+                moves.append(Move(slot, g, r))
     return moves
 
 

@@ -319,6 +319,14 @@ class Resharder:
                     self._client(n.address).execute_command("CLUSTER", "BUMPEPOCH")
         return done
 
+    def move(self, move: Move) -> None:
+        """Move one slot now (no state file): IMPORTING, MIGRATING, its keys, NODE."""
+        view = self._last_view or self.view()
+        known = {n.node_id for n in view}
+        if move.source not in known or move.target not in known:
+            view = self.view()
+        self._move_slot(move, view, None)
+
     def close(self) -> None:
         """Close the connections to the nodes."""
         self._stack.close()

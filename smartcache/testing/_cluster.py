@@ -383,33 +383,16 @@ class Cluster(Topology):
                 f"{source.address} owns {len(owned)} slots, cannot move {count}"
             )
         src_id, dst_id = self.node_id(source), self.node_id(target)
-        others = [p for p in self.primaries() if p is not source and p is not target]
-        with contextlib.ExitStack() as stack:
-            src = stack.enter_context(source.client(socket_timeout=30))
-            dst = stack.enter_context(target.client(socket_timeout=30))
-            rest = [stack.enter_context(p.client()) for p in others]
-            auth: list[str] = ["AUTH", self.password] if self.password else []
+        # the one implementation of a slot move: smartcache.ops (what `smartcache cluster
+        # reshard` runs), here with REPLACE as redis-cli's fix does
+        from smartcache.ops import Move, Resharder  # noqa: PLC0415 - ops imports the client
+
+        auth: dict[str, Any] = {"password": self.password} if self.password else {}
+        with Resharder(
+            source.url, batch=batch, migrate_timeout_ms=timeout_ms, replace=True, **auth
+        ) as resharder:
             for slot in chosen:
-                dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-                src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-                while True:
-                    keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
-                    if not keys:
-                        break
-                    src.execute_command(
-                        "MIGRATE",
-                        target.host,
-                        target.port,
-                        "",
-                        0,
-                        timeout_ms,
-                        "REPLACE",
-                        *auth,
-                        "KEYS",
-                        *keys,
-                    )
-                for client in (dst, src, *rest):
-                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                resharder.move(Move(slot, src_id, dst_id))
                 if on_slot is not None:
                     on_slot(slot)
         return chosen
