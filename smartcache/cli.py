@@ -326,6 +326,59 @@ def _progress_bar(*, enabled: bool) -> Iterator[Callable[[int, int], None] | Non
         yield update
 
 
+def _top(args: argparse.Namespace) -> int:
+    from smartcache.ops._nodes import mask_url  # noqa: PLC0415
+    from smartcache.ops._render import top_plain, top_rich, top_title  # noqa: PLC0415
+    from smartcache.ops._top import Top  # noqa: PLC0415
+
+    if args.interval <= 0:
+        raise ConfigurationError(f"--interval must be > 0 seconds, got {args.interval}")
+    kwargs: dict[str, Any] = {}
+    if args.password_env:
+        if args.password_env not in os.environ:
+            raise ConfigurationError(
+                f"--password-env {args.password_env}: that environment variable is not set"
+            )
+        kwargs["password"] = os.environ[args.password_env]
+    top = Top(args.url, **kwargs)
+    target = mask_url(args.url)
+    frames = 2 if args.once else args.iterations  # --once: two readings make the rates
+    live_ok = sys.stdout.isatty() and not args.once
+    try:
+        from rich.console import Console  # noqa: PLC0415 - optional
+        from rich.live import Live  # noqa: PLC0415
+    except ImportError:
+        live_ok = False
+    n = 0
+    try:
+        if live_ok:
+            console = Console()
+            with Live(console=console, auto_refresh=False, screen=False) as live:
+                while frames is None or n < frames:
+                    rows = top.tick()
+                    live.update(top_rich(top_title(top.kind, target, rows, args.interval), rows))
+                    live.refresh()
+                    n += 1
+                    if frames is None or n < frames:
+                        time.sleep(args.interval)
+        else:
+            while frames is None or n < frames:
+                rows = top.tick()
+                n += 1
+                if not args.once or n == frames:
+                    if sys.stdout.isatty():
+                        sys.stdout.write("\033[H\033[2J")
+                    sys.stdout.write(
+                        top_plain(top_title(top.kind, target, rows, args.interval), rows)
+                    )
+                    sys.stdout.flush()
+                if frames is None or n < frames:
+                    time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _confirm(question: str, *, yes: bool) -> bool:
     """``yes`` or a person's answer; without a terminal and without --yes: refuse."""
     if yes:
@@ -368,12 +421,12 @@ def _reshard_bar(*, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
     bar = Progress(
         TextColumn("moving slots"),
         BarColumn(),
-        TextColumn("{task.fields[slots]} slots  {task.completed}/{task.total} keys"),
+        TextColumn("{task.fields[slots]} slots  {task.fields[keys]} keys"),
         TextColumn("{task.fields[rate]} keys/s"),
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    task = bar.add_task("reshard", total=None, slots="0/0", rate="0")
+    task = bar.add_task("reshard", total=None, slots="-", keys="-", rate="0")
     with bar:
 
         def update(p: Any) -> None:
@@ -382,6 +435,7 @@ def _reshard_bar(*, enabled: bool) -> Iterator[Callable[[Any], None] | None]:
                 completed=p.keys_moved,
                 total=max(p.keys_total, p.keys_moved) or None,
                 slots=f"{p.slots_done}/{p.slots_total}",
+                keys=f"{p.keys_moved}/{max(p.keys_total, p.keys_moved)}",
                 rate=f"{p.keys_per_second:.0f}",
             )
 
@@ -520,6 +574,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--yes", action="store_true", help="with --fix: do not ask")
     doc.set_defaults(func=_doctor)
+    top = sub.add_parser("top", help="a live per-node view: ops/s, hit rate, memory, lag")
+    top.add_argument("url", help="redis://..., a cluster node's URL, or redis+sentinel://...")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
+    top.add_argument("--iterations", type=int, default=None, help="stop after N frames")
+    top.add_argument("--once", action="store_true", help="print one frame (two readings) and exit")
+    top.add_argument("--password-env", default=None, help="password from this env variable")
+    top.set_defaults(func=_top)
     cluster = sub.add_parser("cluster", help="move slots: reshard, rebalance")
     cluster_sub = cluster.add_subparsers(dest="action", required=True)
     for name, helptext, func in (

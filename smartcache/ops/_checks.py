@@ -25,6 +25,35 @@ LAG_SECONDS_WARN: Final = 10
 SLOW_CALL_USEC: Final = 1000  #: a command averaging above 1 ms per call is O(N) somewhere
 #: commands that walk the whole keyspace or a whole value whatever their arguments
 BLOCKING: Final = ("keys", "flushall", "flushdb", "debug")
+#: administration and replication, not the application's workload: never "slow commands"
+ADMIN: Final = frozenset(
+    [
+        "psync",
+        "sync",
+        "replconf",
+        "command",
+        "config",
+        "info",
+        "cluster",
+        "slowlog",
+        "client",
+        "acl",
+        "latency",
+        "memory",
+        "module",
+        "monitor",
+        "save",
+        "bgsave",
+        "bgrewriteaof",
+        "debug",
+        "shutdown",
+        "failover",
+        "hello",
+        "auth",
+    ]
+)
+#: a command's average per call means something only over this many calls
+SLOW_CALLS_MIN: Final = 10
 
 Check = Callable[[Facts], Iterable[Finding]]
 
@@ -667,8 +696,8 @@ def check_memory(facts: Facts) -> Iterable[Finding]:
                 "memory.fragmentation",
                 "Memory fragmentation",
                 P,
-                f"ratio {ratio:.2f}"
-                + (" (small dataset: not meaningful)" if rss <= 100 * 2**20 else ""),
+                # below 100 MB the ratio is dominated by fixed overheads: not shown
+                f"ratio {ratio:.2f}" if rss > 100 * 2**20 else "not judged below 100 MB of RSS",
                 node=n.address,
             )
         evicted = _int(n.info, "evicted_keys")
@@ -762,7 +791,8 @@ def check_commands(facts: Facts) -> Iterable[Finding]:
             if command in BLOCKING and calls:
                 used.append(f"{command.upper()} x{calls}")
             per_call = float(stat.get("usec_per_call", 0) or 0)
-            if per_call > SLOW_CALL_USEC and calls:
+            slow_enough = per_call > SLOW_CALL_USEC and calls >= SLOW_CALLS_MIN
+            if slow_enough and command.split("|", 1)[0] not in ADMIN:
                 slow.append((per_call, f"{command.upper()} {per_call / 1000:.1f} ms/call x{calls}"))
         if used:
             yield Finding(

@@ -32,7 +32,7 @@ from smartcache.ops._nodes import ERRORS, Connector, error_text, mask_url
 from smartcache.sync.client import SmartClient
 from smartcache.wire.settings import ConnectionSettings
 
-__all__ = ["collect", "mask_url"]  # mask_url: re-exported for the tests
+__all__ = ["collect", "discover", "mask_url"]  # mask_url: re-exported for the tests
 
 #: a string is read (to see whether it holds JSON) only up to this size
 JSON_PEEK: Final = 4096
@@ -62,12 +62,7 @@ def collect(
     ``ssl_ca_certs=``...)."""
     started = time.monotonic()
     deadline = started + max_seconds
-    sentinel = sentinel_url_kwargs(url, dict(client_kwargs))
-    if sentinel is not None:
-        facts, connector = _collect_sentinel(url, sentinel, timeout)
-    else:
-        kwargs = {**ConnectionSettings.from_url(url).to_redis_kwargs(), **client_kwargs}
-        facts, connector = _collect_server(url, kwargs, timeout)
+    facts, connector = _topology(url, timeout, client_kwargs)
     for node in facts.nodes:
         if node.reachable:
             node.local = _is_local(node.host)
@@ -76,6 +71,20 @@ def collect(
     facts.host = _host_facts(facts)
     facts.seconds = time.monotonic() - started
     return facts
+
+
+def discover(url: str, timeout: float, **client_kwargs: Any) -> tuple[str, Connector, list[str]]:
+    """(kind, a connector, every node's address) of the deployment at ``url``."""
+    facts, connector = _topology(url, timeout, client_kwargs)
+    return facts.kind, connector, [n.address for n in facts.nodes]
+
+
+def _topology(url: str, timeout: float, client_kwargs: dict[str, Any]) -> tuple[Facts, Connector]:
+    sentinel = sentinel_url_kwargs(url, dict(client_kwargs))
+    if sentinel is not None:
+        return _collect_sentinel(url, sentinel, timeout)
+    kwargs = {**ConnectionSettings.from_url(url).to_redis_kwargs(), **client_kwargs}
+    return _collect_server(url, kwargs, timeout)
 
 
 def _collect_server(url: str, kwargs: dict[str, Any], timeout: float) -> tuple[Facts, Connector]:

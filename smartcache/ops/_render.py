@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
-from typing import IO
+import time
+from typing import IO, Any
 
 from smartcache.ops import Report
-from smartcache.ops._facts import Status
+from smartcache.ops._facts import Finding, Status
+from smartcache.ops._top import Row
 
-__all__ = ["render_json", "render_table"]
+__all__ = ["render_json", "render_table", "top_plain", "top_rich", "top_title"]
 
 _STYLE = {
     Status.PASS: "green",
@@ -19,6 +21,27 @@ _STYLE = {
     Status.UNKNOWN: "dim",
 }
 _ANSI = {Status.PASS: "32", Status.WARN: "33", Status.FAIL: "1;31", Status.UNKNOWN: "2"}
+
+
+def grouped(report: Report) -> list[tuple[Finding, list[str]]]:
+    """Findings that say the same thing (check, status, value, why, fix) on several nodes
+    as one, with the nodes listed; in the order they were found."""
+    groups: dict[tuple[str, ...], tuple[Finding, list[str]]] = {}
+    for f in report.findings:
+        key = (f.check, f.status.value, f.value, f.why, f.fix)
+        if key in groups:
+            groups[key][1].append(f.node)
+        else:
+            groups[key] = (f, [f.node] if f.node else [])
+    return list(groups.values())
+
+
+def _where(nodes: list[str]) -> str:
+    if not nodes:
+        return "-"
+    if len(nodes) == 1:
+        return nodes[0]
+    return f"{len(nodes)} nodes"
 
 
 def render_json(report: Report, out: IO[str]) -> None:
@@ -58,17 +81,18 @@ def render_table(
     table.add_column("check", no_wrap=True)
     table.add_column("node", no_wrap=True)
     table.add_column("value")
-    for f in report.findings:
+    groups = grouped(report)
+    for f, nodes in groups:
         table.add_row(
-            f"[{_STYLE[f.status]}]{f.status.value}[/]", f.title, f.node or "-", _escape(f.value)
+            f"[{_STYLE[f.status]}]{f.status.value}[/]", f.title, _where(nodes), _escape(f.value)
         )
     console.print(table)
-    for f in report.findings:
+    for f, nodes in groups:
         if f.status is Status.PASS and not verbose:
             continue
         if not (f.why or f.fix):
             continue
-        where = f" ({f.node})" if f.node else ""
+        where = f" ({', '.join(nodes)})" if nodes else ""
         console.print(f"[{_STYLE[f.status]}]{f.status.value}[/] [bold]{f.check}[/]{where}")
         if f.why:
             console.print(f"  why: {_escape(f.why)}")
@@ -86,7 +110,8 @@ def _plain(report: Report, out: IO[str], *, color: bool, verbose: bool, width: i
     def paint(status: Status, text: str) -> str:
         return f"\033[{_ANSI[status]}m{text}\033[0m" if color else text
 
-    rows = [(f.status, f.title, f.node or "-", f.value) for f in report.findings]
+    groups = grouped(report)
+    rows = [(f.status, f.title, _where(nodes), f.value) for f, nodes in groups]
     w_title = max((len(r[1]) for r in rows), default=5)
     w_node = max((len(r[2]) for r in rows), default=4)
     value_width = max(20, width - 8 - w_title - w_node - 6)
@@ -98,10 +123,10 @@ def _plain(report: Report, out: IO[str], *, color: bool, verbose: bool, width: i
         for more in lines[1:]:
             out.write(" " * (7 + 2 + w_title + 2 + w_node + 2) + more + "\n")
     out.write("\n")
-    for f in report.findings:
+    for f, nodes in groups:
         if (f.status is Status.PASS and not verbose) or not (f.why or f.fix):
             continue
-        where = f" ({f.node})" if f.node else ""
+        where = f" ({', '.join(nodes)})" if nodes else ""
         out.write(f"{paint(f.status, f.status.value)} {f.check}{where}\n")
         if f.why:
             out.write(
@@ -113,3 +138,75 @@ def _plain(report: Report, out: IO[str], *, color: bool, verbose: bool, width: i
         for i, line in enumerate(f.fix.splitlines()):
             out.write(("  fix: " if i == 0 else "       ") + line + "\n")
     out.write(_summary(report) + "\n")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def top_cells(row: Row) -> list[str]:
+    """One row of ``smartcache top`` as text cells (the header is :data:`TOP_COLUMNS`)."""
+    if row.role == "down":
+        return [row.address, "down", "-", "-", "-", "-", "-", row.error[:40]]
+    memory = _human_bytes(row.used_memory) + (
+        f" / {_human_bytes(row.maxmemory)} ({row.used_memory / row.maxmemory:.0%})"
+        if row.maxmemory
+        else ""
+    )
+    return [
+        row.address,
+        row.role,
+        "-" if row.ops_per_sec is None else f"{row.ops_per_sec:,.0f}",
+        "-" if row.hit_rate is None else f"{row.hit_rate:.1%}",
+        memory,
+        str(row.clients),
+        "-" if row.lag_bytes is None else f"{row.lag_bytes} B",
+        str(row.slowlog_len) + ("" if not row.slowlog_new else f" (+{row.slowlog_new})"),
+    ]
+
+
+TOP_COLUMNS = ("node", "role", "ops/s", "hit rate", "memory", "clients", "repl lag", "slowlog")
+
+
+def top_title(kind: str, target: str, rows: list[Row], interval: float) -> str:
+    """The line above the table."""
+    total = sum(r.ops_per_sec or 0 for r in rows)
+    down = sum(r.role == "down" for r in rows)
+    return (
+        f"smartcache top: {kind} {target}, {len(rows)} nodes"
+        + (f" ({down} down)" if down else "")
+        + f", {total:,.0f} ops/s, every {interval:g} s, {time.strftime('%H:%M:%S')}"
+        + " (Ctrl-C quits)"
+    )
+
+
+def top_plain(title: str, rows: list[Row]) -> str:
+    """The whole frame as plain text."""
+    table = [list(TOP_COLUMNS), *(top_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(TOP_COLUMNS))]
+    lines = [title]
+    for line in table:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    return "\n".join(lines) + "\n"
+
+
+def top_rich(title: str, rows: list[Row]) -> Any:
+    """The whole frame as a rich renderable (rich must be installed)."""
+    from rich.table import Table  # noqa: PLC0415 - optional
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in TOP_COLUMNS:
+        table.add_column(
+            name,
+            justify="right" if name in ("ops/s", "clients") else "left",
+            no_wrap=name in ("node", "role"),  # an address is never cut
+        )
+    for r in rows:
+        cells = top_cells(r)
+        style = "bold red" if r.role == "down" else ("bold" if r.role == "primary" else "")
+        table.add_row(*cells, style=style)
+    return table

@@ -382,6 +382,9 @@ class Resharder:
             if source in addresses:
                 keys_total += sum(self._count_keys(addresses[source], slots).values())
         progress = ReshardProgress(len(moves), keys_total, slots_done=len(done))
+        if self.progress is not None:
+            self.progress(progress)  # the totals, before the first slot moves
+        saved = time.monotonic()
         for m in todo:
             owner = owner_of.get(m.slot)
             if owner != m.target:
@@ -395,9 +398,14 @@ class Resharder:
                 self._move_slot(m, view, progress)
             state["done"].append(m.slot)
             progress.slots_done += 1
-            self._save(state)
+            # saved at most twice a second: a slot done but not yet recorded is found
+            # owned by its target on resume, and skipped
+            if time.monotonic() - saved >= 0.5:
+                self._save(state)
+                saved = time.monotonic()
             if self.progress is not None:
                 self.progress(progress)
+        self._save(state)
         return progress
 
     def _count_keys(self, address: str, slots: Sequence[int]) -> dict[int, int]:
