@@ -9,6 +9,7 @@ topology (``redis_topologies``), never on the shared ones.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -189,3 +190,21 @@ def test_cli_json_and_exit_codes(redis_topologies: Any) -> None:
     )
     assert table.returncode == 2
     assert "Password required" in table.stdout and "Overall: FAIL" in table.stdout
+
+
+def test_top_once_through_sentinel(redis_topologies: Any) -> None:
+    group: SentinelGroup = redis_topologies.sentinel(replicas=1, sentinels=3)
+    out = subprocess.run(
+        [sys.executable, "-m", "smartcache", "top", group.url, "--once", "--interval", "0.2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = {line.split()[0]: line.split() for line in out.stdout.splitlines()[2:] if line}
+    assert lines[group.primary().address][1] == "primary"
+    replica = group.replicas()[0].address
+    assert lines[replica][1] == "replica"
+    assert re.search(rf"{replica} +replica .* \d+ B +\d+", out.stdout)  # its lag in bytes
+    assert out.stdout.startswith("smartcache top: sentinel ")

@@ -151,16 +151,19 @@ def test_reshard_under_live_traffic_loses_nothing_and_errs_nowhere(redis_topolog
 
 def test_rebalance_by_slots_then_by_memory(redis_topologies: Any) -> None:
     cluster: Cluster = redis_topologies.cluster(3, 0)
-    fill(cluster, 3000)
+    fill(cluster)
     a, b, _c = cluster.primaries()
     with Resharder(cluster.url) as r:
         r.run(r.plan_reshard(3000, [a.address], b.address))  # unbalanced on purpose
         assert r.plan_rebalance(by="slots") != []
-        r.run(r.plan_rebalance(by="slots"))
+        with Traffic(cluster) as traffic:
+            r.run(r.plan_rebalance(by="slots"))
+        assert traffic.errors == [], traffic.errors[:10]
+        assert traffic.ops > 1000
         counts = sorted(len(cluster.slots_of(p)) for p in cluster.primaries())
         assert counts[-1] - counts[0] <= 2 and sum(counts) == 16384
         assert r.plan_rebalance(by="slots") == []  # balanced: nothing more to do
-        check_all(cluster, 3000)
+        check_all(cluster)
 
         # memory: the keys of a's slots get big values; a rebalance by memory moves
         # slots off a until the datasets are close
@@ -188,11 +191,13 @@ def test_rebalance_by_slots_then_by_memory(redis_topologies: Any) -> None:
         before = datasets()
         moves = r.plan_rebalance(by="memory", threshold=0.1)
         assert moves and all(m.source == cluster.node_id(a) for m in moves)
-        r.run(moves)
+        with Traffic(cluster) as traffic:
+            r.run(moves)
+        assert traffic.errors == [], traffic.errors[:10]
         after = datasets()
     assert max(before) / min(before) > 3
     assert max(after) / min(after) < max(before) / min(before) / 2, (before, after)
-    check_all(cluster, 3000)
+    check_all(cluster)
 
 
 def test_an_interrupted_reshard_is_resumed_by_the_command(
