@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 import redis.exceptions
 
 from smartcache.cache._codec import (
+    PINNED_EXPIRY_MS,
     CorruptEntryError,
     Entry,
     Serializer,
@@ -202,6 +203,20 @@ class CacheBase:
             compress_over=policy.compress_over,
         )
         return data, ttl_ms + round(policy.stale_ttl * 1000)
+
+    def _pinned_plan(self, value: Any, policy: CachePolicy) -> tuple[bytes, int, int]:
+        """For a write-behind entry: the bytes with a logical expiry that never comes (it is
+        set when the change is committed), the physical TTL and the logical TTL (ms)."""
+        base = policy.null_ttl if value is None else policy.ttl
+        ttl_ms = jittered_ttl_ms(base, policy.jitter, self.rng)
+        data = encode_entry(
+            value,
+            serializer=policy.serializer,
+            expiry_ms=PINNED_EXPIRY_MS,
+            load_us=0,
+            compress_over=policy.compress_over,
+        )
+        return data, ttl_ms + round(policy.stale_ttl * 1000), ttl_ms
 
     def _queue_write(
         self, pipe: Any, key: str, data: bytes, px: int, *, tags: Sequence[str], policy: CachePolicy

@@ -32,6 +32,11 @@ __all__ = [
 MAGIC: Final = b"SC"
 FORMAT_VERSION: Final = 1
 _HEADER: Final = struct.Struct(">2sBBBqI")
+#: the byte offset of the 8-byte expiry in the header (write-behind rewrites it in place)
+EXPIRY_OFFSET: Final = 5
+#: the logical expiry of an entry whose write-behind change is still queued: never (the
+#: flusher sets the real one when the store has committed the change)
+PINNED_EXPIRY_MS: Final = 2**62
 HEADER_SIZE: Final = _HEADER.size
 
 FLAG_ZLIB: Final = 0x01

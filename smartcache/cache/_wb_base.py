@@ -136,17 +136,35 @@ class WriteBehindBase:
         return key
 
     def _set_args(self, key: str, value: Any) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of :data:`SET_SCRIPT` for ``set(key, value)``."""
+        """KEYS and ARGV of :data:`SET_SCRIPT` for ``set(key, value)``: the entry pinned
+        (no expiry) until its change is committed."""
         key = self._check_key(key)
         raw = self.policy.serializer.dumps(value)
-        data, px = self._entries._write_plan(key, value, 0, self.policy)
-        p = self.layout.partition_of(key)
-        return [self.layout.cache_key(key), self.layout.stream(p)], [data, px, key, raw]
+        data, px, ttl = self._entries._pinned_plan(value, self.policy)
+        return self._script_keys(key), [data, px, key, raw, "s", ttl]
 
     def _delete_args(self, key: str) -> tuple[list[str], list[Any]]:
+        """For ``delete(key)``: a tombstone (an entry holding None), pinned likewise, so
+        no reader loads the store's row before the delete reached it."""
         key = self._check_key(key)
+        data, px, ttl = self._entries._pinned_plan(None, self.policy)
+        return self._script_keys(key), [data, px, key, b"", "d", ttl]
+
+    def _script_keys(self, key: str) -> list[str]:
         p = self.layout.partition_of(key)
-        return [self.layout.cache_key(key), self.layout.stream(p)], [b"", 0, key, b""]
+        return [self.layout.cache_key(key), self.layout.stream(p), self.layout.dirty(p)]
+
+    def _pending_value(self, reply: Any, default: Any) -> Any:
+        """What :data:`PENDING_SCRIPT` answered, as ``get`` returns it."""
+        kind = int(reply[0])
+        if kind == 1:
+            return self._decode_value(reply[1], default)
+        if kind == 3:
+            raw = reply[1]
+            if isinstance(raw, str):
+                raw = raw.encode("utf-8", "surrogateescape")
+            return self.policy.serializer.loads(raw)
+        return default
 
     def _written(self, key: str, entry_id: Any, counter: str) -> str:
         text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -161,7 +179,8 @@ class WriteBehindBase:
             entry = decode_entry(raw, self.policy.serializer)
         except CorruptEntryError:
             return default
-        return default if entry is None else entry.value
+        # None: no entry, or a tombstone (a delete not yet committed)
+        return default if entry is None or entry.value is None else entry.value
 
     def _flush_targets(self) -> dict[int, str]:
         with self._ids_lock:

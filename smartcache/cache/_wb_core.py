@@ -47,6 +47,7 @@ from smartcache.exceptions import InvalidArgumentError
 __all__ = [
     "ACK_SCRIPT",
     "DEAD_SCRIPT",
+    "PENDING_SCRIPT",
     "SET_SCRIPT",
     "FlushOptions",
     "FlushState",
@@ -62,28 +63,59 @@ __all__ = [
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
-#: KEYS: cache key, stream. ARGV: entry bytes (empty: delete), px, user key, value bytes.
-#: Sets (or deletes) the cache entry and appends the change: both happen or neither.
+#: KEYS: cache key, stream, dirty hash. ARGV: entry bytes, px, user key, value bytes, op
+#: ("s" set, "d" delete), logical ttl ms. Sets the cache entry (for a delete: a tombstone,
+#: an entry holding None) WITHOUT an expiry, appends the change, and records it as the
+#: key's pending change: the entry cannot expire while its change is queued (the flusher
+#: restores the TTL once the store committed it, see ACK_SCRIPT). All or nothing.
 SET_SCRIPT: Final = """
-if ARGV[1] == '' then
-  redis.call('DEL', KEYS[1])
-  return redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1])
+local id
+if ARGV[5] == 'd' then
+  id = redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3], 'px', ARGV[2], 't', ARGV[6])
+else
+  id = redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4], 'px', ARGV[2],
+                  't', ARGV[6])
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[3], id)
+return id
 """
 
-#: KEYS: stream, attempts hash. ARGV: group, ids... Acknowledge and drop committed entries.
+#: KEYS: stream, attempts hash, dirty hash, then the cache key of each change. ARGV: group,
+#: the number n of entry IDs, n IDs, then per change: user key, ID, op, px, expiry (8
+#: bytes, big-endian ms). Acknowledges the committed entries and, for each change that is
+#: still its key's pending one, ends the pin: a set entry gets its expiry and TTL back (the
+#: TTL counted from now), a tombstone is dropped.
 ACK_SCRIPT: Final = """
-local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
-redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
-redis.call('HDEL', KEYS[2], unpack(ARGV, 2))
-return n
+local n = tonumber(ARGV[2])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[2 + i] end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+redis.call('XDEL', KEYS[1], unpack(ids))
+redis.call('HDEL', KEYS[2], unpack(ids))
+local j = 3 + n
+for k = 4, #KEYS do
+  local key, id, op, px = ARGV[j], ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3])
+  local expiry = ARGV[j + 4]
+  j = j + 5
+  if redis.call('HGET', KEYS[3], key) == id then
+    redis.call('HDEL', KEYS[3], key)
+    if op == 'd' then
+      redis.call('DEL', KEYS[k])
+    elseif redis.call('EXISTS', KEYS[k]) == 1 then
+      redis.call('SETRANGE', KEYS[k], 5, expiry)
+      redis.call('PEXPIRE', KEYS[k], px)
+    end
+  end
+end
+return acked
 """
 
-#: KEYS: stream, dead stream, attempts hash. ARGV: group, id, user key, op, value, error,
-#: attempts, superseded ids... Move one entry (and the older ones it superseded) to the
-#: dead-letter stream and acknowledge them, atomically.
+#: KEYS: stream, dead stream, attempts hash, dirty hash, cache key. ARGV: group, id, user
+#: key, op, value, error, attempts, superseded ids... Move one entry (and the older ones it
+#: superseded) to the dead-letter stream and acknowledge them, atomically; if it is still
+#: its key's pending change, the pinned cache entry goes too (the store never got it:
+#: readers see what the store has).
 DEAD_SCRIPT: Final = """
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'k', ARGV[3], 'op', ARGV[4], 'v', ARGV[5],
            'error', ARGV[6], 'attempts', ARGV[7])
@@ -92,7 +124,33 @@ for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 redis.call('XDEL', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
+if redis.call('HGET', KEYS[4], ARGV[3]) == ARGV[2] then
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('DEL', KEYS[5])
+end
 return #ids
+"""
+
+#: KEYS: cache key, stream, dirty hash. ARGV: user key. The read fence of
+#: ``WriteBehind.get`` after a cache miss: the key's pending change, if any, straight from
+#: the queue (an evicted or deleted entry never sends a reader to the store's older row).
+#: Returns {0} nothing pending, {1, entry} the entry is back, {2} a pending delete,
+#: {3, value bytes} a pending set.
+PENDING_SCRIPT: Final = """
+local entry = redis.call('GET', KEYS[1])
+if entry then return {1, entry} end
+local id = redis.call('HGET', KEYS[3], ARGV[1])
+if not id then return {0} end
+local found = redis.call('XRANGE', KEYS[2], id, id)
+if #found == 0 then return {0} end
+local fields = found[1][2]
+local op, value = 's', ''
+for i = 1, #fields, 2 do
+  if fields[i] == 'op' then op = fields[i + 1]
+  elseif fields[i] == 'v' then value = fields[i + 1] end
+end
+if op == 'd' then return {2} end
+return {3, value}
 """
 
 
@@ -164,6 +222,10 @@ class QueueLayout:
     def attempts(self, p: int) -> str:
         """Partition ``p``'s hash of failed attempts per entry ID."""
         return f"{self._prefix(p)}:{self.name}:attempts"
+
+    def dirty(self, p: int) -> str:
+        """Partition ``p``'s hash of each key's pending (queued, not committed) change ID."""
+        return f"{self._prefix(p)}:{self.name}:dirty"
 
     def meta(self) -> str:
         """The hash recording the queue's partition count."""
@@ -260,6 +322,8 @@ class _Change:
     key: str
     op: str
     raw_value: bytes | None
+    px: int = 0  #: the cache entry's TTL (ms) once the change is committed
+    ttl: int = 0  #: its logical expiry, ms after the commit
     superseded: list[str] = field(default_factory=list)
     value: Any = None
     error: str | None = None
@@ -309,6 +373,14 @@ def _first(entries: Any) -> Any:
     return entries
 
 
+def _number(raw: Any) -> int:
+    """An integer stream field (0 when absent: entries queued by an older version)."""
+    try:
+        return int(_text(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -331,7 +403,15 @@ def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change
         raw = fields.get("v")
         if isinstance(raw, str):  # a client with decode_responses=True
             raw = raw.encode("utf-8", "surrogateescape")
-        change = _Change(partition, entry_id, key, op, raw if raw is None else bytes(raw))
+        change = _Change(
+            partition,
+            entry_id,
+            key,
+            op,
+            raw if raw is None else bytes(raw),
+            px=_number(fields.get("px")),
+            ttl=_number(fields.get("t")),
+        )
         if op not in ("s", "d") or not key:
             change.error = f"malformed write-behind entry (op={op!r}, key={key!r})"
         previous = latest.get(key)
@@ -476,11 +556,30 @@ def flush_round(
             store_up = bool(answer)
 
     commands = []
-    by_partition: dict[int, list[str]] = {}
+    by_partition: dict[int, list[_Change]] = {}
     for change in ok:
-        by_partition.setdefault(change.partition, []).extend([change.entry_id, *change.superseded])
-    for p, ids in by_partition.items():
-        commands.append(("EVAL", ACK_SCRIPT, 2, layout.stream(p), layout.attempts(p), group, *ids))
+        by_partition.setdefault(change.partition, []).append(change)
+    for p, done in by_partition.items():
+        ids = [i for c in done for i in (c.entry_id, *c.superseded)]
+        unpin: list[Any] = []
+        for c in done:
+            expiry = (int(now_ms) + c.ttl).to_bytes(8, "big", signed=True)
+            unpin += [c.key, c.entry_id, c.op, c.px, expiry]
+        commands.append(
+            (
+                "EVAL",
+                ACK_SCRIPT,
+                3 + len(done),
+                layout.stream(p),
+                layout.attempts(p),
+                layout.dirty(p),
+                *(layout.cache_key(c.key) for c in done),
+                group,
+                len(ids),
+                *ids,
+                *unpin,
+            )
+        )
     counted: list[_Change] = []
     if store_up:
         for change, _error in failed:
@@ -511,10 +610,12 @@ def flush_round(
             (
                 "EVAL",
                 DEAD_SCRIPT,
-                3,
+                5,
                 layout.stream(c.partition),
                 layout.dead(c.partition),
                 layout.attempts(c.partition),
+                layout.dirty(c.partition),
+                layout.cache_key(c.key) if c.key else layout.stream(c.partition),
                 group,
                 c.entry_id,
                 c.key,

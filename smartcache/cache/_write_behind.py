@@ -35,7 +35,14 @@ from smartcache.cache._primitives import (
 )
 from smartcache.cache._protocol import RedisLike
 from smartcache.cache._wb_base import FlusherBase, WriteBehindBase, log, queue_probe_commands
-from smartcache.cache._wb_core import SET_SCRIPT, RedisBatch, RoundResult, StoreCall, StorePing
+from smartcache.cache._wb_core import (
+    PENDING_SCRIPT,
+    SET_SCRIPT,
+    RedisBatch,
+    RoundResult,
+    StoreCall,
+    StorePing,
+)
 from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["Flusher", "WriteBehind"]
@@ -178,6 +185,7 @@ class WriteBehind(WriteBehindBase):
                 "when separate flush-worker processes write the database"
             )
         self._script = client.register_script(SET_SCRIPT)
+        self._pending = client.register_script(PENDING_SCRIPT)
         self._checked = False
         self.flusher: Flusher | None = None
         if flusher:
@@ -221,8 +229,16 @@ class WriteBehind(WriteBehindBase):
         return self._written(key, self._script(keys=keys, args=args), "deletes")
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The cached value of ``key`` (``default`` on a miss)."""
-        return self._decode_value(self.client.get(self.key_for(key)), default)
+        """The value of ``key`` as last written (``default`` when none is cached or pending).
+
+        Read-your-writes: a change still queued is served even if its cache entry was
+        evicted or deleted meanwhile (it is read from the queue), never the store's older
+        row; a pending delete reads as ``default``."""
+        raw = self.client.get(self.key_for(key))
+        if raw is not None:
+            return self._decode_value(raw, default)
+        reply = self._pending(keys=self._script_keys(key), args=[key])
+        return self._pending_value(reply, default)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every change this object wrote has reached the store.

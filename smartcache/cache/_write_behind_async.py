@@ -34,7 +34,14 @@ from smartcache.cache._primitives_async import (
 )
 from smartcache.cache._protocol import AsyncRedisLike
 from smartcache.cache._wb_base import FlusherBase, WriteBehindBase, log, queue_probe_commands
-from smartcache.cache._wb_core import SET_SCRIPT, RedisBatch, RoundResult, StoreCall, StorePing
+from smartcache.cache._wb_core import (
+    PENDING_SCRIPT,
+    SET_SCRIPT,
+    RedisBatch,
+    RoundResult,
+    StoreCall,
+    StorePing,
+)
 from smartcache.exceptions import InvalidArgumentError
 
 __all__ = ["AsyncFlusher", "AsyncWriteBehind"]
@@ -177,6 +184,7 @@ class AsyncWriteBehind(WriteBehindBase):
                 "when separate flush-worker processes write the database"
             )
         self._script = client.register_script(SET_SCRIPT)
+        self._pending = client.register_script(PENDING_SCRIPT)
         self._checked = False
         self.flusher: AsyncFlusher | None = None
         if flusher:
@@ -220,8 +228,16 @@ class AsyncWriteBehind(WriteBehindBase):
         return self._written(key, await self._script(keys=keys, args=args), "deletes")
 
     async def get(self, key: str, default: Any = None) -> Any:
-        """The cached value of ``key`` (``default`` on a miss)."""
-        return self._decode_value(await self.client.get(self.key_for(key)), default)
+        """The value of ``key`` as last written (``default`` when none is cached or pending).
+
+        Read-your-writes: a change still queued is served even if its cache entry was
+        evicted or deleted meanwhile (it is read from the queue), never the store's older
+        row; a pending delete reads as ``default``."""
+        raw = await self.client.get(self.key_for(key))
+        if raw is not None:
+            return self._decode_value(raw, default)
+        reply = await self._pending(keys=self._script_keys(key), args=[key])
+        return self._pending_value(reply, default)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until every change this object wrote has reached the store.

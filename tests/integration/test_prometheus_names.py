@@ -36,9 +36,11 @@ def both(**kwargs: Any) -> tuple[dict[str, Any], Any, Any]:
 
 
 def series(registry: Any) -> Series:
+    """Every sample; a label with an empty value is dropped (to Prometheus it is the same
+    as no label, which is how the exporter writes an attribute a series does not have)."""
     text = prometheus_client.generate_latest(registry).decode()
     return {
-        (s.name, frozenset(s.labels.items())): s.value
+        (s.name, frozenset((k, v) for k, v in s.labels.items() if v != "")): s.value
         for family in parser.text_string_to_metric_families(text)
         for s in family.samples
         if not s.name.endswith("_created")

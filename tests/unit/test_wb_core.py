@@ -177,8 +177,16 @@ def test_a_round_writes_the_coalesced_batch_then_acknowledges_it() -> None:
     assert sorted((i.key, i.value) for i in call.items) == [("a", 2), ("b", 9)]
     assert {i.key: i.version for i in call.items}["a"] == stream_version("2-0")
     acks = [c for c in script.effects[-1].commands if c[1] == ACK_SCRIPT]
-    acked = sorted(tuple(c[6:]) for c in acks)
+
+    def acked_ids(command: tuple[object, ...]) -> tuple[object, ...]:
+        args = command[3 + int(command[2]) :]  # type: ignore[call-overload]
+        return tuple(args[2 : 2 + int(args[1])])
+
+    acked = sorted(acked_ids(c) for c in acks)
     assert acked == [("1-0",), ("2-0", "1-0")]  # the superseded entry rides along
+    unpinned = sorted(c[3 + int(c[2]) + 2 + int(c[3 + int(c[2]) + 1]) :][:3] for c in acks)
+    # each key's last change ends its pin (the superseded one has nothing to end)
+    assert unpinned == [("a", "2-0", "s"), ("b", "1-0", "s")]
     assert result.applied == 2 and result.acked == 3 and not result.stalled
 
 
@@ -222,7 +230,7 @@ def test_a_rejected_entry_counts_attempts_and_goes_to_dead_letters_at_the_limit(
     result = Script(handler).run(_round(layout, FlushOptions(max_attempts=3), FlushState()))
     assert ("HINCRBY", layout.attempts(0), "1-0", 1) in commands
     (dead,) = [c for c in commands if c[1] == DEAD_SCRIPT]
-    assert dead[7:10] == ("1-0", "bad", "s") and "rejected" in dead[11]
+    assert dead[9:12] == ("1-0", "bad", "s") and "rejected" in dead[13]
     assert result.applied == 1 and result.dead == 1 and result.failed == 0
 
 
@@ -259,7 +267,7 @@ def test_undecodable_values_go_straight_to_dead_letters() -> None:
 
     result = Script(handler).run(_round(layout, FlushOptions(), FlushState()))
     assert result.dead == 1
-    assert any(c[1] == DEAD_SCRIPT and "cannot decode" in c[11] for c in commands)
+    assert any(c[1] == DEAD_SCRIPT and "cannot decode" in c[13] for c in commands)
 
 
 def test_a_redis_error_ends_the_round_and_nogroup_recreates_groups() -> None:
