@@ -139,7 +139,8 @@ def test_pinned_through_a_sentinel_failover(
     store.write_many([StoreItem("k", "old", "0")])
     store.gate.clear()
     store.entered.clear()
-    wb = world.write_behind(client, store, name=f"pinfail{uuid.uuid4().hex[:8]}", ttl=TTL, max_backoff=0.2)
+    name = f"pinfail{uuid.uuid4().hex[:8]}"
+    wb = world.write_behind(client, store, name=name, ttl=TTL, max_backoff=0.2)
     try:
         wb.set("k", "new")
         assert store.entered.wait(30)
@@ -167,9 +168,9 @@ def test_a_dead_lettered_change_unpins_its_entry(
     store.gate.set()
     store.write_many([StoreItem("bad", "stored", "0")])
     store.poison = "bad"
-    wb = world.write_behind(
-        client, store, name=f"pindead{uuid.uuid4().hex[:8]}", ttl=TTL, options=FlushOptions(max_attempts=2)
-    )
+    options = FlushOptions(max_attempts=2)
+    name = f"pindead{uuid.uuid4().hex[:8]}"
+    wb = world.write_behind(client, store, name=name, ttl=TTL, options=options)
     try:
         wb.set("bad", "never stored")
         wb.set("good", "stored")
