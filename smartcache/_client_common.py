@@ -40,13 +40,7 @@ from smartcache.exceptions import ConfigurationError
 from smartcache.wire import ConnectionSettings
 from smartcache.wire.settings import POOL_KWARGS
 
-__all__ = ["BLOCKING", "READ_FROM", "WAIT_ON_CLUSTER", "ClientCommon", "sentinel_url_kwargs"]
-
-#: the refusal of ``wait_replicas=`` on a cluster (never dropped silently)
-WAIT_ON_CLUSTER = (
-    "wait_replicas= is supported on a standalone server and with Sentinel, not (yet) on a "
-    "cluster: WAIT counts the replicas of one primary (per-shard durability is planned)"
-)
+__all__ = ["BLOCKING", "READ_FROM", "ClientCommon", "sentinel_url_kwargs"]
 
 # Commands that may block; on a single node they run without a read timeout.
 #: ``execute_command`` options that send a read past the near cache (raw replies, a
@@ -166,8 +160,6 @@ class ClientCommon:
         nodes = list(startup_nodes) if startup_nodes else [(host, int(port))]
         self._startup = [(str(h), int(p)) for h, p in nodes]
         self._cluster_hint: bool | None = a["cluster"]
-        if a["wait_replicas"] and startup_nodes:
-            raise ConfigurationError(WAIT_ON_CLUSTER)
 
     def _init_common(
         self,

@@ -20,7 +20,6 @@ from redis.commands.helpers import list_or_args
 
 from smartcache._client_common import (
     NEAR_UNSUITED,
-    WAIT_ON_CLUSTER,
     ClientCommon,
     sentinel_url_kwargs,
 )
@@ -37,7 +36,7 @@ from smartcache.core.flow import Attempt, IsSuspect, Outcome, Sleep, keyed_flow
 from smartcache.core.retry import is_network_failure
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
-from smartcache.exceptions import ConfigurationError, NoReachableNodeError
+from smartcache.exceptions import NoReachableNodeError
 from smartcache.wire import ConnectionSettings
 
 if TYPE_CHECKING:
@@ -159,13 +158,16 @@ class AsyncClientBase(  # type: ignore[misc]  # redis-py's own async mixins disa
                 continue
             if is_cluster:
                 await pool.aclose()
-                if self._wait[0]:
-                    raise ConfigurationError(WAIT_ON_CLUSTER)
                 state = AsyncClusterState(
                     settings, self._startup, pool_factory=self._new_pool, counters=self._counters
                 )
                 await state.refresh(force=True)
-                router = AsyncClusterRouter(state, self.retry_policy, self.read_from)
+                router = AsyncClusterRouter(
+                    state,
+                    self.retry_policy,
+                    self.read_from,
+                    wait=(*self._wait, self._wait_aof),
+                )
                 self._cluster, self._router, self._pool = state, router, None
                 self._start_refresher(state)
             else:

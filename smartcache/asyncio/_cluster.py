@@ -53,6 +53,7 @@ from smartcache.core.routing import (
     resolve_group,
     route,
 )
+from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.core.slotmap import SlotMap, parse_address
 from smartcache.core.stats import Counters
 from smartcache.exceptions import NoReachableNodeError
@@ -154,11 +155,19 @@ class AsyncClusterRouter:
     """Routes commands over an :class:`AsyncClusterState` under one retry policy."""
 
     def __init__(
-        self, state: AsyncClusterState, policy: RetryPolicy, read_from: str = "primary"
+        self,
+        state: AsyncClusterState,
+        policy: RetryPolicy,
+        read_from: str = "primary",
+        *,
+        wait: tuple[int, int, bool] | None = None,
     ) -> None:
         self.state = state
         self.policy = policy
         self.read_from = read_from
+        #: ``wait_replicas=``: (replicas, timeout ms, WAITAOF?); each write is followed by
+        #: WAIT on its own connection to the primary that applied it (per shard)
+        self.wait = wait if wait and wait[0] else None
         self.table = CommandTable.fallback()
         self.table_loaded = False
         self._table_lock = Lock()
@@ -213,7 +222,7 @@ class AsyncClusterRouter:
             merged=_MERGED,
         )
         fast = fast_path_entry(where.spec, args[0], self.read_from)
-        if fast is not None:
+        if fast is not None and self._then(where.spec) is None:  # writes that WAIT: no
             self.single_key[args[0]] = fast
         match where:
             case ToSlot(spec=spec, slot=slot, default_node=default_node):
@@ -223,6 +232,9 @@ class AsyncClusterRouter:
                 finish = result_callback(spec, args, _RESULTS)
                 return default_node_reply(reply, self.state.default_address(), finish)
             case Split(plan=plan):
+                if self._then(where.spec) is not None:  # each part WAITs on its shard
+                    lookup = self.table.lookup
+                    return plan.merge([await self.keyed(p, lookup(p), s) for s, p, _ in plan.parts])
                 return plan.merge(await self.run_parts([(s, p) for s, p, _ in plan.parts]))
             case ToNodes(spec=spec, group=group, addresses=addresses, by_node=by_node):
                 targets = self.resolve_targets(group, addresses)
@@ -243,6 +255,7 @@ class AsyncClusterRouter:
         ``first`` hands over a failure the fast path already met; ``undecoded`` reads the
         reply as bytes whatever ``decode_responses`` says (redis-py's NEVER_DECODE).
         """
+        then = self._then(spec)
         flow = keyed_flow(
             args,
             spec,
@@ -261,7 +274,7 @@ class AsyncClusterRouter:
                 result = None
                 match effect:
                     case Attempt():
-                        result = await self.attempt(args, effect, undecoded=undecoded)
+                        result = await self.attempt(args, effect, undecoded=undecoded, then=then)
                     case RefreshIfPending():
                         if state.refresh_pending:
                             await self.try_refresh()
@@ -276,16 +289,39 @@ class AsyncClusterRouter:
                     case Sleep(seconds=seconds):
                         await asyncio.sleep(seconds)
         except StopIteration as done:
-            return done.value
+            if then is None or self.wait is None:
+                return done.value
+            reply, acked = done.value
+            wanted, timeout_ms, aof = self.wait
+            check_wait(args, acked, wanted, timeout_ms, aof=aof)
+            return reply
+
+    def _then(self, spec: CommandSpec | None) -> tuple[Any, ...] | None:
+        """The WAIT that follows ``spec``'s command, if it writes and durability is asked."""
+        if self.wait is None or (spec is not None and not spec.replicates):
+            return None
+        wanted, timeout_ms, aof = self.wait
+        return wait_command(wanted, timeout_ms, aof=aof)
 
     async def attempt(
-        self, args: tuple[Any, ...], step: Attempt, *, undecoded: bool = False
+        self,
+        args: tuple[Any, ...],
+        step: Attempt,
+        *,
+        undecoded: bool = False,
+        then: tuple[Any, ...] | None = None,
     ) -> Outcome:
-        """Send the command once, as ``step`` says, and tell what happened."""
+        """Send the command once, as ``step`` says, and tell what happened (``then``: the
+        WAIT behind it on the same connection, the reply being ``(reply, WAIT's reply)``)."""
         pool = self.state.attempt_pool(step)
         if pool is None:
             return unserved(step.slot)
         asking = step.asking is not None
+        if then is not None:
+            assert self.wait is not None
+            return await pool.attempt(
+                args, asking=asking, then=then, then_timeout=self.wait[1] / 1000
+            )
         return await pool.attempt(args, asking=asking, blocking=step.blocking, undecoded=undecoded)
 
     async def run_parts(self, parts: Sequence[tuple[int, tuple[Any, ...]]]) -> list[Any]:

@@ -63,6 +63,7 @@ from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
 from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.wire import ConnectionSettings, Undecoded
 
 __all__ = ["AsyncPipeline"]
@@ -76,6 +77,8 @@ class _Client(Protocol):
     _table: CommandTable
     _settings: ConnectionSettings
     _telemetry: Any  # smartcache._otel.Telemetry, or None (metrics off)
+    _wait: tuple[int, int]  # wait_replicas=, wait_timeout_ms=
+    _wait_aof: bool
     retry_policy: RetryPolicy
     response_callbacks: Any
 
@@ -215,6 +218,42 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         pool = state.slot_pools[slot] if slot is not None else None
         return pool if pool is not None else state.pool(state.default_address())
 
+    # -- durability (wait_replicas=) ------------------------------------------------------
+    def _wait_after(self, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+        """The WAIT that follows ``commands`` on their connection when durability is asked
+        and one of them writes (the single-command rule: ``spec is None or replicates``)."""
+        client = self._client
+        wanted, timeout_ms = client._wait
+        if not wanted:
+            return None
+        table = client._router.table if client._router is not None else client._table
+        for args in commands:
+            spec = table.lookup(args)
+            if spec is None or spec.replicates:
+                return wait_command(wanted, timeout_ms, aof=client._wait_aof)
+        return None
+
+    def _check_acks(self, acks: Sequence[Any], name: str) -> None:
+        """``DurabilityError`` unless every batch's WAIT saw enough replicas; a WAIT cut
+        by a lost connection is skipped (its commands were re-run, each with its own
+        WAIT, or stand as ``AmbiguousCommandError``)."""
+        client = self._client
+        wanted, timeout_ms = client._wait
+        for acked in acks:
+            if isinstance(acked, _NET):
+                continue
+            check_wait((name,), acked, wanted, timeout_ms, aof=client._wait_aof)
+
+    async def _send_waited(
+        self, pool: AsyncConnectionPool, batch: list[tuple[Any, ...]], wait: tuple[Any, ...]
+    ) -> tuple[list[Any], Any]:
+        """``batch`` then ``wait`` on one connection; the batch's replies (a transport error
+        raised, as ``_send_batch`` does) and WAIT's."""
+        answers = await pool.run_followed(batch, wait, self._client._wait[1] / 1000)
+        if isinstance(answers[0], _NET):
+            raise answers[0]
+        return answers[:-1], answers[-1]
+
     # -- execute --------------------------------------------------------------------------
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send every queued command; return the replies in order."""
@@ -250,32 +289,52 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
     async def _execute_transaction(self, stack: Stack, raise_on_error: bool) -> list[Any]:
         commands = [normalize_command(args) for args, _ in stack]
         batch = [("MULTI",), *commands, ("EXEC",)]
+        wait = self._wait_after(commands)
+        acks: list[Any] = []
         if self._pinned is not None:
             _, conn = self._pinned
             try:
-                replies = await conn.execute_many(batch)
+                replies = await conn.execute_many(batch if wait is None else [*batch, wait])
             except _NET:
                 self._pinned = None
                 if self.watching:
                     raise rx.WatchError(_WATCH_LOST) from None
                 raise
+            if wait is not None:
+                acks.append(replies.pop())
         else:
-            replies = await self._send_transaction(commands, batch)
+            replies = await self._send_transaction(commands, batch, wait, acks)
         self.watching = False
-        return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
+        results = finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
+        self._check_acks(acks, "MULTI")
+        return results
 
     async def _send_transaction(
-        self, commands: Sequence[tuple[Any, ...]], batch: list[tuple[Any, ...]]
+        self,
+        commands: Sequence[tuple[Any, ...]],
+        batch: list[tuple[Any, ...]],
+        wait: tuple[Any, ...] | None = None,
+        acks: list[Any] | None = None,
     ) -> list[Any]:
-        """Send ``MULTI ... EXEC``; on a cluster, the driver of ``transaction_flow``."""
+        """Send ``MULTI ... EXEC``; on a cluster, the driver of ``transaction_flow``.
+        ``wait``: WAIT behind it on the same connection, its reply appended to ``acks``."""
+
+        async def send(pool: AsyncConnectionPool, sent: list[tuple[Any, ...]]) -> list[Any]:
+            if wait is None:
+                return await _send_batch(pool, sent)
+            replies, acked = await self._send_waited(pool, sent, wait)
+            if acks is not None:
+                acks.append(acked)
+            return replies
+
         router = self._client._router
         if router is None:
-            return await _send_batch(await self._pool_for(commands), batch)
+            return await send(await self._pool_for(commands), batch)
         await router.ensure_table()
         state = router.state
         slot = transaction_slot(router.table, commands, state.slot_of)
         if slot is None:  # no key: any primary, nothing can redirect it
-            return await _send_batch(await self._pool_for(commands), batch)
+            return await send(await self._pool_for(commands), batch)
         flow = transaction_flow(
             slot, policy=router.policy, clock=time.monotonic, counters=state.counters
         )
@@ -288,11 +347,11 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                     case Attempt(slot=at, asking=asking):
                         if asking is not None:
                             pool = state.pool(asking)
-                            replies = (await _send_batch(pool, [("ASKING",), *batch]))[1:]
+                            replies = (await send(pool, [("ASKING",), *batch]))[1:]
                         else:
                             maybe = state.slot_pools[at]
                             pool = maybe or state.pool(state.default_address())
-                            replies = await _send_batch(pool, batch)
+                            replies = await send(pool, batch)
                         result = Outcome(reply=replies, sent=True, address=pool.settings.address)
                     case RefreshIfPending():
                         if state.refresh_pending:
@@ -315,8 +374,11 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             for a, o in stack
         ]
         single = await client._one_node_pool()
+        acks: list[Any] = []
         raw = await (
-            self._on_cluster(commands) if single is None else self._on_pool(single, commands)
+            self._on_cluster(commands, acks)
+            if single is None
+            else self._on_pool(single, commands, acks)
         )
         results = []
         for reply, (args, options) in zip(raw, stack, strict=True):
@@ -327,13 +389,20 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
                 results.append(apply_callback(self.response_callbacks, args[0], reply, options))
         if raise_on_error:
             raise_first_error(stack, results)
+        self._check_acks(acks, "PIPELINE")
         return results
 
     async def _on_pool(
-        self, pool: AsyncConnectionPool, commands: list[tuple[Any, ...]]
+        self, pool: AsyncConnectionPool, commands: list[tuple[Any, ...]], acks: list[Any]
     ) -> list[Any]:
-        """The batch on one server (or a Sentinel's primary)."""
-        (answers,) = await run_batches([(pool, commands)])
+        """The batch on one server (or a Sentinel's primary); with ``wait_replicas=``, WAIT
+        behind it on its connection (its reply appended to ``acks``)."""
+        wait = self._wait_after(commands)
+        if wait is not None:
+            answers = await pool.run_followed(commands, wait, self._client._wait[1] / 1000)
+            acks.append(answers.pop())
+        else:
+            (answers,) = await run_batches([(pool, commands)])
         results: list[Any] = []
         for args, answer in zip(commands, answers, strict=True):
             if isinstance(answer, _NET):
@@ -366,8 +435,10 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
         except rx.RedisError as exc:
             return exc
 
-    async def _on_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The batch on a cluster: one contiguous batch per node, every node at once."""
+    async def _on_cluster(self, commands: list[tuple[Any, ...]], acks: list[Any]) -> list[Any]:
+        """The batch on a cluster: one contiguous batch per node, every node at once; with
+        ``wait_replicas=``, each node's batch that writes is followed by WAIT on its
+        connection (per shard; the replies go to ``acks``)."""
         router = self._client._router
         assert router is not None
         await router.ensure_table()
@@ -391,7 +462,18 @@ class AsyncPipeline(  # type: ignore[misc]  # redis-py's own async mixins disagr
             if pool is not None:
                 groups.setdefault(id(pool), (pool, []))[1].append(i)
         batches = [(pool, [ops[i][2] for i in indices]) for pool, indices in groups.values()]
-        answers = await run_batches(batches)
+        waits = [self._wait_after(batch) for _, batch in batches]
+        if any(w is not None for w in waits):
+            answers = []
+            for (pool, batch), wait in zip(batches, waits, strict=True):
+                if wait is None:
+                    answers.extend(await run_batches([(pool, batch)]))
+                    continue
+                got = await pool.run_followed(batch, wait, self._client._wait[1] / 1000)
+                acks.append(got.pop())
+                answers.append(got)
+        else:
+            answers = await run_batches(batches)
         for (_, indices), got in zip(groups.values(), answers, strict=True):
             for i, answer in zip(indices, got, strict=True):
                 replies[i] = answer

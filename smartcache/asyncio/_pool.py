@@ -216,7 +216,8 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
                     timeout = conn.timeout
                     if timeout is not None and then_timeout:
                         conn.settimeout(timeout + then_timeout)
-                    return self._settle_followed(await conn.execute_many([args, then]))
+                    batch = [("ASKING",), args, then] if asking else [args, then]
+                    return self._settle_followed((await conn.execute_many(batch))[-2:])
             if blocking or undecoded or dedicated:
                 async with self.dedicated() as conn:
                     if asking:
@@ -234,6 +235,22 @@ class AsyncConnectionPool(PoolBase[AsyncConnection]):
         except ATTEMPT_ERRORS as exc:
             return self._failed(exc)
         return self._settle(reply)
+
+    async def run_followed(
+        self, commands: Sequence[tuple[Any, ...]], then: tuple[Any, ...], then_timeout: float
+    ) -> list[Any]:
+        """``commands`` then ``then`` (``WAIT``, which blocks the connection it runs on) in
+        one write on a dedicated connection; one answer per command and ``then``'s last,
+        errors in place (a transport error stands for every answer it cut). The twin of
+        :meth:`ConnectionPool.run_followed <smartcache.sync._pool.ConnectionPool.run_followed>`."""
+        try:
+            async with self.dedicated() as conn:
+                timeout = conn.timeout
+                if timeout is not None and then_timeout:
+                    conn.settimeout(timeout + then_timeout)
+                return list(await conn.execute_many([*commands, then]))
+        except NET_ERRORS as exc:
+            return [exc] * (len(commands) + 1)
 
     def _wake_one(self) -> None:
         waiters = self._waiters

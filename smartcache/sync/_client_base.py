@@ -20,7 +20,6 @@ from redis.lock import Lock
 
 from smartcache._client_common import (
     NEAR_UNSUITED,
-    WAIT_ON_CLUSTER,
     ClientCommon,
     sentinel_url_kwargs,
 )
@@ -33,7 +32,7 @@ from smartcache.core.flow import Attempt, IsSuspect, Outcome, Sleep, keyed_flow
 from smartcache.core.retry import is_network_failure
 from smartcache.core.scan import first_step, next_step
 from smartcache.core.sentinel_command import check_wait, wait_command
-from smartcache.exceptions import ConfigurationError, NoReachableNodeError
+from smartcache.exceptions import NoReachableNodeError
 from smartcache.sync._cluster import ClusterRouter, ClusterState
 from smartcache.sync._near_io import borrow_reader, connect_channel, give_back_reader
 from smartcache.sync._sentinel import SentinelState
@@ -157,13 +156,16 @@ class ClientBase(ClientCommon, RedisSurface, _Commands):
                 continue
             if is_cluster:
                 pool.close()
-                if self._wait[0]:
-                    raise ConfigurationError(WAIT_ON_CLUSTER)
                 state = ClusterState(
                     settings, self._startup, pool_factory=self._new_pool, counters=self._counters
                 )
                 state.refresh(force=True)
-                router = ClusterRouter(state, self.retry_policy, self.read_from)
+                router = ClusterRouter(
+                    state,
+                    self.retry_policy,
+                    self.read_from,
+                    wait=(*self._wait, self._wait_aof),
+                )
                 self._cluster, self._router, self._pool = state, router, None
                 self._start_refresher(state)
             else:

@@ -60,6 +60,7 @@ from smartcache.core.pipeline import (
     UNWATCH_COMMANDS as _UNWATCH,
 )
 from smartcache.core.retry import RetryPolicy, request_written
+from smartcache.core.sentinel_command import check_wait, wait_command
 from smartcache.sync._cluster import ClusterRouter
 from smartcache.sync._connection import Connection
 from smartcache.sync._pool import ConnectionPool, run_batches
@@ -76,6 +77,8 @@ class _Client(Protocol):
     _table: CommandTable
     _settings: ConnectionSettings
     _telemetry: Any  # smartcache._otel.Telemetry, or None (metrics off)
+    _wait: tuple[int, int]  # wait_replicas=, wait_timeout_ms=
+    _wait_aof: bool
     retry_policy: RetryPolicy
     response_callbacks: Any
 
@@ -213,6 +216,42 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         pool = state.slot_pools[slot] if slot is not None else None
         return pool if pool is not None else state.pool(state.default_address())
 
+    # -- durability (wait_replicas=) ------------------------------------------------------
+    def _wait_after(self, commands: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+        """The WAIT that follows ``commands`` on their connection when durability is asked
+        and one of them writes (the single-command rule: ``spec is None or replicates``)."""
+        client = self._client
+        wanted, timeout_ms = client._wait
+        if not wanted:
+            return None
+        table = client._router.table if client._router is not None else client._table
+        for args in commands:
+            spec = table.lookup(args)
+            if spec is None or spec.replicates:
+                return wait_command(wanted, timeout_ms, aof=client._wait_aof)
+        return None
+
+    def _check_acks(self, acks: Sequence[Any], name: str) -> None:
+        """``DurabilityError`` unless every batch's WAIT saw enough replicas; a WAIT cut
+        by a lost connection is skipped (its commands were re-run, each with its own
+        WAIT, or stand as ``AmbiguousCommandError``)."""
+        client = self._client
+        wanted, timeout_ms = client._wait
+        for acked in acks:
+            if isinstance(acked, _NET):
+                continue
+            check_wait((name,), acked, wanted, timeout_ms, aof=client._wait_aof)
+
+    def _send_waited(
+        self, pool: ConnectionPool, batch: list[tuple[Any, ...]], wait: tuple[Any, ...]
+    ) -> tuple[list[Any], Any]:
+        """``batch`` then ``wait`` on one connection; the batch's replies (a transport error
+        raised, as ``_send_batch`` does) and WAIT's."""
+        answers = pool.run_followed(batch, wait, self._client._wait[1] / 1000)
+        if isinstance(answers[0], _NET):
+            raise answers[0]
+        return answers[:-1], answers[-1]
+
     # -- execute --------------------------------------------------------------------------
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         """Send every queued command; return the replies in order."""
@@ -248,32 +287,52 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
     def _execute_transaction(self, stack: Stack, raise_on_error: bool) -> list[Any]:
         commands = [normalize_command(args) for args, _ in stack]
         batch = [("MULTI",), *commands, ("EXEC",)]
+        wait = self._wait_after(commands)
+        acks: list[Any] = []
         if self._pinned is not None:
             _, conn = self._pinned
             try:
-                replies = conn.execute_many(batch)
+                replies = conn.execute_many(batch if wait is None else [*batch, wait])
             except _NET:
                 self._pinned = None
                 if self.watching:
                     raise rx.WatchError(_WATCH_LOST) from None
                 raise
+            if wait is not None:
+                acks.append(replies.pop())
         else:
-            replies = self._send_transaction(commands, batch)
+            replies = self._send_transaction(commands, batch, wait, acks)
         self.watching = False
-        return finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
+        results = finish_transaction(stack, replies, self.response_callbacks, raise_on_error)
+        self._check_acks(acks, "MULTI")
+        return results
 
     def _send_transaction(
-        self, commands: Sequence[tuple[Any, ...]], batch: list[tuple[Any, ...]]
+        self,
+        commands: Sequence[tuple[Any, ...]],
+        batch: list[tuple[Any, ...]],
+        wait: tuple[Any, ...] | None = None,
+        acks: list[Any] | None = None,
     ) -> list[Any]:
-        """Send ``MULTI ... EXEC``; on a cluster, the driver of ``transaction_flow``."""
+        """Send ``MULTI ... EXEC``; on a cluster, the driver of ``transaction_flow``.
+        ``wait``: WAIT behind it on the same connection, its reply appended to ``acks``."""
+
+        def send(pool: ConnectionPool, sent: list[tuple[Any, ...]]) -> list[Any]:
+            if wait is None:
+                return _send_batch(pool, sent)
+            replies, acked = self._send_waited(pool, sent, wait)
+            if acks is not None:
+                acks.append(acked)
+            return replies
+
         router = self._client._router
         if router is None:
-            return _send_batch(self._pool_for(commands), batch)
+            return send(self._pool_for(commands), batch)
         router.ensure_table()
         state = router.state
         slot = transaction_slot(router.table, commands, state.slot_of)
         if slot is None:  # no key: any primary, nothing can redirect it
-            return _send_batch(self._pool_for(commands), batch)
+            return send(self._pool_for(commands), batch)
         flow = transaction_flow(
             slot, policy=router.policy, clock=time.monotonic, counters=state.counters
         )
@@ -286,11 +345,11 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                     case Attempt(slot=at, asking=asking):
                         if asking is not None:
                             pool = state.pool(asking)
-                            replies = (_send_batch(pool, [("ASKING",), *batch]))[1:]
+                            replies = (send(pool, [("ASKING",), *batch]))[1:]
                         else:
                             maybe = state.slot_pools[at]
                             pool = maybe or state.pool(state.default_address())
-                            replies = _send_batch(pool, batch)
+                            replies = send(pool, batch)
                         result = Outcome(reply=replies, sent=True, address=pool.settings.address)
                     case RefreshIfPending():
                         if state.refresh_pending:
@@ -313,7 +372,12 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             for a, o in stack
         ]
         single = client._one_node_pool()
-        raw = self._on_cluster(commands) if single is None else self._on_pool(single, commands)
+        acks: list[Any] = []
+        raw = (
+            self._on_cluster(commands, acks)
+            if single is None
+            else self._on_pool(single, commands, acks)
+        )
         results = []
         for reply, (args, options) in zip(raw, stack, strict=True):
             if isinstance(reply, Exception):
@@ -323,11 +387,20 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
                 results.append(apply_callback(self.response_callbacks, args[0], reply, options))
         if raise_on_error:
             raise_first_error(stack, results)
+        self._check_acks(acks, "PIPELINE")
         return results
 
-    def _on_pool(self, pool: ConnectionPool, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The batch on one server (or a Sentinel's primary)."""
-        (answers,) = run_batches([(pool, commands)])
+    def _on_pool(
+        self, pool: ConnectionPool, commands: list[tuple[Any, ...]], acks: list[Any]
+    ) -> list[Any]:
+        """The batch on one server (or a Sentinel's primary); with ``wait_replicas=``, WAIT
+        behind it on its connection (its reply appended to ``acks``)."""
+        wait = self._wait_after(commands)
+        if wait is not None:
+            answers = pool.run_followed(commands, wait, self._client._wait[1] / 1000)
+            acks.append(answers.pop())
+        else:
+            (answers,) = run_batches([(pool, commands)])
         results: list[Any] = []
         for args, answer in zip(commands, answers, strict=True):
             if isinstance(answer, _NET):
@@ -360,8 +433,10 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
         except rx.RedisError as exc:
             return exc
 
-    def _on_cluster(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """The batch on a cluster: one contiguous batch per node, every node at once."""
+    def _on_cluster(self, commands: list[tuple[Any, ...]], acks: list[Any]) -> list[Any]:
+        """The batch on a cluster: one contiguous batch per node, every node at once; with
+        ``wait_replicas=``, each node's batch that writes is followed by WAIT on its
+        connection (per shard; the replies go to ``acks``)."""
         router = self._client._router
         assert router is not None
         router.ensure_table()
@@ -385,7 +460,18 @@ class Pipeline(RedisModuleCommands, CoreCommands, SentinelCommands):
             if pool is not None:
                 groups.setdefault(id(pool), (pool, []))[1].append(i)
         batches = [(pool, [ops[i][2] for i in indices]) for pool, indices in groups.values()]
-        answers = run_batches(batches)
+        waits = [self._wait_after(batch) for _, batch in batches]
+        if any(w is not None for w in waits):
+            answers = []
+            for (pool, batch), wait in zip(batches, waits, strict=True):
+                if wait is None:
+                    answers.extend(run_batches([(pool, batch)]))
+                    continue
+                got = pool.run_followed(batch, wait, self._client._wait[1] / 1000)
+                acks.append(got.pop())
+                answers.append(got)
+        else:
+            answers = run_batches(batches)
         for (_, indices), got in zip(groups.values(), answers, strict=True):
             for i, answer in zip(indices, got, strict=True):
                 replies[i] = answer

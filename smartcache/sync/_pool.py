@@ -208,7 +208,8 @@ class ConnectionPool(PoolBase[Connection]):
             return Outcome(error=exc, sent=False, address=self.settings.address)
         try:
             if then is not None:
-                return self._settle_followed(_with_follower(conn, args, then, then_timeout))
+                batch = [("ASKING",), args] if asking else [args]
+                return self._settle_followed(_with_follower(conn, batch, then, then_timeout))
             if asking and not undecoded:
                 reply = conn.execute_many([("ASKING",), args])[1]
             else:
@@ -226,6 +227,32 @@ class ConnectionPool(PoolBase[Connection]):
         finally:
             self.release(conn)
         return self._settle(reply)
+
+    def run_followed(
+        self, commands: Sequence[tuple[Any, ...]], then: tuple[Any, ...], then_timeout: float
+    ) -> list[Any]:
+        """``commands`` then ``then`` (``WAIT``) in one write on one connection of this
+        pool; one answer per command and ``then``'s last, errors in place (a transport
+        error stands for every answer it cut, ``request_sent`` saying whether it was
+        written). The twin of :meth:`AsyncConnectionPool.run_followed
+        <smartcache.asyncio._pool.AsyncConnectionPool.run_followed>`."""
+        try:
+            conn = self.get()
+        except _NET as exc:
+            return [exc] * (len(commands) + 1)
+        try:
+            timeout = conn.settings.socket_timeout
+            if timeout is not None and then_timeout:
+                conn.settimeout(timeout + then_timeout)
+            try:
+                return list(conn.execute_many([*commands, then]))
+            finally:
+                if timeout is not None and then_timeout and conn.is_connected:
+                    conn.settimeout(timeout)
+        except _NET as exc:
+            return [exc] * (len(commands) + 1)
+        finally:
+            self.release(conn)
 
     # -- shutdown -------------------------------------------------------------------------
 
@@ -291,15 +318,15 @@ class SingleConnectionPool(ConnectionPool):
 
 
 def _with_follower(
-    conn: Connection, args: tuple[Any, ...], then: tuple[Any, ...], extra: float
+    conn: Connection, batch: Sequence[tuple[Any, ...]], then: tuple[Any, ...], extra: float
 ) -> list[Any]:
-    """``args`` then ``then`` in one write, with the read timeout grown by ``extra``
-    seconds; both replies."""
+    """``batch`` then ``then`` in one write, with the read timeout grown by ``extra``
+    seconds; the last command's reply and ``then``'s (an ``ASKING`` first is skipped)."""
     timeout = conn.settings.socket_timeout
     if timeout is not None and extra:
         conn.settimeout(timeout + extra)
     try:
-        return conn.execute_many([args, then])
+        return conn.execute_many([*batch, then])[-2:]
     finally:
         if timeout is not None and extra and conn.is_connected:
             conn.settimeout(timeout)

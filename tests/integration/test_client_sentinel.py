@@ -12,7 +12,7 @@ import redis
 
 from smartcache import ConfigurationError, DurabilityError, NoReachableNodeError
 from smartcache.sync.client import SmartClient
-from smartcache.testing import Cluster, SentinelGroup, Standalone
+from smartcache.testing import SentinelGroup, Standalone
 from smartcache.testing.pytest_plugin import TopologyFactory
 
 
@@ -137,16 +137,6 @@ def test_wait_replicas_on_a_primary_given_by_address(
     assert short.get("plain:dur2") == b"w"
     with primary.client() as admin:
         admin.delete("plain:dur2", "plain:dur2:n")
-
-
-def test_wait_replicas_on_a_cluster_is_refused_not_dropped(
-    redis_cluster: Cluster, client_factory: Any
-) -> None:
-    """Through a URL too (the cluster is detected): WAIT would count one primary's
-    replicas, so the option is refused rather than silently ignored."""
-    with pytest.raises(ConfigurationError, match="not \\(yet\\) on a cluster"):
-        client = client_factory(url=redis_cluster.url, wait_replicas=1)
-        client.set("{dur}k", "v")
 
 
 def _writer(
