@@ -41,6 +41,7 @@ from smartcache.cache._repair_log import (
     rewrite_repair_log,
 )
 from smartcache.cache._store import AsyncStore, Store, StoreItem, is_async_store
+from smartcache.core.slots import key_slot
 from smartcache.exceptions import CacheInconsistencyError, ConfigurationError, InvalidArgumentError
 
 __all__ = ["WriteThrough"]
@@ -55,6 +56,61 @@ OnCacheError = Literal["record", "raise"]
 #: Keys per DEL when repairing (bounds one command's size; a cluster client splits by slot).
 REPAIR_BATCH: Final = 500
 _FIELDS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repaired")
+
+#: A writer's lease (``mode="set"``), begun before the database write. KEYS: the key's lease
+#: hash (same slot as the key). ARGV: token, stale ms. Drops leases older than ``stale``
+#: (a writer that died), counts the others still open, opens this one and names it the
+#: last begun. Returns how many others are open.
+LEASE_BEGIN: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stale = tonumber(ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+local others = 0
+for i = 1, #fields, 2 do
+  if fields[i] ~= 'last' then
+    if tonumber(fields[i + 1]) < now - stale then
+      redis.call('HDEL', KEYS[1], fields[i])
+    else
+      others = others + 1
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], now, 'last', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], stale * 2)
+return others
+"""
+
+#: The lease's end, after the database write. KEYS: lease hash, cache key. ARGV: token,
+#: alone ("1": no other lease was open when it began), entry bytes ('' for none), px.
+#: Sets the entry only if this writer was alone from its begin to now (alone at the begin,
+#: and still the last begun); otherwise, or with no entry, deletes it: two writers that
+#: overlap never leave the older value cached, whatever order their commits took.
+LEASE_END: Final = """
+local last = redis.call('HGET', KEYS[1], 'last')
+redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[2] == '1' and last == ARGV[1] and ARGV[3] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+
+#: a lease older than this belongs to a writer that died (its key is invalidated meanwhile)
+LEASE_STALE_MS: Final = 60_000
+
+
+def lease_key(key: str) -> str | None:
+    """The lease hash of cache key ``key``: a key on the same cluster slot (its own hash
+    tag kept, or ``key`` made the tag); ``None`` when no such name exists (odd braces)."""
+    slot = key_slot(key)
+    for candidate in (f"{key}:wt-lease", f"{{{key}}}:wt-lease"):
+        if key_slot(candidate) == slot:
+            return candidate
+    return None
+
+
 _STATS: Final = ("writes", "deletes", "store_errors", "cache_errors", "repairs_pending", "repaired")
 
 
@@ -71,13 +127,27 @@ class _Call:
 
 @dataclass(frozen=True, slots=True)
 class _Redis:
-    """DEL ``deletes`` and SET ``sets`` (key, entry bytes, PX) in one round trip."""
+    """DEL ``deletes``, SET ``sets`` (key, entry bytes, PX) and end ``leased`` writes
+    (lease key, token, alone, key, entry bytes or b"", PX: :data:`LEASE_END`) in one
+    round trip."""
 
     deletes: tuple[str, ...]
     sets: tuple[tuple[str, bytes, int], ...] = ()
+    leased: tuple[tuple[str, str, bool, str, bytes, int], ...] = ()
 
     def as_delete(self) -> _Redis:
-        return _Redis(self.deletes + tuple(key for key, _, _ in self.sets))
+        return _Redis(
+            self.deletes
+            + tuple(key for key, _, _ in self.sets)
+            + tuple(item[3] for item in self.leased)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Leases:
+    """Begin the leases ``(lease key, token)`` (:data:`LEASE_BEGIN`) -> others open each."""
+
+    items: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +155,7 @@ class _Sleep:
     seconds: float
 
 
-_Op: TypeAlias = _Call | _Redis | _Sleep
+_Op: TypeAlias = _Call | _Redis | _Sleep | _Leases
 _Flow: TypeAlias = Generator[_Op, Any, R]
 
 
@@ -193,9 +263,13 @@ class _WriteThroughCore:
         if isinstance(op, _Sleep):
             time.sleep(op.seconds)
             return None
-        if not op.sets:
+        if isinstance(op, _Leases):
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_leases(pipe, op)
+            return pipe.execute()
+        if not op.sets and not op.leased:
             return self.client.delete(*op.deletes)
-        if len(op.sets) == 1 and not op.deletes:
+        if len(op.sets) == 1 and not op.deletes and not op.leased:
             key, data, px = op.sets[0]
             return self.client.set(key, data, px=px)
         pipe = self.client.pipeline(transaction=False)
@@ -225,9 +299,13 @@ class _WriteThroughCore:
         if isinstance(op, _Sleep):
             await asyncio.sleep(op.seconds)
             return None
-        if not op.sets:
+        if isinstance(op, _Leases):
+            pipe = self.client.pipeline(transaction=False)
+            self._queue_leases(pipe, op)
+            return await pipe.execute()
+        if not op.sets and not op.leased:
             return await self.client.delete(*op.deletes)
-        if len(op.sets) == 1 and not op.deletes:
+        if len(op.sets) == 1 and not op.deletes and not op.leased:
             key, data, px = op.sets[0]
             return await self.client.set(key, data, px=px)
         pipe = self.client.pipeline(transaction=False)
@@ -238,25 +316,68 @@ class _WriteThroughCore:
     def _queue(pipe: Any, op: _Redis) -> None:
         for key, data, px in op.sets:
             pipe.set(key, data, px=px)
+        for lease, token, alone, key, data, px in op.leased:
+            pipe.eval(LEASE_END, 2, lease, key, token, "1" if alone else "0", data, px)
         if op.deletes:
             pipe.delete(*op.deletes)
 
+    @staticmethod
+    def _queue_leases(pipe: Any, op: _Leases) -> None:
+        for lease, token in op.items:
+            pipe.eval(LEASE_BEGIN, 1, lease, token, LEASE_STALE_MS)
+
+    def _lease(self, keys: Sequence[str]) -> _Flow[dict[str, tuple[str, str, bool]]]:
+        """``mode="set"``: begin a lease on each key before the database write; key ->
+        (lease key, token, alone). A key without one is invalidated after the write (Redis
+        failed, or no lease name shares its slot)."""
+        if self.mode != "set":
+            return {}
+        items = [(key, lease_key(key)) for key in keys]
+        begun = [(key, lease, uuid.uuid4().hex) for key, lease in items if lease is not None]
+        if not begun:
+            return {}
+        try:
+            others = yield _Leases(tuple((lease, token) for _, lease, token in begun))
+        except REDIS_ERRORS:
+            return {}  # the write goes on; its cache step invalidates
+        return {
+            key: (lease, token, int(n) == 0)
+            for (key, lease, token), n in zip(begun, others, strict=True)
+        }
+
     # -- flows
-    def _cache_op(self, values: Mapping[str, Any] | None, keys: Sequence[str]) -> _Redis:
-        """What to do to the cache: DEL ``keys``, or (``values`` given) SET their entries.
+    def _cache_op(
+        self,
+        values: Mapping[str, Any] | None,
+        keys: Sequence[str],
+        leases: Mapping[str, tuple[str, str, bool]] | None = None,
+    ) -> _Redis:
+        """What to do to the cache: DEL ``keys``, or (``values`` given, ``mode="set"``) set
+        their entries, each through its lease (``leases``: from :meth:`_lease`): set only
+        if its writer was alone, else deleted. A key without a lease is deleted.
 
         A value the policy does not cache (``None``, ``condition``) or cannot encode is
-        deleted instead.
+        deleted instead (through its lease, which that also ends).
         """
-        if values is None or self.mode == "invalidate":
+        leases = leases or {}
+        if self.mode == "invalidate":
             return _Redis(tuple(keys))
+        if values is None:  # a delete in set mode: end each lease with a DEL
+            plain = tuple(k for k in keys if k not in leases)
+            ended = tuple((*leases[k][:2], False, k, b"", 0) for k in keys if k in leases)
+            return _Redis(plain, (), ended)
         policy = self.policy
         deletes: list[str] = []
         sets: list[tuple[str, bytes, int]] = []
+        leased: list[tuple[str, str, bool, str, bytes, int]] = []
         for key in keys:
             value = values[key]
-            if not self._entries._should_store(value, policy):
+            lease = leases.get(key)
+            if lease is None:
                 deletes.append(key)
+                continue
+            if not self._entries._should_store(value, policy):
+                leased.append((*lease[:2], False, key, b"", 0))
                 continue
             try:
                 data, px = self._entries._write_plan(key, value, 0, policy)
@@ -268,10 +389,10 @@ class _WriteThroughCore:
                     policy.serializer.name,
                     type(exc).__name__,
                 )
-                deletes.append(key)
+                leased.append((*lease[:2], False, key, b"", 0))
                 continue
-            sets.append((key, data, px))
-        return _Redis(tuple(deletes), tuple(sets))
+            leased.append((lease[0], lease[1], lease[2], key, data, px))
+        return _Redis(tuple(deletes), tuple(sets), tuple(leased))
 
     def _heal(self) -> _Flow[None]:
         """Before a write: DEL pending keys, once per ``retry_max_delay`` at most, one try."""
@@ -451,10 +572,13 @@ class WriteThrough(_WriteThroughCore):
     The client's own retries run inside each attempt: give it a short retry policy and socket
     timeouts, or a dead Redis delays each write by the client's whole retry budget.
 
-    **Races**: ``mode="invalidate"`` is safe against concurrent writers (the next reader loads
-    the latest database value). ``mode="set"`` is not: with two writers A and B the order
-    "DB A, DB B, cache B, cache A" leaves A's older value cached until its TTL. Prefer
-    invalidate unless every key has a single writer.
+    **Races**: both modes are safe against concurrent writers. ``mode="invalidate"``: the
+    next reader loads the latest database value. ``mode="set"``: each write holds a lease on
+    its key from before the database write to the cache step (one script each, on the key's
+    slot); it sets the entry only if no other writer of that key overlapped it, and
+    otherwise deletes it, so two racing writers never leave the older value cached whatever
+    order their commits took (a writer that dies leaves its lease for 60 s, during which
+    the key's writes invalidate). It costs one more round trip per write.
     """
 
     def __init__(
@@ -561,18 +685,20 @@ class WriteThrough(_WriteThroughCore):
         if not keys:
             return
         yield from self._heal()
+        leases = yield from self._lease(keys)
         items = [StoreItem(key, value) for key, value in values.items()]
         yield from self._database(self._store_call("write_many", items), keys, "writes")
-        yield from self._cache_step(self._cache_op(values, keys))
+        yield from self._cache_step(self._cache_op(values, keys, leases))
 
     def _delete_flow(self, keys: Sequence[str]) -> _Flow[None]:
         keys = _check_keys(dict.fromkeys(keys))
         if not keys:
             return
         yield from self._heal()
+        leases = yield from self._lease(keys)
         items = [StoreItem(key) for key in keys]
         yield from self._database(self._store_call("delete_many", items), keys, "deletes")
-        yield from self._cache_step(_Redis(tuple(keys)))
+        yield from self._cache_step(self._cache_op(None, keys, leases))
 
 
 def _check_keys(values: Mapping[Any, Any]) -> list[str]:

@@ -100,9 +100,10 @@ class _WriteThroughFunctionBase(Generic[P, T]):
         engine = self.engine
         key = self._key_of(args, kwargs)  # before the database: a bad key writes nothing
         yield from engine._heal()
+        leases = yield from engine._lease([key])
         result = yield from engine._database(_Call(self._func, args, kwargs), [key], "writes")
         values = {key: result} if self.mode == "set" else None
-        yield from engine._cache_step(engine._cache_op(values, [key]))
+        yield from engine._cache_step(engine._cache_op(values, [key], leases))
         return result
 
     def _what(self) -> str:
@@ -231,9 +232,10 @@ def write_through(
     The wrapper keeps the function's signature and adds ``key_for()``, ``pending_repairs()``,
     ``repair()`` (a coroutine for an async function) and ``stats()``.
 
-    **Races**: invalidate (default) is safe against concurrent writers. ``mode="set"`` can
-    leave an older value cached when two writers interleave ("DB A, DB B, cache B, cache A")
-    until the entry's TTL; prefer invalidate.
+    **Races**: both modes are safe against concurrent writers. ``mode="set"`` holds a lease
+    on the key from before the call to the cache step and sets the entry only if no other
+    writer of the key overlapped it (otherwise it deletes it), so racing writers never leave
+    the older value cached; it costs one more round trip per call.
     """
     engine_options = {k: v for k, v in options.items() if k in _ENGINE_OPTIONS}
     policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}

@@ -442,3 +442,102 @@ async def test_async_decorator(redis_standalone: Standalone, kv: SQLiteKV) -> No
         with pytest.raises(InvalidArgumentError, match="async def"):
             sync_rename(1, "eve")
         assert kv.get("user:1") == "bob"  # refused before the database
+
+
+class _HeldStore:
+    """A dict database; a write of a value in ``hold`` commits, then waits for its gate
+    before returning (its writer's cache step comes late)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.rows: dict[str, Any] = {}
+        self.hold: dict[Any, Any] = {}
+        self.committed = threading.Event()
+        self._threading = threading
+
+    def gate(self, value: Any) -> Any:
+        event = self._threading.Event()
+        self.hold[value] = event
+        return event
+
+    def write_many(self, items: Sequence[StoreItem]) -> None:
+        for item in items:
+            self.rows[item.key] = item.value
+        for item in items:
+            gate = self.hold.get(item.value)
+            if gate is not None:
+                self.committed.set()
+                assert gate.wait(30)
+
+    def delete_many(self, items: Sequence[StoreItem]) -> None:
+        for item in items:
+            self.rows.pop(item.key, None)
+
+
+def test_set_mode_racing_writers_never_leave_the_older_value_cached(
+    redis_standalone: Standalone,
+) -> None:
+    """ "DB A, DB B, cache B, cache A": A's cache step comes after B's, A's value is the
+    older. The cache must not end with A (it did before leases)."""
+    import threading
+
+    client = SmartClient.from_url(redis_standalone.url)
+    store = _HeldStore()
+    wt = WriteThrough(client, store, mode="set", policy=CachePolicy(ttl=60), **RETRY)
+    key = f"race:{uuid.uuid4().hex[:8]}"
+    cache = Cache(client)
+    loads: list[Any] = []
+
+    def load() -> Any:
+        loads.append(1)
+        return store.rows.get(key)
+
+    try:
+        release_a = store.gate("A")
+        writer_a = threading.Thread(target=wt.write, args=(key, "A"))
+        writer_a.start()
+        assert store.committed.wait(30)  # DB A, A's cache step held back
+        wt.write(key, "B")  # DB B, cache B: overlapped A, so it deletes
+        release_a.set()
+        writer_a.join(30)  # cache A: overlapped B, deletes too
+        assert store.rows[key] == "B"
+        assert client.get(key) is None  # nothing cached: no older value
+        assert cache.get_or_load(key, load) == "B" and loads == [1]
+        assert client.hkeys(f"{{{key}}}:wt-lease") == [b"last"]  # both leases ended
+        wt.write(key, "C")  # alone: sets, the next read is a hit
+        assert cache.get_or_load(key, load) == "C" and loads == [1]
+        wt.delete(key)
+        assert client.get(key) is None and store.rows.get(key) is None
+    finally:
+        client.delete(key, f"{{{key}}}:wt-lease")
+        client.close()
+
+
+def test_set_mode_decorator_racing_writers(redis_standalone: Standalone) -> None:
+    import threading
+
+    client = SmartClient.from_url(redis_standalone.url)
+    store = _HeldStore()
+    ns = f"wtrace{uuid.uuid4().hex[:6]}"
+
+    @write_through("item:{item_id}", client=client, mode="set", namespace=ns, ttl=30, **RETRY)
+    def save(item_id: int, value: str) -> str:
+        store.write_many([StoreItem(f"item:{item_id}", value)])
+        return value
+
+    key = save.key_for(1, "x")
+    try:
+        release = store.gate("old")
+        older = threading.Thread(target=save, args=(1, "old"))
+        older.start()
+        assert store.committed.wait(30)
+        assert save(1, "new") == "new"
+        release.set()
+        older.join(30)
+        assert client.get(key) is None  # neither overlapping write left its value
+        assert save(1, "newest") == "newest"  # alone: cached
+        assert Cache(client).get_or_load(key, lambda: pytest.fail("loaded")) == "newest"
+    finally:
+        client.delete(key)
+        client.close()

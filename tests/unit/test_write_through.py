@@ -25,7 +25,7 @@ from smartcache.cache._repair_log import (
     rewrite_repair_log,
 )
 from smartcache.cache._store import StoreItem
-from smartcache.cache._write_through import WriteThrough, _Call, _Redis, _Sleep
+from smartcache.cache._write_through import WriteThrough, _Call, _Leases, _Redis, _Sleep
 from smartcache.cache._write_through_decorator import write_through
 from smartcache.exceptions import (
     CacheInconsistencyError,
@@ -239,10 +239,12 @@ def test_set_mode_retries_with_del_then_records(tmp_path: Path) -> None:
         repair_log=log,
         rng=MaxRandom(),
     )
-    ops = step(wt._write_flow({"k": {"v": 1}}), [None, DOWN, DOWN, DOWN])
-    assert isinstance(ops[0], _Call)
-    assert ops[1].sets[0][0] == "k" and 10_000 <= ops[1].sets[0][2] <= 10_001
-    assert ops[2:] == [_Sleep(0.05), _Redis(("k",)), _Sleep(0.1), _Redis(("k",))]
+    ops = step(wt._write_flow({"k": {"v": 1}}), [[0], None, DOWN, DOWN, DOWN])
+    assert isinstance(ops[0], _Leases) and ops[0].items[0][0] == "{k}:wt-lease"
+    assert isinstance(ops[1], _Call)
+    lease, _token, alone, key, _data, px = ops[2].leased[0]  # set through the lease
+    assert (lease, alone, key) == ("{k}:wt-lease", True, "k") and 10_000 <= px <= 10_001
+    assert ops[3:] == [_Sleep(0.05), _Redis(("k",)), _Sleep(0.1), _Redis(("k",))]
     assert store.items == [StoreItem("k", {"v": 1})]
     assert wt.pending_repairs() == ["k"] and [r.key for r in read_repair_log(log)] == ["k"]
     assert wt.stats()["cache_errors"] == 1 and wt.stats()["writes"] == 1
