@@ -31,6 +31,7 @@ from smartcache.exceptions import (
     SmartCacheError,
     SmartConnectionError,
     SmartTimeoutError,
+    StaleWriteError,
     TopologyError,
     TopologyNotReadyError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "CrossSlotError",
     "DurabilityError",
     "FlushTimeoutError",
+    "StaleWriteError",
     "InvalidArgumentError",
     "NearCache",
     "NearStats",

@@ -20,7 +20,8 @@ so existing ``except`` clauses keep working::
     ├── ClusterUnavailableError       also redis.exceptions.ClusterDownError
     ├── DurabilityError               a write reached fewer replicas than ``wait_replicas``
     ├── CacheInconsistencyError       write-through: database written, cache maybe stale
-    └── FlushTimeoutError             write-behind: not drained in time (also TimeoutError)
+    ├── FlushTimeoutError             write-behind: not drained in time (also TimeoutError)
+    └── StaleWriteError               a store refused a write older than its tombstone horizon
 
 Errors carry context as attributes (``.command``, ``.node``, ``.slot``, ``.attempts``),
 never secrets: passwords are not part of any message.
@@ -47,6 +48,7 @@ __all__ = [
     "SmartCacheError",
     "SmartConnectionError",
     "SmartTimeoutError",
+    "StaleWriteError",
     "TopologyError",
     "TopologyNotReadyError",
 ]
@@ -225,3 +227,26 @@ class FlushTimeoutError(SmartCacheError, TimeoutError):
     def __init__(self, message: str, *, partitions: Sequence[int] = ()) -> None:
         self.partitions = tuple(partitions)
         super().__init__(message)
+
+
+class StaleWriteError(SmartCacheError):
+    """A store refused versioned writes older than its tombstone horizon to keys it holds
+    no row for: the tombstone that would have made them lose may have been purged, so
+    applying them could bring a deleted key back. Nothing of the batch was applied.
+
+    ``keys`` lists the refused keys. A write-behind flusher retries the batch item by item
+    and, after ``max_attempts``, moves these changes to the dead letters (replay them with
+    a new version if they are still wanted).
+    """
+
+    def __init__(self, keys: Sequence[str], *, horizon: str) -> None:
+        self.keys = tuple(keys)
+        self.horizon = horizon
+        shown = ", ".join(self.keys[:5]) + (
+            f" (+{len(self.keys) - 5} more)" if len(self.keys) > 5 else ""
+        )
+        super().__init__(
+            f"writes to {shown} are older than the store's tombstone horizon (version "
+            f"{horizon}) and those keys have no row: a purged delete may be newer, so they "
+            "were not applied (re-write them with a new version if they are still wanted)"
+        )

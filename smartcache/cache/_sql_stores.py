@@ -11,6 +11,14 @@ older write cannot bring the key back, while a newer write revives it. Each ``wr
 ``delete_many`` call is one transaction; errors from the database propagate unchanged (the
 caller retries), and applying the same item twice is harmless.
 
+Tombstones do not pile up: a store purges those older than ``tombstone_horizon`` (7 days by
+default; their versions are stream versions, which carry their time) on a write at most
+once per ``purge_interval``, or when ``purge_tombstones()`` is called, and records the
+horizon it purged to in a small meta table. From then on a versioned write older than that
+horizon, to a key with no row, is refused with :class:`~smartcache.exceptions.StaleWriteError`
+(the tombstone that would have beaten it may be gone), so purging never lets an old
+replayed write bring a deleted key back; within the horizon the tombstone itself decides.
+
 The read helpers (``get``, ``get_many``, ``items``, ``version_of``) see live rows only (except
 ``version_of``, which also reports a tombstone's version); they make the store usable as the
 loader of a cached function.
@@ -21,17 +29,19 @@ SQLAlchemy is imported only when a SQLAlchemy store is built: ``pip install
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Generator, Iterable, Sequence
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 
 from smartcache.cache._codec import Serializer, get_serializer
 from smartcache.cache._store import StoreItem
-from smartcache.exceptions import ConfigurationError, InvalidArgumentError
+from smartcache.exceptions import ConfigurationError, InvalidArgumentError, StaleWriteError
 
 if TYPE_CHECKING:
     import asyncio
@@ -44,6 +54,18 @@ __all__ = ["AsyncSQLAlchemyStore", "SQLAlchemyStore", "SQLiteStore"]
 _TABLE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _IN_CHUNK: Final = 500  # keys per ``IN (...)`` query: well under every backend's bind limit
 _INSTALL_HINT: Final = "pip install 'smartcache[sqlalchemy]'"
+
+#: tombstones are kept this long (seconds) by default
+DEFAULT_TOMBSTONE_HORIZON: Final = 7 * 86400.0
+#: the meta row holding the version up to which tombstones were purged
+_PURGED: Final = "purged_before"
+#: only versions of this shape (:func:`~smartcache.cache.stream_version`, which carries the
+#: time of the change) are purged by age and refused past the horizon; other version
+#: schemes are left alone (their tombstones are kept, their writes never refused)
+_TIMED: Final = re.compile(r"\d{15}-\d{20}")
+_TIMED_LIKE: Final = "_" * 15 + "-" + "_" * 20
+
+log = logging.getLogger("smartcache.cache")
 
 _T = TypeVar("_T")
 _Kind = Literal["on_conflict", "on_duplicate_key", "generic"]
@@ -119,6 +141,76 @@ def _chunks(keys: list[str]) -> Iterable[list[str]]:
         yield keys[start : start + _IN_CHUNK]
 
 
+def horizon_version(now: float, horizon: float) -> str:
+    """The stream version of the instant ``horizon`` seconds before ``now``: tombstones
+    with older versions are purged, and older writes to absent keys refused."""
+    ms = max(int((now - horizon) * 1000), 0)
+    return f"{ms:015d}-{0:020d}"
+
+
+def _meta_name(table: str) -> str:
+    return f"{table[:57]}_meta"  # within every backend's 63-character identifier limit
+
+
+def _refused(
+    candidates: Sequence[tuple[str, str | None]], watermark: str | None, existing: set[str]
+) -> list[str]:
+    """Keys of versioned writes older than ``watermark`` whose key has no row."""
+    if watermark is None:
+        return []
+    return [
+        key for key, version in candidates if _older(version, watermark) and key not in existing
+    ]
+
+
+def _older(version: str | None, watermark: str | None) -> bool:
+    """A timed version (stream version) older than the purge watermark."""
+    return (
+        watermark is not None
+        and version is not None
+        and version < watermark
+        and _TIMED.fullmatch(version) is not None
+    )
+
+
+class _Purging:
+    """When to purge tombstones (every store), checked on each write."""
+
+    def _init_purging(
+        self, horizon: float | None, interval: float, clock: Callable[[], float]
+    ) -> None:
+        given: list[tuple[str, object]] = [("purge_interval", interval)]
+        if horizon is not None:
+            given.append(("tombstone_horizon", horizon))
+        for name, value in given:
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise InvalidArgumentError(
+                    f"{name}={value!r} is not a number of seconds > 0 (tombstone_horizon=None "
+                    "keeps tombstones forever)"
+                )
+        self.tombstone_horizon = None if horizon is None else float(horizon)
+        self.purge_interval = float(interval)
+        self._clock = clock
+        self._next_purge = 0.0  # the first write purges what a previous run left
+        self._purge_lock = threading.Lock()
+
+    def _purge_due(self) -> str | None:
+        """The cutoff version when a purge is due now (at most once per interval)."""
+        if self.tombstone_horizon is None:
+            return None
+        now = self._clock()
+        with self._purge_lock:
+            if now < self._next_purge:
+                return None
+            self._next_purge = now + self.purge_interval
+        return horizon_version(now, self.tombstone_horizon)
+
+    def _cutoff(self) -> str | None:
+        if self.tombstone_horizon is None:
+            return None
+        return horizon_version(self._clock(), self.tombstone_horizon)
+
+
 # --- SQLite (stdlib) --------------------------------------------------------------------
 
 
@@ -140,12 +232,14 @@ class _Closing:
         self.close()
 
 
-class SQLiteStore(_Closing):
+class SQLiteStore(_Purging, _Closing):
     """A store in a SQLite file, with only the standard library.
 
     One connection guarded by a lock serves every thread; the file is switched to WAL, so
     readers in other processes are not blocked by a write. ``timeout`` is how long a write
     waits for another process's lock before ``sqlite3.OperationalError`` propagates.
+    ``tombstone_horizon`` (seconds, ``None``: forever) and ``purge_interval``: see the
+    module docstring.
     """
 
     def __init__(
@@ -155,7 +249,11 @@ class SQLiteStore(_Closing):
         table: str = "smartcache_store",
         serializer: str | Serializer = "json",
         timeout: float = 5.0,
+        tombstone_horizon: float | None = DEFAULT_TOMBSTONE_HORIZON,
+        purge_interval: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._init_purging(tombstone_horizon, purge_interval, clock)
         self._table = _check_table(table)
         self._serializer = _make_serializer(serializer)
         given: object = timeout  # checked at run time: callers may pass anything
@@ -180,6 +278,10 @@ class SQLiteStore(_Closing):
                 f"CREATE TABLE IF NOT EXISTS {quoted} (key TEXT PRIMARY KEY, value BLOB, "
                 "version TEXT, deleted INTEGER NOT NULL DEFAULT 0)"
             )
+            self._conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{_meta_name(self._table)}" '
+                "(name TEXT PRIMARY KEY, value TEXT)"
+            )
         except BaseException:
             self._conn.close()
             raise
@@ -192,20 +294,77 @@ class SQLiteStore(_Closing):
         )
         self._select_live = f"SELECT key, value FROM {quoted} WHERE deleted = 0"
         self._select_version = f"SELECT version FROM {quoted} WHERE key = ?"
+        meta = f'"{_meta_name(self._table)}"'
+        self._select_watermark = f"SELECT value FROM {meta} WHERE name = '{_PURGED}'"
+        self._purge = (
+            f"DELETE FROM {quoted} WHERE deleted = 1 AND (version IS NULL OR "
+            f"(version < ? AND version LIKE '{_TIMED_LIKE}'))"
+        )
+        self._set_watermark = (
+            f"INSERT INTO {meta} (name, value) VALUES ('{_PURGED}', ?) "
+            f"ON CONFLICT (name) DO UPDATE SET value = excluded.value "
+            f"WHERE excluded.value > {meta}.value"
+        )
+        self._select_keys = f"SELECT key FROM {quoted} WHERE key IN "
 
     def __repr__(self) -> str:
         return f"SQLiteStore(path={self._path!r}, table={self._table!r})"
 
     def _apply(self, rows: list[tuple[str, bytes | None, str | None, int]]) -> None:
+        cutoff = self._purge_due()
+        if cutoff is not None:
+            try:
+                self._purge_to(cutoff)
+            except sqlite3.Error as exc:  # never worth the write: the next interval retries
+                log.warning("SQLiteStore: purging tombstones failed: %r", exc)
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                self._refuse_stale(
+                    [(key, version) for key, _, version, deleted in rows if not deleted]
+                )
                 self._conn.executemany(self._upsert, rows)
                 self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
+
+    def _refuse_stale(self, writes: list[tuple[str, str | None]]) -> None:
+        """Inside the write's transaction: raise StaleWriteError for writes older than the
+        purge watermark to keys with no row."""
+        row = self._conn.execute(self._select_watermark).fetchone()
+        watermark = None if row is None else row[0]
+        old = [key for key, version in writes if _older(version, watermark)]
+        if not old:
+            return
+        existing: set[str] = set()
+        for chunk in _chunks(old):
+            marks = ", ".join("?" * len(chunk))
+            found = self._conn.execute(f"{self._select_keys}({marks})", chunk).fetchall()
+            existing.update(r[0] for r in found)
+        refused = _refused(writes, watermark, existing)
+        if refused:
+            raise StaleWriteError(refused, horizon=str(watermark))
+
+    def _purge_to(self, cutoff: str) -> int:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                purged = self._conn.execute(self._purge, (cutoff,)).rowcount
+                self._conn.execute(self._set_watermark, (cutoff,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        return int(purged)
+
+    def purge_tombstones(self) -> int:
+        """Delete the tombstones older than ``tombstone_horizon`` now; how many (0 when
+        the horizon is ``None``). Writes do this by themselves once per ``purge_interval``."""
+        cutoff = self._cutoff()
+        return 0 if cutoff is None else self._purge_to(cutoff)
 
     def write_many(self, items: Sequence[StoreItem]) -> None:
         """Upsert ``items`` in one transaction, skipping any older than the stored row."""
@@ -305,6 +464,12 @@ class _Statements:
             sa.Column("version", sa.String(64), nullable=True),
             sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
         )
+        self.meta: Table = sa.Table(
+            _meta_name(table),
+            self.metadata,
+            sa.Column("name", sa.String(64), primary_key=True),
+            sa.Column("value", sa.String(64), nullable=True),
+        )
         t = self.table.c
         self.kind: _Kind
         if dialect in ("postgresql", "sqlite"):
@@ -350,12 +515,15 @@ class _Statements:
         ]
 
     def apply(self, items: Sequence[StoreItem], *, deleted: bool) -> _Plan[None]:
-        """Write (or tombstone) ``items`` under the version guard, inside the caller's txn."""
+        """Write (or tombstone) ``items`` under the version guard, inside the caller's txn;
+        writes older than the purge watermark to keys with no row raise StaleWriteError."""
         import sqlalchemy as sa  # noqa: PLC0415
 
         rows = self._rows(items, deleted)
         if not rows:
             return
+        if not deleted:
+            yield from self.refuse_stale([(r["key"], r["version"]) for r in rows])
         if self.upsert is not None:
             yield self.upsert, rows
             return
@@ -374,6 +542,45 @@ class _Statements:
                 update = update.where(sa.or_(t.version.is_(None), t.version < row["version"]))
             values = {name: row[name] for name in ("value", "version", "deleted")}
             yield update.values(values), None
+
+    def refuse_stale(self, writes: list[tuple[str, str | None]]) -> _Plan[None]:
+        """Raise StaleWriteError for versioned writes older than the purge watermark whose
+        key has no row (see the module docstring)."""
+        import sqlalchemy as sa  # noqa: PLC0415
+
+        m = self.meta.c
+        result = yield sa.select(m.value).where(m.name == _PURGED), None
+        row = result.first()
+        watermark = None if row is None else row[0]
+        old = [key for key, version in writes if _older(version, watermark)]
+        if not old:
+            return
+        t = self.table.c
+        existing: set[str] = set()
+        for chunk in _chunks(old):
+            found = yield sa.select(t.key).where(t.key.in_(chunk)), None
+            existing.update(r[0] for r in found)
+        refused = _refused(writes, watermark, existing)
+        if refused:
+            raise StaleWriteError(refused, horizon=str(watermark))
+
+    def purge(self, cutoff: str) -> _Plan[int]:
+        """Delete tombstones older than ``cutoff`` and raise the watermark to it."""
+        import sqlalchemy as sa  # noqa: PLC0415
+
+        t, m = self.table.c, self.meta.c
+        result = yield (
+            sa.delete(self.table).where(t.deleted, sa.or_(t.version.is_(None), t.version < cutoff)),
+            None,
+        )
+        purged = int(result.rowcount or 0)
+        current = yield sa.select(m.value).where(m.name == _PURGED).with_for_update(), None
+        row = current.first()
+        if row is None:
+            yield sa.insert(self.meta), {"name": _PURGED, "value": cutoff}
+        elif row[0] is None or row[0] < cutoff:
+            yield sa.update(self.meta).where(m.name == _PURGED).values(value=cutoff), None
+        return purged
 
     def get_many(self, keys: Iterable[str]) -> _Plan[dict[str, Any]]:
         """``{key: value}`` for the live keys among ``keys``."""
@@ -446,10 +653,18 @@ def _safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-class _SQLAlchemyBase:
+class _SQLAlchemyBase(_Purging):
     _cls_name = "SQLAlchemyStore"
 
-    def __init__(self, table: str, serializer: str | Serializer) -> None:
+    def __init__(
+        self,
+        table: str,
+        serializer: str | Serializer,
+        horizon: float | None = DEFAULT_TOMBSTONE_HORIZON,
+        interval: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._init_purging(horizon, interval, clock)
         _require_sqlalchemy(self._cls_name)
         self._table = _check_table(table)
         self._serializer = _make_serializer(serializer)
@@ -466,7 +681,9 @@ class SQLAlchemyStore(_SQLAlchemyBase, _Closing):
     ``INSERT ... ON DUPLICATE KEY UPDATE`` with guarded expressions on MySQL/MariaDB, and
     ``SELECT ... FOR UPDATE`` then ``UPDATE``/``INSERT`` elsewhere. ``engine_or_url`` is an
     ``Engine`` (left open by :meth:`close`) or a URL (its engine is disposed by :meth:`close`).
-    ``create=True`` creates the table when absent.
+    ``create=True`` creates the table (and its meta table) when absent.
+    ``tombstone_horizon`` (seconds, ``None``: forever) and ``purge_interval``: see the module
+    docstring.
     """
 
     def __init__(
@@ -476,8 +693,11 @@ class SQLAlchemyStore(_SQLAlchemyBase, _Closing):
         table: str = "smartcache_store",
         serializer: str | Serializer = "json",
         create: bool = True,
+        tombstone_horizon: float | None = DEFAULT_TOMBSTONE_HORIZON,
+        purge_interval: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(table, serializer)
+        super().__init__(table, serializer, tombstone_horizon, purge_interval, clock)
         import sqlalchemy as sa  # noqa: PLC0415
 
         if isinstance(engine_or_url, sa.Engine):
@@ -514,8 +734,26 @@ class SQLAlchemyStore(_SQLAlchemyBase, _Closing):
         return f"SQLAlchemyStore(url={_safe_url(self._engine.url)!r}, table={self._table!r})"
 
     def _write(self, plan: _Plan[None]) -> None:
+        cutoff = self._purge_due()
+        if cutoff is not None:
+            import sqlalchemy as sa  # noqa: PLC0415
+
+            try:
+                self._purge_to(cutoff)
+            except sa.exc.SQLAlchemyError as exc:  # the next interval retries
+                log.warning("SQLAlchemyStore: purging tombstones failed: %r", exc)
         with self._engine.begin() as conn:
             _drive(conn, plan)
+
+    def _purge_to(self, cutoff: str) -> int:
+        with self._engine.begin() as conn:
+            return _drive(conn, self._sql.purge(cutoff))
+
+    def purge_tombstones(self) -> int:
+        """Delete the tombstones older than ``tombstone_horizon`` now; how many (0 when
+        the horizon is ``None``). Writes do this by themselves once per ``purge_interval``."""
+        cutoff = self._cutoff()
+        return 0 if cutoff is None else self._purge_to(cutoff)
 
     def _read(self, plan: _Plan[_T]) -> _T:
         with self._engine.connect() as conn:
@@ -577,8 +815,11 @@ class AsyncSQLAlchemyStore(_SQLAlchemyBase):
         table: str = "smartcache_store",
         serializer: str | Serializer = "json",
         create: bool = True,
+        tombstone_horizon: float | None = DEFAULT_TOMBSTONE_HORIZON,
+        purge_interval: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(table, serializer)
+        super().__init__(table, serializer, tombstone_horizon, purge_interval, clock)
         import sqlalchemy as sa  # noqa: PLC0415
 
         try:
@@ -627,8 +868,27 @@ class AsyncSQLAlchemyStore(_SQLAlchemyBase):
 
     async def _write(self, plan: _Plan[None]) -> None:
         await self._ensure_table()
+        cutoff = self._purge_due()
+        if cutoff is not None:
+            import sqlalchemy as sa  # noqa: PLC0415
+
+            try:
+                await self._purge_to(cutoff)
+            except sa.exc.SQLAlchemyError as exc:  # the next interval retries
+                log.warning("AsyncSQLAlchemyStore: purging tombstones failed: %r", exc)
         async with self._engine.begin() as conn:
             await _adrive(conn, plan)
+
+    async def _purge_to(self, cutoff: str) -> int:
+        async with self._engine.begin() as conn:
+            return await _adrive(conn, self._sql.purge(cutoff))
+
+    async def purge_tombstones(self) -> int:
+        """Delete the tombstones older than ``tombstone_horizon`` now; how many (0 when
+        the horizon is ``None``). Writes do this by themselves once per ``purge_interval``."""
+        await self._ensure_table()
+        cutoff = self._cutoff()
+        return 0 if cutoff is None else await self._purge_to(cutoff)
 
     async def _read(self, plan: _Plan[_T]) -> _T:
         await self._ensure_table()

@@ -281,6 +281,8 @@ def check_slots(facts: Facts) -> Iterable[Finding]:
     opened: list[str] = []
     broken = False
     for c in by_id.values():
+        if not c.is_primary:
+            continue  # a replica may mirror its primary's open slots: one report
         for slot, target in sorted(c.migrating.items()):
             peer = by_id.get(target)
             matched = peer is not None and peer.importing.get(slot) == c.node_id

@@ -211,13 +211,14 @@ class Facts:
     seconds: float = 0.0
 
     def open_slots(self) -> list[ClusterNode]:
-        """Each reachable node's own line (the one that shows its open slots)."""
+        """Each reachable primary's own line (the one that shows its open slots; replicas
+        that mirror their primary's migration state are not counted twice)."""
         return [
             c
             for n in self.nodes
             if n.reachable and n.cluster_nodes
             for c in n.cluster_nodes
-            if c.myself
+            if c.myself and c.is_primary
         ]
 
     def primaries(self) -> list[NodeFacts]:

@@ -470,7 +470,7 @@ class Resharder:
         """Each live node's own ``CLUSTER NODES`` line (its open slots and its slots)."""
         out: dict[str, ClusterNode] = {}
         for node in view:
-            if node.failed:
+            if node.failed or not node.is_primary:
                 continue
             try:
                 text = self._client(node.address).execute_command("CLUSTER", "NODES")
@@ -479,7 +479,7 @@ class Resharder:
             for line in parse_cluster_nodes(
                 text.decode() if isinstance(text, bytes) else str(text)
             ):
-                if line.myself:
+                if line.myself and line.is_primary:  # replicas may mirror the state
                     out[line.node_id] = line
         return out
 

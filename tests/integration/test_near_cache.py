@@ -268,9 +268,11 @@ def test_cluster_losses_drop_exactly_the_entries_that_could_be_stale(
     # MIGRATE deleted them on the source (invalidated): read again, they meet MOVED
     assert [c.get(k) for k in on_victim] == [b"v1"] * len(on_victim)
     eventually(  # the ordinary path runs the map refresh MOVED asked for (rate-limited)
-        lambda: c.ping() and near.stats().channels == 2, "the idle node's channel to close"
+        # (the victim's channel itself: on a loaded machine another channel may be lost and
+        # re-opened meanwhile, so the count alone says nothing)
+        lambda: c.ping() and victim not in near._channels,
+        "the idle node's channel to close",
     )
-    assert victim not in near._channels
     assert served_from_cache([k for k in keys if node_of[k] == others[1]])
     killer.close()
     w.close()

@@ -371,13 +371,21 @@ def test_slots_left_open_at_each_step_are_closed(redis_topologies: Any) -> None:
     report = diagnose(cluster.url, sample=0)
     (opened,) = [f for f in report.findings if f.check == "cluster.open_slots"]
     assert opened.status.value == "fail"  # seen on every node, not only the URL's
+    with src.client(decode_responses=True) as s:  # Valkey clears it when the owner changes
+        nodes = s.execute_command("CLUSTER", "NODES")
+        own = next(line for line in nodes.splitlines() if "myself" in line)
+        still_open = f"[{after_target_node}->-" in own
     with Resharder(cluster.url) as r:
         done = r.close_open_slots()
-    assert done == [
+    expected = [
         f"slot {after_importing}: set STABLE on {dst.address} (nothing moved)",
         f"slot {after_migrate}: finished moving {src.address} -> {dst.address}",
-        f"slot {after_target_node}: {dst.address} owns it; told {src.address} and the others",
     ]
+    if still_open:  # Redis 7: the source keeps migrating a slot it no longer owns
+        expected.append(
+            f"slot {after_target_node}: {dst.address} owns it; told {src.address} and the others"
+        )
+    assert done == expected
     assert after_importing in cluster.slots_of(src)
     assert {after_migrate, after_target_node} <= set(cluster.slots_of(dst))
     report = diagnose(cluster.url, sample=0)

@@ -31,8 +31,11 @@ class Terminal:
     def __init__(self, command: list[str]) -> None:
         self.socket = f"smartcache-test-{uuid.uuid4().hex[:8]}"
         self.session = "t"
-        # the terminal's own size, not the size this process was told
-        line = "env -u COLUMNS -u LINES " + " ".join(_quote(part) for part in command)
+        # the terminal's own size, not the size this process was told; the exit status
+        # printed on the screen when the command ends
+        # (a trap, not an ignore, keeps Ctrl-C for the command and the shell alive after it)
+        inner = "trap true INT; " + " ".join(_quote(p) for p in command) + "; echo [exit=$?]"
+        line = "env -u COLUMNS -u LINES sh -c " + _quote(inner)
         # keep the pane after the command exits, to read its last screen
         self.tmux("new-session", "-d", "-s", self.session, "-x", "160", "-y", "45", line)
         self.tmux("set-option", "-t", self.session, "remain-on-exit", "on")
@@ -43,7 +46,9 @@ class Terminal:
         ).stdout
 
     def screen(self, *, escapes: bool = False) -> str:
-        return self.tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", self.session)
+        # with the scrollback: a long table scrolls its first rows off the visible screen
+        options = ["-p", "-S", "-1000", *(["-e"] if escapes else [])]
+        return self.tmux("capture-pane", *options, "-t", self.session)
 
     def wait_for(self, ok: Callable[[str], bool], what: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
@@ -57,12 +62,10 @@ class Terminal:
 
     def exited(self, timeout: float = 20) -> int:
         """Wait for the command to end; its exit status."""
-        deadline = time.monotonic() + timeout
-        while self.tmux("display", "-p", "-t", self.session, "#{pane_dead}").strip() != "1":
-            if time.monotonic() > deadline:
-                raise AssertionError(f"still running; the screen:\n{self.screen()}")
-            time.sleep(0.1)
-        return int(self.tmux("display", "-p", "-t", self.session, "#{pane_dead_status}"))
+        screen = self.wait_for(lambda s: "[exit=" in s, "the command to end", timeout)
+        found = re.search(r"\[exit=(\d+)\]", screen)
+        assert found is not None, screen
+        return int(found.group(1))
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)

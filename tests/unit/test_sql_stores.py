@@ -30,8 +30,8 @@ from smartcache.cache import (
     Store,
     StoreItem,
 )
-from smartcache.cache._store import is_async_store
-from smartcache.exceptions import ConfigurationError, InvalidArgumentError
+from smartcache.cache._store import is_async_store, stream_version
+from smartcache.exceptions import ConfigurationError, InvalidArgumentError, StaleWriteError
 
 I = StoreItem
 OpenStore = Callable[..., Any]
@@ -123,6 +123,40 @@ class StoreBehaviour:
         assert store.items() == {"a": {"n": 2}, "b": [1, 2]}
         assert store.version_of("a") == "002"
         assert store.version_of("b") is None and store.version_of("zz") is None
+
+    def test_tombstones_are_purged_and_old_replays_still_lose(self, open_store: OpenStore) -> None:
+        """Bounded: tombstones past the horizon go; a replayed older write loses to a delete
+        within the horizon (the tombstone) and after it (refused: StaleWriteError)."""
+        t0 = 2_000_000.0
+        now = [t0]
+
+        def v(seconds: float) -> str:  # a write-behind version from the time of the change
+            return stream_version(f"{int(seconds * 1000)}-0")
+
+        store = open_store(tombstone_horizon=100, purge_interval=50, clock=lambda: now[0])
+        store.write_many([I("k", "v1", v(t0 - 10)), I("j", "j1", v(t0 - 10))])
+        store.delete_many([I("k", None, v(t0 - 5))])
+        store.write_many([I("k", "replayed", v(t0 - 8))])  # older than the delete
+        assert store.get("k") is None and store.version_of("k") == v(t0 - 5)
+
+        now[0] = t0 + 200  # the tombstone is past the horizon
+        assert store.purge_tombstones() == 1
+        assert store.version_of("k") is None  # gone: the table stays small
+        with pytest.raises(StaleWriteError) as err:
+            store.write_many([I("k", "replayed", v(t0 - 8)), I("n", "new", v(t0 + 150))])
+        assert err.value.keys == ("k",)
+        assert store.get("k") is None and store.get("n") is None  # nothing of the batch
+        store.write_many([I("j", "j2", v(t0 - 9))])  # old, but its row exists: the guard
+        assert store.get("j") == "j2"
+        store.write_many([I("k", "fresh", v(t0 + 150)), I("u", "plain", None)])
+        assert store.get("k") == "fresh" and store.get("u") == "plain"
+
+        # by itself: a write after purge_interval purges what passed the horizon
+        store.delete_many([I("m", None, v(t0 + 160)), I("x", None, "custom-scheme-1")])
+        now[0] = t0 + 400
+        store.write_many([I("other", 1, v(t0 + 390))])
+        assert store.version_of("m") is None
+        assert store.version_of("x") == "custom-scheme-1"  # not a timed version: kept
 
     def test_empty_batches_are_noops(self, open_store: OpenStore) -> None:
         store = open_store()
