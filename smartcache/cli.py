@@ -510,6 +510,126 @@ def _cluster_rebalance(args: argparse.Namespace) -> int:
     )
 
 
+def _dead_letters(args: argparse.Namespace) -> int:
+    from smartcache.cache import WriteBehind  # noqa: PLC0415
+    from smartcache.sync.client import SmartClient  # noqa: PLC0415
+
+    client = SmartClient.from_url(args.url)
+    try:
+        wb = WriteBehind(
+            client,
+            flusher=False,
+            name=args.name,
+            namespace=args.namespace,
+            partitions=args.partitions,
+            serializer=args.serializer,
+        )
+        ids, keys = args.id or None, args.key or None
+        if args.action in ("replay", "drop") and ids is None and keys is None and not args.all:
+            raise ConfigurationError(
+                f"dead-letters {args.action}: name the letters with --id or --key, or pass --all"
+            )
+        if args.action == "list":
+            letters = wb.dead_letters(args.limit)
+            _print_letters(letters, args, wb)
+            return 0
+        if args.action == "show":
+            letters = wb._select(wb.dead_letters(args.limit), ids, keys)
+            _print_letters(letters, args, wb, full=True)
+            return 0 if letters else 1
+        if args.action == "replay":
+            chosen = wb.replay_dead_letters(ids, keys=keys, dry_run=True, limit=args.limit)
+            if args.dry_run or not chosen:
+                _print_letters(
+                    chosen, args, wb, verb="would replay" if chosen else "nothing to replay"
+                )
+                return 0
+            if not _confirm(f"replay {len(chosen)} dead letter(s)?", yes=args.yes):
+                return 0
+            with _count_bar("replaying", enabled=sys.stderr.isatty() and not args.json) as bar:
+                done = wb.replay_dead_letters(
+                    [d["dead_id"] for d in chosen], limit=args.limit, progress=bar
+                )
+            _print_letters(done, args, wb, verb="replayed")
+            return 0
+        chosen = wb._select(wb.dead_letters(args.limit), ids, keys)
+        if args.dry_run or not chosen:
+            _print_letters(chosen, args, wb, verb="would drop" if chosen else "nothing to drop")
+            return 0
+        if not _confirm(f"drop {len(chosen)} dead letter(s) for good?", yes=args.yes):
+            return 0
+        dropped = wb.drop_dead_letters([d["dead_id"] for d in chosen], limit=args.limit)
+        _print_letters(dropped, args, wb, verb="dropped")
+        return 0
+    finally:
+        client.close()
+
+
+def _print_letters(
+    letters: list[dict[str, Any]],
+    args: argparse.Namespace,
+    wb: Any,
+    *,
+    full: bool = False,
+    verb: str = "",
+) -> None:
+    """Dead letters as JSON (``--json``) or one line each (``full``: the decoded value)."""
+
+    def value_of(d: dict[str, Any]) -> Any:
+        raw = d.get("raw_value") or b""
+        if d["op"] == "delete":
+            return None
+        try:
+            return wb.policy.serializer.loads(raw)
+        except Exception:
+            return repr(raw)
+
+    if args.json:
+        rows = [
+            {**{k: v for k, v in d.items() if k != "raw_value"}, "value": value_of(d)}
+            for d in letters
+        ]
+        json.dump(
+            {"action": verb or args.action, "letters": rows}, sys.stdout, indent=2, default=str
+        )
+        sys.stdout.write("\n")
+        return
+    if verb:
+        print(f"{verb}: {len(letters)} dead letter(s)" if letters else verb)
+    for d in letters:
+        line = (
+            f"{d['dead_id']}  {d['op']:6}  {d['key']}  version {d['version']}  "
+            f"attempts {d['attempts']}  error: {d['error'][:80]}"
+        )
+        print(line)
+        if full:
+            print(f"    value: {value_of(d)!r}")
+            print(f"    error: {d['error']}")
+            if d.get("requeued_id"):
+                print(f"    requeued as {d['requeued_id']}")
+
+
+@contextlib.contextmanager
+def _count_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr (nothing without rich or a terminal)."""
+    if not enabled:
+        yield None
+        return
+    try:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+    except ImportError:
+        yield None
+        return
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), transient=True)
+    task = bar.add_task(what, total=None)
+    with bar:
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``smartcache`` command."""
     parser = argparse.ArgumentParser(prog="smartcache", description=__doc__.splitlines()[0])
@@ -620,6 +740,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--yes", action="store_true", help="do not ask before moving")
         p.add_argument("--password-env", default=None, help="password from this env variable")
         p.set_defaults(func=func)
+    wbp = sub.add_parser("write-behind", help="operate write-behind queues")
+    wb_sub = wbp.add_subparsers(dest="what", required=True)
+    dl = wb_sub.add_parser("dead-letters", help="list, show, replay or drop dead letters")
+    dl.add_argument("action", choices=["list", "show", "replay", "drop"])
+    dl.add_argument("url", help="redis://, rediss:// or redis+sentinel:// URL of the queue")
+    dl.add_argument("--name", default="default", help="the WriteBehind queue name")
+    dl.add_argument("--namespace", default="sc")
+    dl.add_argument("--partitions", type=int, default=16)
+    dl.add_argument("--serializer", default="json", choices=["json", "msgpack", "pickle"])
+    dl.add_argument("--id", action="append", help="a dead letter (its dead or change ID)")
+    dl.add_argument("--key", action="append", help="the dead letters of a key")
+    dl.add_argument("--all", action="store_true", help="replay/drop: every dead letter")
+    dl.add_argument("--limit", type=int, default=100_000, help="dead letters read at most")
+    dl.add_argument("--dry-run", action="store_true", help="say what would be done")
+    dl.add_argument("--yes", action="store_true", help="do not ask before replay/drop")
+    dl.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    dl.set_defaults(func=_dead_letters)
     demo = sub.add_parser("demo", help="the product tour on local servers it starts itself")
     demo.set_defaults(func=_demo)
     return parser

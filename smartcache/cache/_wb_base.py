@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from smartcache.cache._base import CacheBase, CachePolicy
@@ -20,6 +20,7 @@ from smartcache.cache._codec import CorruptEntryError, Serializer, decode_entry,
 from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._store import is_async_store, stream_version
 from smartcache.cache._wb_core import (
+    REPLAY_SCRIPT,
     FlushOptions,
     FlushState,
     QueueLayout,
@@ -239,15 +240,23 @@ class WriteBehindBase:
         ]
 
     def _parse_dead(self, replies: Sequence[Any], count: int) -> list[dict[str, Any]]:
+        """Dead letters, oldest change first: ``dead_id`` (its ID in the dead-letter
+        stream), ``partition``, ``id`` (the change's queue ID), ``version``, ``key``, ``op``,
+        ``raw_value``, ``error``, ``attempts``."""
         out: list[dict[str, Any]] = []
-        for reply in replies:
-            for _dead_id, fields in reply or ():
+        for p, reply in enumerate(replies):
+            for dead_id, fields in reply or ():
                 row = {_s(k): v for k, v in fields.items()}
                 value = row.get("v", b"")
                 op = _s(row.get("op", "s"))
+                original = _s(row.get("id", ""))
+                version = _s(row.get("ver", "")) or (stream_version(original) if original else "")
                 out.append(
                     {
-                        "id": _s(row.get("id", "")),
+                        "dead_id": _s(dead_id),
+                        "partition": p,
+                        "id": original,
+                        "version": version,
                         "key": _s(row.get("k", "")),
                         "op": "delete" if op == "d" else "set",
                         "raw_value": value.encode() if isinstance(value, str) else value,
@@ -255,8 +264,46 @@ class WriteBehindBase:
                         "attempts": int(row.get("attempts", 0) or 0),
                     }
                 )
-        out.sort(key=lambda r: r["id"])
+        out.sort(key=lambda r: (r["version"], r["dead_id"]))
         return out[:count]
+
+    def _replay_command(self, letter: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The REPLAY_SCRIPT call that moves ``letter`` back into its queue partition."""
+        key, p = str(letter["key"]), int(letter["partition"])
+        return (
+            "EVAL",
+            REPLAY_SCRIPT,
+            4,
+            self.layout.stream(p),
+            self.layout.dead(p),
+            self.layout.cache_key(key) if key else self.layout.stream(p),
+            self.layout.dirty(p),
+            letter["dead_id"],
+            key,
+            "d" if letter["op"] == "delete" else "s",
+            letter.get("raw_value") or b"",
+            letter["version"],
+        )
+
+    def _drop_command(self, letter: Mapping[str, Any]) -> tuple[Any, ...]:
+        return ("XDEL", self.layout.dead(int(letter["partition"])), letter["dead_id"])
+
+    @staticmethod
+    def _select(
+        letters: Sequence[dict[str, Any]],
+        ids: Sequence[str] | None,
+        keys: Sequence[str] | None,
+    ) -> list[dict[str, Any]]:
+        """The dead letters named by ``ids`` (dead-letter or change IDs) or ``keys``; all
+        when neither is given. Oldest change first."""
+        if ids is None and keys is None:
+            return list(letters)
+        wanted_ids, wanted_keys = set(ids or ()), set(keys or ())
+        return [
+            d
+            for d in letters
+            if d["dead_id"] in wanted_ids or d["id"] in wanted_ids or d["key"] in wanted_keys
+        ]
 
     def _meta_commands(self) -> list[tuple[Any, ...]]:
         meta = self.layout.meta()

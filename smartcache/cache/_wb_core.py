@@ -48,6 +48,7 @@ __all__ = [
     "ACK_SCRIPT",
     "DEAD_SCRIPT",
     "PENDING_SCRIPT",
+    "REPLAY_SCRIPT",
     "SET_SCRIPT",
     "FlushOptions",
     "FlushState",
@@ -112,15 +113,15 @@ return acked
 """
 
 #: KEYS: stream, dead stream, attempts hash, dirty hash, cache key. ARGV: group, id, user
-#: key, op, value, error, attempts, superseded ids... Move one entry (and the older ones it
-#: superseded) to the dead-letter stream and acknowledge them, atomically; if it is still
-#: its key's pending change, the pinned cache entry goes too (the store never got it:
-#: readers see what the store has).
+#: key, op, value, error, attempts, version, superseded ids... Move one entry (and the older
+#: ones it superseded) to the dead-letter stream (with its version, for a replay) and
+#: acknowledge them, atomically; if it is still its key's pending change, the pinned cache
+#: entry goes too (the store never got it: readers see what the store has).
 DEAD_SCRIPT: Final = """
 redis.call('XADD', KEYS[2], '*', 'id', ARGV[2], 'k', ARGV[3], 'op', ARGV[4], 'v', ARGV[5],
-           'error', ARGV[6], 'attempts', ARGV[7])
+           'error', ARGV[6], 'attempts', ARGV[7], 'ver', ARGV[8])
 local ids = {ARGV[2]}
-for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 9, #ARGV do ids[#ids + 1] = ARGV[i] end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 redis.call('XDEL', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
@@ -129,6 +130,25 @@ if redis.call('HGET', KEYS[4], ARGV[3]) == ARGV[2] then
   redis.call('DEL', KEYS[5])
 end
 return #ids
+"""
+
+#: KEYS: stream, dead stream, cache key, dirty hash. ARGV: dead-letter ID, user key, op,
+#: value, version. Moves one dead letter back into the queue, atomically (gone from the
+#: dead letters exactly when it is queued again; nil if someone replayed or dropped it
+#: first), keeping its original version so the store's version guard still decides: a
+#: newer write of the key wins whatever the order. The cache entry is dropped unless the
+#: key has a change of its own pending (whose pinned entry is newer): readers see the
+#: store until the replay is flushed.
+REPLAY_SCRIPT: Final = """
+if redis.call('XDEL', KEYS[2], ARGV[1]) == 0 then return false end
+local id
+if ARGV[3] == 'd' then
+  id = redis.call('XADD', KEYS[1], '*', 'op', 'd', 'k', ARGV[2], 'ver', ARGV[5])
+else
+  id = redis.call('XADD', KEYS[1], '*', 'op', 's', 'k', ARGV[2], 'v', ARGV[4], 'ver', ARGV[5])
+end
+if not redis.call('HGET', KEYS[4], ARGV[2]) then redis.call('DEL', KEYS[3]) end
+return id
 """
 
 #: KEYS: cache key, stream, dirty hash. ARGV: user key. The read fence of
@@ -324,6 +344,9 @@ class _Change:
     raw_value: bytes | None
     px: int = 0  #: the cache entry's TTL (ms) once the change is committed
     ttl: int = 0  #: its logical expiry, ms after the commit
+    #: the version the store compares: the entry's stream version, or the original one of
+    #: a replayed dead letter
+    version: str = ""
     superseded: list[str] = field(default_factory=list)
     value: Any = None
     error: str | None = None
@@ -386,15 +409,26 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change]:
-    """The last change per key by stream order; older ones ride along as ``superseded``.
+def _version(entry_id: str, fields: dict[str, Any]) -> str:
+    """The change's version: a replayed dead letter's original (``ver``), else its ID's."""
+    explicit = fields.get("ver")
+    return _text(explicit) if explicit else stream_version(entry_id)
 
-    ``entries`` are ``(partition, id, fields)``; a key lives in one partition, so IDs of
-    one key are comparable. An entry seen twice (read and claimed) counts once.
+
+def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change]:
+    """The newest change per key by version (stream order, but for replayed dead letters,
+    which keep their original version); older ones ride along as ``superseded``.
+
+    ``entries`` are ``(partition, id, fields)``; a key lives in one partition. An entry
+    seen twice (read and claimed) counts once.
     """
     latest: dict[str, _Change] = {}
     seen: set[tuple[int, str]] = set()  # IDs are per stream: two partitions may share one
-    for partition, entry_id, fields in sorted(entries, key=lambda e: _id_key(e[1])):
+
+    def order(e: tuple[int, str, dict[str, Any]]) -> tuple[str, tuple[int, int]]:
+        return _version(e[1], e[2]), _id_key(e[1])
+
+    for partition, entry_id, fields in sorted(entries, key=order):
         if (partition, entry_id) in seen:
             continue
         seen.add((partition, entry_id))
@@ -411,6 +445,7 @@ def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change
             raw if raw is None else bytes(raw),
             px=_number(fields.get("px")),
             ttl=_number(fields.get("t")),
+            version=_version(entry_id, fields),
         )
         if op not in ("s", "d") or not key:
             change.error = f"malformed write-behind entry (op={op!r}, key={key!r})"
@@ -525,7 +560,7 @@ def flush_round(
     ):
         if not group_changes:
             continue
-        items = tuple(StoreItem(c.key, c.value, stream_version(c.entry_id)) for c in group_changes)
+        items = tuple(StoreItem(c.key, c.value, c.version) for c in group_changes)
         error = yield StoreCall(op, items)  # type: ignore[arg-type]
         if error is None:
             ok.extend(group_changes)
@@ -623,6 +658,7 @@ def flush_round(
                 c.raw_value or b"",
                 error[:2000],
                 n,
+                c.version,
                 *c.superseded,
             )
             for c, error, n in dead

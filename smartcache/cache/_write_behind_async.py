@@ -16,7 +16,7 @@ differently is in ``_primitives.py`` / ``_primitives_async.py``.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, ClassVar
 
 from smartcache.cache._base import REDIS_ERRORS
@@ -33,7 +33,7 @@ from smartcache.cache._primitives_async import (
     wait_event,
 )
 from smartcache.cache._protocol import AsyncRedisLike
-from smartcache.cache._wb_base import FlusherBase, WriteBehindBase, log, queue_probe_commands
+from smartcache.cache._wb_base import FlusherBase, WriteBehindBase, _s, log, queue_probe_commands
 from smartcache.cache._wb_core import (
     PENDING_SCRIPT,
     SET_SCRIPT,
@@ -295,11 +295,61 @@ class AsyncWriteBehind(WriteBehindBase):
         return self._parse_stats(await pipe.execute(), flusher)
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
-        """Entries moved to the dead-letter streams, oldest first, with their errors."""
+        """Entries moved to the dead-letter streams, oldest change first, with their errors:
+        dicts of ``dead_id``, ``partition``, ``id``, ``version``, ``key``, ``op`` ("set" or
+        "delete"), ``raw_value`` (serialized), ``error``, ``attempts``."""
         pipe = self.client.pipeline(transaction=False)
         for command in self._dead_commands(count):
             pipe.execute_command(*command)
         return self._parse_dead(await pipe.execute(), count)
+
+    async def replay_dead_letters(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+        dry_run: bool = False,
+        limit: int = 100_000,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Move dead letters back into the queue (all of them, or those named by ``ids``,
+        dead-letter or change IDs, or by ``keys``), oldest change first, each keeping its
+        original version: the store applies it only if nothing newer reached the key.
+        Each move is atomic (out of the dead letters exactly when queued again).
+        ``dry_run``: only say which would be replayed. Returns the letters replayed (with
+        ``requeued_id``; one another process took first is left out)."""
+        chosen = self._select(await self.dead_letters(limit), ids, keys)
+        if dry_run:
+            return chosen
+        done: list[dict[str, Any]] = []
+        for start in range(0, len(chosen), 100):
+            batch = chosen[start : start + 100]
+            replies = await run_batch(self.client, [self._replay_command(d) for d in batch])
+            for letter, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    raise reply
+                if reply:
+                    done.append({**letter, "requeued_id": _s(reply)})
+            if progress is not None:
+                progress(start + len(batch), len(chosen))
+        if done and self.flusher is not None:
+            self.flusher.kick()
+        return done
+
+    async def drop_dead_letters(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        keys: Sequence[str] | None = None,
+        limit: int = 100_000,
+    ) -> list[dict[str, Any]]:
+        """Delete dead letters for good (all, or those named by ``ids`` or ``keys``);
+        the letters dropped."""
+        chosen = self._select(await self.dead_letters(limit), ids, keys)
+        if chosen:
+            replies = await run_batch(self.client, [self._drop_command(d) for d in chosen])
+            chosen = [d for d, n in zip(chosen, replies, strict=True) if n == 1]
+        return chosen
 
     def __repr__(self) -> str:
         return (
