@@ -16,6 +16,7 @@ Latency: ``--n`` writes per case and round, each to a new key with a ~70-byte JS
 cases timed back to back in every round (interleaved, so background noise hits all):
 - plain database write: ``store.write_many([StoreItem(key, value)])``, one transaction each;
 - write-through: ``WriteThrough(client, store).write(key, value)`` (commit, then cache DEL);
+- write-through ``mode="set"``: a lease script, the commit, the lease's end script (SET);
 - write-behind: ``WriteBehind(client, store, flusher=False).set(key, value)``: the Redis
   round trip alone (the flushing is the second benchmark);
 - for reference, ``SmartClient.set(key, json.dumps(value))``: one plain Redis round trip.
@@ -129,10 +130,12 @@ def latency_rows(
 ) -> list[LatencyRow]:
     token = f"bench-{uuid.uuid4().hex[:12]}"  # keys and queue name of this run only
     wt = WriteThrough(client, store)
+    wt_set = WriteThrough(client, store, mode="set")
     wb = WriteBehind(client, store, name=token, flusher=False)
     cases: dict[str, Write] = {
         PLAIN: lambda key, val: store.write_many([StoreItem(key, val)]),
         "write-through (commit + DEL)": wt.write,
+        "write-through mode=set (lease + commit + SET)": wt_set.write,
         "write-behind set (flusher=False)": wb.set,
         REFERENCE: lambda key, val: client.set(key, json.dumps(val)),
     }
@@ -145,7 +148,8 @@ def latency_rows(
             keys = [f"{token}:{c}:{r}:{i}" for i in range(n)]
             times[case].append(_timed(write, keys, values))
     drop_queue(client, wb.layout)
-    _delete_matching(client, f"{token}:*")  # the reference case's keys
+    _delete_matching(client, f"{token}:*")  # the reference and write-through keys
+    _delete_matching(client, f"{{{token}:*")  # write-through leases
     rows: list[LatencyRow] = []
     for case, ts in times.items():
         ratio = statistics.median(t / p for t, p in zip(ts, times[PLAIN], strict=True))
