@@ -749,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--namespace", default="sc")
     dl.add_argument("--partitions", type=int, default=16)
     dl.add_argument("--serializer", default="json", choices=["json", "msgpack", "pickle"])
-    dl.add_argument("--id", action="append", help="a dead letter (its dead or change ID)")
+    dl.add_argument("--id", action="append", help="a dead letter (its dead_id, 'P:ID')")
     dl.add_argument("--key", action="append", help="the dead letters of a key")
     dl.add_argument("--all", action="store_true", help="replay/drop: every dead letter")
     dl.add_argument("--limit", type=int, default=100_000, help="dead letters read at most")

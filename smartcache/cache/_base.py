@@ -204,9 +204,9 @@ class CacheBase:
         )
         return data, ttl_ms + round(policy.stale_ttl * 1000)
 
-    def _pinned_plan(self, value: Any, policy: CachePolicy) -> tuple[bytes, int, int]:
-        """For a write-behind entry: the bytes with a logical expiry that never comes (it is
-        set when the change is committed), the physical TTL and the logical TTL (ms)."""
+    def _pinned_plan(self, value: Any, policy: CachePolicy) -> tuple[bytes, int]:
+        """For a write-behind entry: the bytes, whose logical expiry never comes (the entry
+        is fresh until it is gone), and the TTL (ms) it gets once its change is committed."""
         base = policy.null_ttl if value is None else policy.ttl
         ttl_ms = jittered_ttl_ms(base, policy.jitter, self.rng)
         data = encode_entry(
@@ -216,7 +216,7 @@ class CacheBase:
             load_us=0,
             compress_over=policy.compress_over,
         )
-        return data, ttl_ms + round(policy.stale_ttl * 1000), ttl_ms
+        return data, ttl_ms
 
     def _queue_write(
         self, pipe: Any, key: str, data: bytes, px: int, *, tags: Sequence[str], policy: CachePolicy

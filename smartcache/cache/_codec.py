@@ -32,10 +32,8 @@ __all__ = [
 MAGIC: Final = b"SC"
 FORMAT_VERSION: Final = 1
 _HEADER: Final = struct.Struct(">2sBBBqI")
-#: the byte offset of the 8-byte expiry in the header (write-behind rewrites it in place)
-EXPIRY_OFFSET: Final = 5
-#: the logical expiry of an entry whose write-behind change is still queued: never (the
-#: flusher sets the real one when the store has committed the change)
+#: the logical expiry of a write-behind entry: never (it is fresh until it is gone: pinned
+#: while its change is queued, then for its TTL)
 PINNED_EXPIRY_MS: Final = 2**62
 HEADER_SIZE: Final = _HEADER.size
 

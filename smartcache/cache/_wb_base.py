@@ -141,15 +141,15 @@ class WriteBehindBase:
         (no expiry) until its change is committed."""
         key = self._check_key(key)
         raw = self.policy.serializer.dumps(value)
-        data, px, ttl = self._entries._pinned_plan(value, self.policy)
-        return self._script_keys(key), [data, px, key, raw, "s", ttl]
+        data, px = self._entries._pinned_plan(value, self.policy)
+        return self._script_keys(key), [data, px, key, raw, "s"]
 
     def _delete_args(self, key: str) -> tuple[list[str], list[Any]]:
         """For ``delete(key)``: a tombstone (an entry holding None), pinned likewise, so
         no reader loads the store's row before the delete reached it."""
         key = self._check_key(key)
-        data, px, ttl = self._entries._pinned_plan(None, self.policy)
-        return self._script_keys(key), [data, px, key, b"", "d", ttl]
+        data, px = self._entries._pinned_plan(None, self.policy)
+        return self._script_keys(key), [data, px, key, b"", "d"]
 
     def _script_keys(self, key: str) -> list[str]:
         p = self.layout.partition_of(key)
@@ -240,9 +240,10 @@ class WriteBehindBase:
         ]
 
     def _parse_dead(self, replies: Sequence[Any], count: int) -> list[dict[str, Any]]:
-        """Dead letters, oldest change first: ``dead_id`` (its ID in the dead-letter
-        stream), ``partition``, ``id`` (the change's queue ID), ``version``, ``key``, ``op``,
-        ``raw_value``, ``error``, ``attempts``."""
+        """Dead letters, oldest change first: ``dead_id`` (``"<partition>:<ID in its
+        dead-letter stream>"``, unique in the queue: stream IDs repeat across partitions),
+        ``partition``, ``id`` (the change's ID in its queue stream), ``version``, ``key``,
+        ``op``, ``raw_value``, ``error``, ``attempts``."""
         out: list[dict[str, Any]] = []
         for p, reply in enumerate(replies):
             for dead_id, fields in reply or ():
@@ -253,7 +254,7 @@ class WriteBehindBase:
                 version = _s(row.get("ver", "")) or (stream_version(original) if original else "")
                 out.append(
                     {
-                        "dead_id": _s(dead_id),
+                        "dead_id": f"{p}:{_s(dead_id)}",
                         "partition": p,
                         "id": original,
                         "version": version,
@@ -278,7 +279,7 @@ class WriteBehindBase:
             self.layout.dead(p),
             self.layout.cache_key(key) if key else self.layout.stream(p),
             self.layout.dirty(p),
-            letter["dead_id"],
+            _stream_id(letter["dead_id"]),
             key,
             "d" if letter["op"] == "delete" else "s",
             letter.get("raw_value") or b"",
@@ -286,7 +287,8 @@ class WriteBehindBase:
         )
 
     def _drop_command(self, letter: Mapping[str, Any]) -> tuple[Any, ...]:
-        return ("XDEL", self.layout.dead(int(letter["partition"])), letter["dead_id"])
+        dead = self.layout.dead(int(letter["partition"]))
+        return ("XDEL", dead, _stream_id(letter["dead_id"]))
 
     @staticmethod
     def _select(
@@ -294,16 +296,12 @@ class WriteBehindBase:
         ids: Sequence[str] | None,
         keys: Sequence[str] | None,
     ) -> list[dict[str, Any]]:
-        """The dead letters named by ``ids`` (dead-letter or change IDs) or ``keys``; all
-        when neither is given. Oldest change first."""
+        """The dead letters named by ``ids`` (their ``dead_id``) or ``keys``; all when
+        neither is given. Oldest change first."""
         if ids is None and keys is None:
             return list(letters)
         wanted_ids, wanted_keys = set(ids or ()), set(keys or ())
-        return [
-            d
-            for d in letters
-            if d["dead_id"] in wanted_ids or d["id"] in wanted_ids or d["key"] in wanted_keys
-        ]
+        return [d for d in letters if d["dead_id"] in wanted_ids or d["key"] in wanted_keys]
 
     def _meta_commands(self) -> list[tuple[Any, ...]]:
         meta = self.layout.meta()
@@ -320,6 +318,11 @@ class WriteBehindBase:
                 "in other partitions. Use the same partitions= everywhere, or drain the queue "
                 f"(flush()) and delete {self.layout.meta()!r} before changing it"
             )
+
+
+def _stream_id(dead_id: str) -> str:
+    """The stream ID part of a ``"<partition>:<ID>"`` dead-letter handle."""
+    return dead_id.split(":", 1)[1] if ":" in dead_id else dead_id
 
 
 def _s(value: Any) -> str:

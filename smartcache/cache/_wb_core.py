@@ -65,28 +65,28 @@ __all__ = [
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 #: KEYS: cache key, stream, dirty hash. ARGV: entry bytes, px, user key, value bytes, op
-#: ("s" set, "d" delete), logical ttl ms. Sets the cache entry (for a delete: a tombstone,
-#: an entry holding None) WITHOUT an expiry, appends the change, and records it as the
-#: key's pending change: the entry cannot expire while its change is queued (the flusher
-#: restores the TTL once the store committed it, see ACK_SCRIPT). All or nothing.
+#: ("s" set, "d" delete). Sets the cache entry (for a delete: a tombstone, an entry holding
+#: None) WITHOUT an expiry, appends the change (with the TTL its entry gets once committed),
+#: and records it as the key's pending change: the entry cannot expire while its change is
+#: queued (the flusher gives it its TTL once the store committed it, see ACK_SCRIPT).
+#: All or nothing.
 SET_SCRIPT: Final = """
 redis.call('SET', KEYS[1], ARGV[1])
 local id
 if ARGV[5] == 'd' then
-  id = redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3], 'px', ARGV[2], 't', ARGV[6])
+  id = redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3], 'px', ARGV[2])
 else
-  id = redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4], 'px', ARGV[2],
-                  't', ARGV[6])
+  id = redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4], 'px', ARGV[2])
 end
 redis.call('HSET', KEYS[3], ARGV[3], id)
 return id
 """
 
 #: KEYS: stream, attempts hash, dirty hash, then the cache key of each change. ARGV: group,
-#: the number n of entry IDs, n IDs, then per change: user key, ID, op, px, expiry (8
-#: bytes, big-endian ms). Acknowledges the committed entries and, for each change that is
-#: still its key's pending one, ends the pin: a set entry gets its expiry and TTL back (the
-#: TTL counted from now), a tombstone is dropped.
+#: the number n of entry IDs, n IDs, then per change: user key, ID, op, px. Acknowledges
+#: the committed entries and, for each change that is still its key's pending one (one
+#: HMGET for all), ends the pin: a set entry gets its TTL (counted from now), a tombstone
+#: is dropped.
 ACK_SCRIPT: Final = """
 local n = tonumber(ARGV[2])
 local ids = {}
@@ -94,20 +94,24 @@ for i = 1, n do ids[i] = ARGV[2 + i] end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 redis.call('XDEL', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[2], unpack(ids))
-local j = 3 + n
-for k = 4, #KEYS do
-  local key, id, op, px = ARGV[j], ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3])
-  local expiry = ARGV[j + 4]
-  j = j + 5
-  if redis.call('HGET', KEYS[3], key) == id then
-    redis.call('HDEL', KEYS[3], key)
-    if op == 'd' then
-      redis.call('DEL', KEYS[k])
-    elseif redis.call('EXISTS', KEYS[k]) == 1 then
-      redis.call('SETRANGE', KEYS[k], 5, expiry)
-      redis.call('PEXPIRE', KEYS[k], px)
+if #KEYS > 3 then
+  local j = 3 + n
+  local keys = {}
+  for k = 4, #KEYS do keys[k - 3] = ARGV[j + (k - 4) * 4] end
+  local pending = redis.call('HMGET', KEYS[3], unpack(keys))
+  local ended = {}
+  for k = 4, #KEYS do
+    local at = j + (k - 4) * 4
+    if pending[k - 3] == ARGV[at + 1] then
+      ended[#ended + 1] = ARGV[at]
+      if ARGV[at + 2] == 'd' then
+        redis.call('DEL', KEYS[k])
+      else
+        redis.call('PEXPIRE', KEYS[k], ARGV[at + 3])
+      end
     end
   end
+  if #ended > 0 then redis.call('HDEL', KEYS[3], unpack(ended)) end
 end
 return acked
 """
@@ -231,6 +235,10 @@ class QueueLayout:
         """The Redis key of ``key``'s cache entry (same slot as its partition's stream)."""
         return f"{self._prefix(self.partition_of(key))}:{key}"
 
+    def cache_key_in(self, p: int, key: str) -> str:
+        """:meth:`cache_key` when the key's partition ``p`` is known already."""
+        return f"{self._prefix(p)}:{key}"
+
     def stream(self, p: int) -> str:
         """Partition ``p``'s change stream."""
         return f"{self._prefix(p)}:{self.name}:stream"
@@ -343,10 +351,10 @@ class _Change:
     op: str
     raw_value: bytes | None
     px: int = 0  #: the cache entry's TTL (ms) once the change is committed
-    ttl: int = 0  #: its logical expiry, ms after the commit
     #: the version the store compares: the entry's stream version, or the original one of
-    #: a replayed dead letter
+    #: a replayed dead letter (set once the change goes to the store)
     version: str = ""
+    fields: dict[str, Any] = field(default_factory=dict, repr=False)
     superseded: list[str] = field(default_factory=list)
     value: Any = None
     error: str | None = None
@@ -425,8 +433,15 @@ def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change
     latest: dict[str, _Change] = {}
     seen: set[tuple[int, str]] = set()  # IDs are per stream: two partitions may share one
 
-    def order(e: tuple[int, str, dict[str, Any]]) -> tuple[str, tuple[int, int]]:
-        return _version(e[1], e[2]), _id_key(e[1])
+    if any("ver" in fields for _, _, fields in entries):  # a replay: by version first
+
+        def order(e: tuple[int, str, dict[str, Any]]) -> Any:
+            return _version(e[1], e[2]), _id_key(e[1])
+
+    else:  # the common case: stream order is version order
+
+        def order(e: tuple[int, str, dict[str, Any]]) -> Any:
+            return _id_key(e[1])
 
     for partition, entry_id, fields in sorted(entries, key=order):
         if (partition, entry_id) in seen:
@@ -444,8 +459,7 @@ def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change
             op,
             raw if raw is None else bytes(raw),
             px=_number(fields.get("px")),
-            ttl=_number(fields.get("t")),
-            version=_version(entry_id, fields),
+            fields=fields,
         )
         if op not in ("s", "d") or not key:
             change.error = f"malformed write-behind entry (op={op!r}, key={key!r})"
@@ -543,6 +557,8 @@ def flush_round(
 
     changes = coalesce(read)
     for change in changes:
+        if not change.version:  # only the changes that go to the store need theirs
+            change.version = _version(change.entry_id, change.fields)
         if change.error is None and change.op == "s":
             try:
                 change.value = loads(change.raw_value or b"")
@@ -598,8 +614,7 @@ def flush_round(
         ids = [i for c in done for i in (c.entry_id, *c.superseded)]
         unpin: list[Any] = []
         for c in done:
-            expiry = (int(now_ms) + c.ttl).to_bytes(8, "big", signed=True)
-            unpin += [c.key, c.entry_id, c.op, c.px, expiry]
+            unpin += [c.key, c.entry_id, c.op, c.px]
         commands.append(
             (
                 "EVAL",
@@ -608,7 +623,7 @@ def flush_round(
                 layout.stream(p),
                 layout.attempts(p),
                 layout.dirty(p),
-                *(layout.cache_key(c.key) for c in done),
+                *(layout.cache_key_in(p, c.key) for c in done),
                 group,
                 len(ids),
                 *ids,

@@ -313,7 +313,7 @@ class AsyncWriteBehind(WriteBehindBase):
         progress: Callable[[int, int], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Move dead letters back into the queue (all of them, or those named by ``ids``,
-        dead-letter or change IDs, or by ``keys``), oldest change first, each keeping its
+        their ``dead_id``, or by ``keys``), oldest change first, each keeping its
         original version: the store applies it only if nothing newer reached the key.
         Each move is atomic (out of the dead letters exactly when queued again).
         ``dry_run``: only say which would be replayed. Returns the letters replayed (with
