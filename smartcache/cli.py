@@ -228,17 +228,21 @@ def _flush_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"password": ...}`` from ``--password-env VAR`` (the ops commands), else ``{}``."""
+    name = getattr(args, "password_env", None)
+    if not name:
+        return {}
+    if name not in os.environ:
+        raise ConfigurationError(f"--password-env {name}: that environment variable is not set")
+    return {"password": os.environ[name]}
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from smartcache.ops import diagnose  # noqa: PLC0415
     from smartcache.ops._render import render_json, render_table  # noqa: PLC0415
 
-    kwargs: dict[str, Any] = {}
-    if args.password_env:
-        if args.password_env not in os.environ:
-            raise ConfigurationError(
-                f"--password-env {args.password_env}: that environment variable is not set"
-            )
-        kwargs["password"] = os.environ[args.password_env]
+    kwargs = _password_kwargs(args)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     with _progress_bar(enabled=not args.json and sys.stderr.isatty()) as progress:
         report = diagnose(
@@ -333,13 +337,7 @@ def _top(args: argparse.Namespace) -> int:
 
     if args.interval <= 0:
         raise ConfigurationError(f"--interval must be > 0 seconds, got {args.interval}")
-    kwargs: dict[str, Any] = {}
-    if args.password_env:
-        if args.password_env not in os.environ:
-            raise ConfigurationError(
-                f"--password-env {args.password_env}: that environment variable is not set"
-            )
-        kwargs["password"] = os.environ[args.password_env]
+    kwargs = _password_kwargs(args)
     top = Top(args.url, **kwargs)
     target = mask_url(args.url)
     frames = 2 if args.once else args.iterations  # --once: two readings make the rates
@@ -376,6 +374,8 @@ def _top(args: argparse.Namespace) -> int:
                     time.sleep(args.interval)
     except KeyboardInterrupt:
         pass
+    finally:
+        top.close()
     return 0
 
 
@@ -454,13 +454,7 @@ def _describe_moves(moves: Any, view: Any) -> str:
 def _resharder(args: argparse.Namespace, progress: Any) -> Any:
     from smartcache.ops import Resharder  # noqa: PLC0415
 
-    kwargs: dict[str, Any] = {}
-    if getattr(args, "password_env", None):
-        if args.password_env not in os.environ:
-            raise ConfigurationError(
-                f"--password-env {args.password_env}: that environment variable is not set"
-            )
-        kwargs["password"] = os.environ[args.password_env]
+    kwargs = _password_kwargs(args)
     return Resharder(
         args.url,
         batch=args.batch,

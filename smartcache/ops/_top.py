@@ -9,6 +9,7 @@ against ``maxmemory``, clients, replication lag and slow-log growth.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from smartcache.ops._collect import discover
 from smartcache.ops._nodes import ERRORS, Connector, error_text
+from smartcache.sync.client import SmartClient
 
 __all__ = ["Row", "Top", "rows"]
 
@@ -114,28 +116,58 @@ class Top:
         self._connector: Connector | None = None
         self._found_at = 0.0
         self._previous: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: one open client per node, kept from tick to tick (dropped when it fails)
+        self._clients: dict[str, tuple[contextlib.ExitStack, SmartClient]] = {}
 
     def _discover(self) -> None:
         self.kind, self._connector, self.addresses = discover(
             self.url, self.timeout, **self.client_kwargs
         )
         self._found_at = time.monotonic()
+        for address in set(self._clients) - set(self.addresses):
+            self._drop(address)
+
+    def _client(self, address: str) -> SmartClient:
+        held = self._clients.get(address)
+        if held is None:
+            assert self._connector is not None
+            stack = contextlib.ExitStack()
+            held = stack, stack.enter_context(self._connector.client(address))
+            self._clients[address] = held
+        return held[1]
+
+    def _drop(self, address: str) -> None:
+        held = self._clients.pop(address, None)
+        if held is not None:
+            with contextlib.suppress(*ERRORS):
+                held[0].close()
 
     def tick(self) -> list[Row]:
         """Read every node now; rows with rates since the previous tick."""
         if self._connector is None or time.monotonic() - self._found_at > self.rediscover:
             self._discover()
-        assert self._connector is not None
         current: dict[str, tuple[float, dict[str, Any]]] = {}
         errors: dict[str, str] = {}
         for address in self.addresses:
             try:
-                with self._connector.client(address) as c:
-                    info = dict(c.info())
-                    info["slowlog_len"] = int(c.slowlog_len())
+                c = self._client(address)
+                info = dict(c.info())
+                info["slowlog_len"] = int(c.slowlog_len())
                 current[address] = (time.monotonic(), info)
             except ERRORS as exc:
+                self._drop(address)  # the next tick connects again
                 errors[address] = error_text(exc)
         out = rows(self._previous, current, errors)
         self._previous = current
         return out
+
+    def close(self) -> None:
+        """Close the connections to the nodes."""
+        for address in list(self._clients):
+            self._drop(address)
+
+    def __enter__(self) -> Top:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
