@@ -61,6 +61,9 @@ class Serializer(Protocol):
         ...
 
 
+_JSON_DECODE = json.JSONDecoder().decode
+
+
 class JsonSerializer:
     """Compact JSON (the default): portable, safe to read from any language."""
 
@@ -73,6 +76,11 @@ class JsonSerializer:
 
     def loads(self, data: bytes) -> Any:
         """Parse JSON bytes."""
+        if type(data) is bytes:  # what dumps writes, UTF-8: skip json.loads' sniffing
+            try:
+                return _JSON_DECODE(data.decode("utf-8", "surrogatepass"))
+            except ValueError:
+                pass  # another encoding, a BOM, or not JSON: json.loads decides and says
         return json.loads(data)
 
 

@@ -85,4 +85,6 @@ def stream_version(entry_id: bytes | str) -> str:
     """A Redis Stream entry ID (``"1700000000000-3"``) as text that sorts in stream order."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
+    if text.isascii() and ms.isdigit() and seq.isdigit():  # what Redis gives: no parsing
+        return ms.zfill(15) + "-" + seq.zfill(20)
     return f"{int(ms):015d}-{int(seq or 0):020d}"

@@ -36,7 +36,7 @@ import random
 import re
 import socket
 import zlib
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -57,6 +57,7 @@ __all__ = [
     "RoundResult",
     "StoreCall",
     "StorePing",
+    "ack_command",
     "coalesce",
     "consumer_name",
     "flush_round",
@@ -66,53 +67,87 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 #: KEYS: cache key, stream, dirty hash. ARGV: entry bytes, px, user key, value bytes, op
 #: ("s" set, "d" delete). Sets the cache entry (for a delete: a tombstone, an entry holding
-#: None) WITHOUT an expiry, appends the change (with the TTL its entry gets once committed),
-#: and records it as the key's pending change: the entry cannot expire while its change is
-#: queued (the flusher gives it its TTL once the store committed it, see ACK_SCRIPT).
-#: All or nothing.
+#: None) WITHOUT an expiry, appends the change (a set with the TTL its entry gets once
+#: committed), and records it as the key's pending change (the dirty hash maps the cache
+#: key to the change's ID): the entry cannot expire while its change is queued (the
+#: flusher gives it its TTL once the store committed it, see ACK_SCRIPT). All or nothing.
 SET_SCRIPT: Final = """
 redis.call('SET', KEYS[1], ARGV[1])
 local id
 if ARGV[5] == 'd' then
-  id = redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3], 'px', ARGV[2])
+  id = redis.call('XADD', KEYS[2], '*', 'op', 'd', 'k', ARGV[3])
 else
   id = redis.call('XADD', KEYS[2], '*', 'op', 's', 'k', ARGV[3], 'v', ARGV[4], 'px', ARGV[2])
 end
-redis.call('HSET', KEYS[3], ARGV[3], id)
+redis.call('HSET', KEYS[3], KEYS[1], id)
 return id
 """
 
-#: KEYS: stream, attempts hash, dirty hash, then the cache key of each change. ARGV: group,
-#: the number n of entry IDs, n IDs, then per change: user key, ID, op, px. Acknowledges
-#: the committed entries and, for each change that is still its key's pending one (one
-#: HMGET for all), ends the pin: a set entry gets its TTL (counted from now), a tombstone
-#: is dropped.
+#: KEYS: stream, attempts hash, dirty hash, then the cache key of each of the m committed
+#: changes. ARGV: group, m, the highest acknowledged ID, the m changes' IDs, their m unpin
+#: actions (the entry's TTL in ms, or "d": drop the tombstone), then the IDs they
+#: superseded. Acknowledges the entries and removes them from the stream: one XTRIM MINID
+#: when the group has delivered everything up to them and nothing below them is pending
+#: (so every entry below is acknowledged: the common case, and far cheaper than deleting
+#: each), else one XDEL of their IDs. Then, for each change that is still its key's pending
+#: one (one HMGET for all), ends the pin: a set entry gets its TTL (counted from now), a
+#: tombstone is dropped. (A stream or group that is gone, as after a failover to a replica
+#: that never had it, fails nothing: XACK and XDEL of a missing key count 0.)
 ACK_SCRIPT: Final = """
-local n = tonumber(ARGV[2])
+local m = tonumber(ARGV[2])
 local ids = {}
-for i = 1, n do ids[i] = ARGV[2 + i] end
+for i = 1, m do ids[i] = ARGV[3 + i] end
+for i = 4 + 2 * m, #ARGV do ids[#ids + 1] = ARGV[i] end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
-redis.call('XDEL', KEYS[1], unpack(ids))
-redis.call('HDEL', KEYS[2], unpack(ids))
-if #KEYS > 3 then
-  local j = 3 + n
-  local keys = {}
-  for k = 4, #KEYS do keys[k - 3] = ARGV[j + (k - 4) * 4] end
-  local pending = redis.call('HMGET', KEYS[3], unpack(keys))
-  local ended = {}
-  for k = 4, #KEYS do
-    local at = j + (k - 4) * 4
-    if pending[k - 3] == ARGV[at + 1] then
-      ended[#ended + 1] = ARGV[at]
-      if ARGV[at + 2] == 'd' then
-        redis.call('DEL', KEYS[k])
-      else
-        redis.call('PEXPIRE', KEYS[k], ARGV[at + 3])
-      end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq), seq
+end
+local function below(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  if am ~= bm then return am < bm end
+  return as < bs
+end
+local top = ARGV[3]
+local top_ms, top_seq, top_digits = parse(top)
+local trim = #top_digits < 16
+if trim then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])  -- NOGROUP: nothing to trim
+  trim = not pending.err and (pending[1] == 0 or below(top, pending[2]))
+end
+if trim then
+  trim = false
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, last
+    for i = 1, #group, 2 do
+      if group[i] == 'name' then name = group[i + 1]
+      elseif group[i] == 'last-delivered-id' then last = group[i + 1] end
+    end
+    if name == ARGV[1] and last then trim = not below(last, top) end
+  end
+end
+if trim then
+  redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', top_ms, top_seq + 1))
+else
+  redis.call('XDEL', KEYS[1], unpack(ids))
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HDEL', KEYS[2], unpack(ids)) end
+local current = redis.call('HMGET', KEYS[3], unpack(KEYS, 4))
+local ended = {}
+for k = 1, m do
+  if current[k] == ARGV[3 + k] then
+    local key = KEYS[3 + k]
+    ended[#ended + 1] = key
+    local action = ARGV[3 + m + k]
+    if action == 'd' then
+      redis.call('DEL', key)
+    else
+      redis.call('PEXPIRE', key, action)
     end
   end
-  if #ended > 0 then redis.call('HDEL', KEYS[3], unpack(ended)) end
 end
+if #ended > 0 then redis.call('HDEL', KEYS[3], unpack(ended)) end
 return acked
 """
 
@@ -129,8 +164,8 @@ for i = 9, #ARGV do ids[#ids + 1] = ARGV[i] end
 redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
 redis.call('XDEL', KEYS[1], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
-if redis.call('HGET', KEYS[4], ARGV[3]) == ARGV[2] then
-  redis.call('HDEL', KEYS[4], ARGV[3])
+if redis.call('HGET', KEYS[4], KEYS[5]) == ARGV[2] then
+  redis.call('HDEL', KEYS[4], KEYS[5])
   redis.call('DEL', KEYS[5])
 end
 return #ids
@@ -151,11 +186,11 @@ if ARGV[3] == 'd' then
 else
   id = redis.call('XADD', KEYS[1], '*', 'op', 's', 'k', ARGV[2], 'v', ARGV[4], 'ver', ARGV[5])
 end
-if not redis.call('HGET', KEYS[4], ARGV[2]) then redis.call('DEL', KEYS[3]) end
+if not redis.call('HGET', KEYS[4], KEYS[3]) then redis.call('DEL', KEYS[3]) end
 return id
 """
 
-#: KEYS: cache key, stream, dirty hash. ARGV: user key. The read fence of
+#: KEYS: cache key, stream, dirty hash. The read fence of
 #: ``WriteBehind.get`` after a cache miss: the key's pending change, if any, straight from
 #: the queue (an evicted or deleted entry never sends a reader to the store's older row).
 #: Returns {0} nothing pending, {1, entry} the entry is back, {2} a pending delete,
@@ -163,7 +198,7 @@ return id
 PENDING_SCRIPT: Final = """
 local entry = redis.call('GET', KEYS[1])
 if entry then return {1, entry} end
-local id = redis.call('HGET', KEYS[3], ARGV[1])
+local id = redis.call('HGET', KEYS[3], KEYS[1])
 if not id then return {0} end
 local found = redis.call('XRANGE', KEYS[2], id, id)
 if #found == 0 then return {0} end
@@ -350,11 +385,12 @@ class _Change:
     key: str
     op: str
     raw_value: bytes | None
-    px: int = 0  #: the cache entry's TTL (ms) once the change is committed
-    #: the version the store compares: the entry's stream version, or the original one of
-    #: a replayed dead letter (set once the change goes to the store)
+    #: what its acknowledgement does to the pinned entry: its TTL in ms as sent (a set),
+    #: "d" (a delete's tombstone, or an entry without a TTL field: dropped)
+    unpin: Any = "d"
+    #: the version the store compares: a replayed dead letter's original one, else the
+    #: entry's stream version (set once the change goes to the store)
     version: str = ""
-    fields: dict[str, Any] = field(default_factory=dict, repr=False)
     superseded: list[str] = field(default_factory=list)
     value: Any = None
     error: str | None = None
@@ -364,25 +400,33 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else str(value)
 
 
-def _fields(raw: Any) -> dict[str, Any]:
-    """Stream entry fields as ``{str: bytes|str}`` (RESP2 flat list or RESP3 map)."""
+def _fields(raw: Any) -> Mapping[bytes, Any]:
+    """Stream entry fields as ``{bytes: value}`` (RESP2 flat list or RESP3 map; the str
+    names a ``decode_responses=True`` client gives are encoded)."""
     if isinstance(raw, dict):
-        return {_text(k): v for k, v in raw.items()}
-    items = list(raw or ())
-    return {_text(items[i]): items[i + 1] for i in range(0, len(items) - 1, 2)}
+        fields = raw
+    else:
+        items = iter(raw or ())
+        fields = dict(zip(items, items, strict=False))
+    for name in fields:
+        if isinstance(name, str):
+            return {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}
+        break
+    return fields
 
 
-def _entries(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+def _entries(reply: Any) -> list[tuple[str, Mapping[bytes, Any]]]:
     """``[(id, fields)]`` from an XREADGROUP/XAUTOCLAIM entry list (deleted ones skipped)."""
     out = []
     for item in reply or ():
         if not item or item[1] is None:
             continue  # an entry deleted while pending (Redis 6.2 shape)
-        out.append((_text(item[0]), _fields(item[1])))
+        entry_id = item[0]
+        out.append((entry_id.decode() if type(entry_id) is bytes else entry_id, _fields(item[1])))
     return out
 
 
-def _read_reply(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+def _read_reply(reply: Any) -> list[tuple[str, Mapping[bytes, Any]]]:
     """Entries of an XREADGROUP reply for one stream (RESP2 list or RESP3 map)."""
     if not reply:
         return []
@@ -404,70 +448,98 @@ def _first(entries: Any) -> Any:
     return entries
 
 
-def _number(raw: Any) -> int:
-    """An integer stream field (0 when absent: entries queued by an older version)."""
-    try:
-        return int(_text(raw)) if raw is not None else 0
-    except ValueError:
-        return 0
-
-
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
 
 
-def _version(entry_id: str, fields: dict[str, Any]) -> str:
-    """The change's version: a replayed dead letter's original (``ver``), else its ID's."""
-    explicit = fields.get("ver")
-    return _text(explicit) if explicit else stream_version(entry_id)
+def _newer(
+    a: _Change, b: _Change, fields_a: Mapping[bytes, Any], fields_b: Mapping[bytes, Any]
+) -> bool:
+    """Is change ``a`` newer than ``b`` (same key)? By version when either is a replayed
+    dead letter (which keeps its original version), else by stream order."""
+    ver_a, ver_b = fields_a.get(b"ver"), fields_b.get(b"ver")
+    if ver_a is not None or ver_b is not None:
+        va = _text(ver_a) if ver_a is not None else stream_version(a.entry_id)
+        vb = _text(ver_b) if ver_b is not None else stream_version(b.entry_id)
+        if va != vb:
+            return va > vb
+    return _id_key(a.entry_id) > _id_key(b.entry_id)
 
 
-def coalesce(entries: Sequence[tuple[int, str, dict[str, Any]]]) -> list[_Change]:
+def coalesce(entries: Sequence[tuple[int, str, Mapping[Any, Any]]]) -> list[_Change]:
     """The newest change per key by version (stream order, but for replayed dead letters,
     which keep their original version); older ones ride along as ``superseded``.
 
-    ``entries`` are ``(partition, id, fields)``; a key lives in one partition. An entry
-    seen twice (read and claimed) counts once.
+    ``entries`` are ``(partition, id, fields)`` in any order; a key lives in one partition.
+    An entry seen twice (read and claimed) counts once. Malformed entries are not
+    coalesced: each comes back alone, with its ``error``.
     """
-    latest: dict[str, _Change] = {}
-    seen: set[tuple[int, str]] = set()  # IDs are per stream: two partitions may share one
-
-    if any("ver" in fields for _, _, fields in entries):  # a replay: by version first
-
-        def order(e: tuple[int, str, dict[str, Any]]) -> Any:
-            return _version(e[1], e[2]), _id_key(e[1])
-
-    else:  # the common case: stream order is version order
-
-        def order(e: tuple[int, str, dict[str, Any]]) -> Any:
-            return _id_key(e[1])
-
-    for partition, entry_id, fields in sorted(entries, key=order):
-        if (partition, entry_id) in seen:
-            continue
-        seen.add((partition, entry_id))
-        key = _text(fields.get("k", b""))
-        op = _text(fields.get("op", b"s"))
-        raw = fields.get("v")
+    latest: dict[str, tuple[_Change, Mapping[bytes, Any]]] = {}
+    malformed: list[_Change] = []
+    for partition, entry_id, raw_fields in entries:
+        fields = _fields(raw_fields)
+        key_raw = fields.get(b"k", b"")
+        key = key_raw.decode("utf-8", "surrogatepass") if type(key_raw) is bytes else str(key_raw)
+        op_raw = fields.get(b"op", b"s")
+        op = "s" if op_raw in (b"s", "s") else "d" if op_raw in (b"d", "d") else None
+        raw = fields.get(b"v")
         if isinstance(raw, str):  # a client with decode_responses=True
             raw = raw.encode("utf-8", "surrogateescape")
-        change = _Change(
-            partition,
-            entry_id,
-            key,
-            op,
-            raw if raw is None else bytes(raw),
-            px=_number(fields.get("px")),
-            fields=fields,
-        )
-        if op not in ("s", "d") or not key:
-            change.error = f"malformed write-behind entry (op={op!r}, key={key!r})"
-        previous = latest.get(key)
-        if previous is not None:
+        change = _Change(partition, entry_id, key, op or _text(op_raw), raw)
+        if op is None or not key:
+            change.error = f"malformed write-behind entry (op={change.op!r}, key={key!r})"
+            if not any(m.partition == partition and m.entry_id == entry_id for m in malformed):
+                malformed.append(change)
+            continue
+        if op == "s":
+            px = fields.get(b"px")
+            if px is not None:
+                change.unpin = px
+        ver = fields.get(b"ver")
+        if ver is not None:
+            change.version = _text(ver)
+        found = latest.get(key)
+        if found is None:
+            latest[key] = (change, fields)
+            continue
+        previous, previous_fields = found
+        if entry_id == previous.entry_id or entry_id in previous.superseded:
+            continue  # read and claimed in one round
+        if _newer(change, previous, fields, previous_fields):
             change.superseded = [*previous.superseded, previous.entry_id]
-        latest[key] = change
-    return list(latest.values())
+            latest[key] = (change, fields)
+        else:
+            previous.superseded.append(entry_id)
+    return [change for change, _fields_of in latest.values()] + malformed
+
+
+def ack_command(
+    layout: QueueLayout, p: int, done: Sequence[_Change], top: str | None = None
+) -> tuple[Any, ...]:
+    """The :data:`ACK_SCRIPT` call for partition ``p``'s committed changes ``done``.
+
+    ``top``: an ID at least as high as every one acknowledged (the highest one read from
+    the partition this round will do: the script trims only when nothing up to it is
+    pending); computed when not given."""
+    superseded = [i for c in done for i in c.superseded]
+    if top is None:
+        top = max([c.entry_id for c in done] + superseded, key=_id_key)
+    return (
+        "EVAL",
+        ACK_SCRIPT,
+        3 + len(done),
+        layout.stream(p),
+        layout.attempts(p),
+        layout.dirty(p),
+        *[layout.cache_key_in(p, c.key) for c in done],
+        layout.group,
+        len(done),
+        top,
+        *[c.entry_id for c in done],
+        *[c.unpin if c.op == "s" else "d" for c in done],
+        *superseded,
+    )
 
 
 def flush_round(
@@ -525,7 +597,8 @@ def flush_round(
             kinds.append((start, p))
     replies = yield RedisBatch(tuple(commands))
 
-    read: list[tuple[int, str, dict[str, Any]]] = []
+    read: list[tuple[int, str, Mapping[bytes, Any]]] = []
+    top_of: dict[int, str] = {}  #: the highest ID read per partition
     read_error: BaseException | None = None
     for (kind, p), reply in zip(kinds, replies, strict=True):
         if isinstance(reply, BaseException):
@@ -547,6 +620,10 @@ def flush_round(
                 state.own_pending.discard(p)
             elif entries:
                 state.own_pending.add(p)
+        if entries:
+            newest = entries[-1][0]  # replies list entries in stream order
+            top = top_of.get(p)
+            top_of[p] = newest if top is None else max(top, newest, key=_id_key)
         read.extend((p, entry_id, fields) for entry_id, fields in entries)
     if read_error is not None:
         # what was read is now pending to this consumer (own_pending says where): the next
@@ -558,7 +635,7 @@ def flush_round(
     changes = coalesce(read)
     for change in changes:
         if not change.version:  # only the changes that go to the store need theirs
-            change.version = _version(change.entry_id, change.fields)
+            change.version = stream_version(change.entry_id)
         if change.error is None and change.op == "s":
             try:
                 change.value = loads(change.raw_value or b"")
@@ -611,25 +688,7 @@ def flush_round(
     for change in ok:
         by_partition.setdefault(change.partition, []).append(change)
     for p, done in by_partition.items():
-        ids = [i for c in done for i in (c.entry_id, *c.superseded)]
-        unpin: list[Any] = []
-        for c in done:
-            unpin += [c.key, c.entry_id, c.op, c.px]
-        commands.append(
-            (
-                "EVAL",
-                ACK_SCRIPT,
-                3 + len(done),
-                layout.stream(p),
-                layout.attempts(p),
-                layout.dirty(p),
-                *(layout.cache_key_in(p, c.key) for c in done),
-                group,
-                len(ids),
-                *ids,
-                *unpin,
-            )
-        )
+        commands.append(ack_command(layout, p, done, top_of[p]))
     counted: list[_Change] = []
     if store_up:
         for change, _error in failed:

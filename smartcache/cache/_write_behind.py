@@ -237,7 +237,7 @@ class WriteBehind(WriteBehindBase):
         raw = self.client.get(self.key_for(key))
         if raw is not None:
             return self._decode_value(raw, default)
-        reply = self._pending(keys=self._script_keys(key), args=[key])
+        reply = self._pending(keys=self._script_keys(key))
         return self._pending_value(reply, default)
 
     def flush(self, timeout: float = 30.0) -> None:

@@ -236,7 +236,7 @@ class AsyncWriteBehind(WriteBehindBase):
         raw = await self.client.get(self.key_for(key))
         if raw is not None:
             return self._decode_value(raw, default)
-        reply = await self._pending(keys=self._script_keys(key), args=[key])
+        reply = await self._pending(keys=self._script_keys(key))
         return self._pending_value(reply, default)
 
     async def flush(self, timeout: float = 30.0) -> None:

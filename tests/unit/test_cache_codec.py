@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import struct
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,26 @@ def test_unknown_serializer_name() -> None:
 def test_msgpack_needs_the_optional_package() -> None:
     with pytest.raises(ImportError):
         get_serializer("msgpack")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":[1,2.5,"\xc3\xa9",null,true]}',  # what dumps writes
+        '{"a":"é"}'.encode("utf-16"),  # another encoding json.loads detects
+        b'\xef\xbb\xbf{"a":1}',  # a UTF-8 BOM
+        bytearray(b'{"a":1}'),
+        '{"a":1}',
+    ],
+)
+def test_json_loads_reads_what_json_loads_reads(data: Any) -> None:
+    assert get_serializer("json").loads(data) == json.loads(data)
+
+
+@pytest.mark.parametrize("data", [b"{not json", b"\xff\xfe\x00", b""])
+def test_json_loads_fails_as_json_loads_fails(data: bytes) -> None:
+    with pytest.raises(ValueError) as ours:
+        get_serializer("json").loads(data)
+    with pytest.raises(ValueError) as theirs:
+        json.loads(data)
+    assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)

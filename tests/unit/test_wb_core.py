@@ -80,6 +80,7 @@ def _f(key: str, value: Any = None, op: str = "s") -> dict[str, Any]:
     fields: dict[str, Any] = {"op": op.encode(), "k": key.encode()}
     if op == "s":
         fields["v"] = json.dumps(value).encode()
+        fields["px"] = b"5000"
     return fields
 
 
@@ -178,15 +179,19 @@ def test_a_round_writes_the_coalesced_batch_then_acknowledges_it() -> None:
     assert {i.key: i.version for i in call.items}["a"] == stream_version("2-0")
     acks = [c for c in script.effects[-1].commands if c[1] == ACK_SCRIPT]
 
-    def acked_ids(command: tuple[object, ...]) -> tuple[object, ...]:
-        args = command[3 + int(command[2]) :]  # type: ignore[call-overload]
-        return tuple(args[2 : 2 + int(args[1])])
+    def acked(command: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...], Any]:
+        """(each change's (cache key, id, unpin action), superseded ids, top id)."""
+        nkeys = int(command[2])
+        cache_keys = command[6 : 3 + nkeys]
+        args = command[3 + nkeys :]
+        m = int(args[1])
+        ids, actions = args[3 : 3 + m], args[3 + m : 3 + 2 * m]
+        return tuple(zip(cache_keys, ids, actions, strict=True)), tuple(args[3 + 2 * m :]), args[2]
 
-    acked = sorted(acked_ids(c) for c in acks)
-    assert acked == [("1-0",), ("2-0", "1-0")]  # the superseded entry rides along
-    unpinned = sorted(c[3 + int(c[2]) + 2 + int(c[3 + int(c[2]) + 1]) :][:3] for c in acks)
-    # each key's last change ends its pin (the superseded one has nothing to end)
-    assert unpinned == [("a", "2-0", "s"), ("b", "1-0", "s")]
+    a, b = sorted((acked(c) for c in acks), key=lambda x: x[0][0][1])
+    # each key's last change is acknowledged and ends its pin; the superseded one rides along
+    assert a == (((layout.cache_key_in(1, "b"), "1-0", b"5000"),), (), "1-0")
+    assert b == (((layout.cache_key_in(0, "a"), "2-0", b"5000"),), ("1-0",), "2-0")
     assert result.applied == 2 and result.acked == 3 and not result.stalled
 
 
@@ -304,3 +309,36 @@ def test_a_partly_failed_read_remembers_what_it_was_given() -> None:
     result = Script(handler).run(_round(layout, FlushOptions(), state))
     assert result.redis_error is not None and result.read == 0
     assert state.own_pending == {0}  # partition 0's entry is re-read from the PEL next round
+
+
+@pytest.mark.parametrize(
+    "entry_id", ["1700000000000-3", "0-0", "5-18446744073709551615", "123", b"17-2", "0005-07"]
+)
+def test_stream_versions_are_the_ids_zero_padded(entry_id: Any) -> None:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    assert stream_version(entry_id) == f"{int(ms):015d}-{int(seq or 0):020d}"
+
+
+def test_coalesce_takes_entries_in_any_order_and_counts_a_repeated_one_once() -> None:
+    entries = [(0, "7-0", _f("a", 3)), (0, "5-0", _f("a", 2)), (0, "7-0", _f("a", 3))]
+    entries += [(0, "9-0", _f("a", op="d")), (0, "5-0", _f("a", 2)), (0, "1-0", _f("a", 1))]
+    (change,) = coalesce(entries)
+    assert change.entry_id == "9-0" and change.op == "d" and change.unpin == "d"
+    assert sorted(change.superseded) == ["1-0", "5-0", "7-0"]
+
+
+def test_coalesce_orders_a_replayed_dead_letter_by_its_original_version() -> None:
+    replayed = {**_f("a", 1), "ver": stream_version("3-0").encode()}
+    (change,) = coalesce([(0, "5-0", _f("a", 2)), (0, "8-0", replayed)])
+    assert change.entry_id == "5-0" and change.superseded == ["8-0"]
+    (change,) = coalesce([(0, "2-0", _f("a", 2)), (0, "8-0", replayed)])
+    assert change.entry_id == "8-0" and change.version == stream_version("3-0")
+
+
+def test_coalesce_reads_decoded_field_names_and_keeps_malformed_entries_apart() -> None:
+    decoded = {"op": "s", "k": "a", "v": "1", "px": "900"}  # a decode_responses client
+    (change,) = coalesce([(0, "1-0", decoded)])
+    assert (change.key, change.raw_value, change.unpin) == ("a", b"1", "900")
+    bad = coalesce([(0, "1-0", {b"op": b"s"}), (1, "1-0", {b"op": b"s"})])
+    assert [c.partition for c in bad] == [0, 1] and all(c.error for c in bad)
