@@ -145,6 +145,15 @@ def get_serializer(spec: str | Serializer = "json") -> Serializer:
     return instance
 
 
+def builtin_name(serializer: Serializer) -> str | None:
+    """``serializer``'s name when it is one of the built-in ones (their bytes mean the same
+    everywhere), else ``None`` (an object of the application's: nothing is assumed)."""
+    name = getattr(serializer, "name", None)
+    if isinstance(name, str) and type(serializer) is _BY_NAME.get(name):
+        return name
+    return None
+
+
 def _zstd() -> Any:
     try:
         import zstandard  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415 - optional

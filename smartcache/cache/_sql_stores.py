@@ -39,7 +39,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self, TypeVar
 
-from smartcache.cache._codec import Serializer, get_serializer
+from smartcache.cache._codec import Serializer, builtin_name, get_serializer
 from smartcache.cache._store import StoreItem
 from smartcache.exceptions import ConfigurationError, InvalidArgumentError, StaleWriteError
 
@@ -85,6 +85,20 @@ def _check_table(table: object) -> str:
             "digits and underscores, not starting with a digit (e.g. 'smartcache_store')"
         )
     return table
+
+
+def _encoder(serializer: Serializer) -> Callable[[StoreItem], bytes]:
+    """``item`` -> the bytes to store: its ``encoded`` bytes when they come from this same
+    built-in serializer (no second serialization), else ``serializer.dumps(item.value)``."""
+    name, dumps = builtin_name(serializer), serializer.dumps
+
+    def encode(item: StoreItem) -> bytes:
+        encoded = item.encoded
+        if encoded is not None and name is not None and item.serializer == name:
+            return encoded
+        return dumps(item.value)
+
+    return encode
 
 
 def _make_serializer(spec: str | Serializer) -> Serializer:
@@ -370,8 +384,8 @@ class SQLiteStore(_Purging, _Closing):
         """Upsert ``items`` in one transaction, skipping any older than the stored row."""
         latest = _latest(items)
         if latest:
-            dumps = self._serializer.dumps
-            self._apply([(it.key, dumps(it.value), it.version, 0) for it in latest])
+            encode = _encoder(self._serializer)
+            self._apply([(it.key, encode(it), it.version, 0) for it in latest])
 
     def delete_many(self, items: Sequence[StoreItem]) -> None:
         """Turn ``items``' keys into versioned tombstones in one transaction."""
@@ -503,11 +517,11 @@ class _Statements:
             self.upsert = None
 
     def _rows(self, items: Sequence[StoreItem], deleted: bool) -> list[dict[str, Any]]:
-        dumps = self.serializer.dumps
+        encode = _encoder(self.serializer)
         return [
             {
                 "key": it.key,
-                "value": None if deleted else dumps(it.value),
+                "value": None if deleted else encode(it),
                 "version": it.version,
                 "deleted": deleted,
             }

@@ -35,11 +35,17 @@ class StoreItem:
     """One change for the database: ``key``, its new ``value`` and the change's ``version``.
 
     ``value`` is the Python value the application wrote (``None`` for a delete).
+    ``encoded`` is ``value`` as the writer serialized it with the built-in serializer named
+    ``serializer`` ("json", "msgpack", "pickle"), when the write-behind flusher has it: a
+    store serializing with the same one may store these bytes as they are instead of
+    serializing ``value`` again (the ready SQL stores do). Both are ``None`` otherwise.
     """
 
     key: str
     value: Any = None
     version: str | None = None
+    encoded: bytes | None = None
+    serializer: str | None = None
 
 
 @runtime_checkable

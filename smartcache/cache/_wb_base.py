@@ -16,7 +16,13 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from smartcache.cache._base import CacheBase, CachePolicy
-from smartcache.cache._codec import CorruptEntryError, Serializer, decode_entry, get_serializer
+from smartcache.cache._codec import (
+    CorruptEntryError,
+    Serializer,
+    builtin_name,
+    decode_entry,
+    get_serializer,
+)
 from smartcache.cache._protocol import AsyncRedisLike, RedisLike
 from smartcache.cache._store import is_async_store, stream_version
 from smartcache.cache._wb_core import (
@@ -405,6 +411,7 @@ class FlusherBase:
         self.poll_interval = poll_interval
         self.clock = clock
         self.loads = get_serializer(serializer).loads
+        self.serializer_name = builtin_name(get_serializer(serializer))
         self.state = FlushState()
         self.stats = FlusherStats()
         register = getattr(client, "_register_cache", None)  # a smartcache client: metrics
@@ -425,7 +432,14 @@ class FlusherBase:
         """Set up the shell's own wake-up and stop machinery."""
 
     def _round(self) -> Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult]:
-        return flush_round(self.layout, self.options, self.state, self.loads, self.clock() * 1000)
+        return flush_round(
+            self.layout,
+            self.options,
+            self.state,
+            self.loads,
+            self.clock() * 1000,
+            serializer=self.serializer_name,
+        )
 
     def _record(self, result: RoundResult) -> None:
         """Count, log and report one round."""

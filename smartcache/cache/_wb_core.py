@@ -548,8 +548,13 @@ def flush_round(
     state: FlushState,
     loads: Any,
     now_ms: float,
+    *,
+    serializer: str | None = None,
 ) -> Generator[RedisBatch | StoreCall | StorePing, Any, RoundResult]:
-    """One round: (create groups,) claim, read, coalesce, store, acknowledge / dead-letter."""
+    """One round: (create groups,) claim, read, coalesce, store, acknowledge / dead-letter.
+
+    ``serializer``: the name of the built-in serializer whose ``loads`` this is (the
+    items then carry the bytes as written, see :class:`StoreItem`), or ``None``."""
     parts = range(layout.partitions)
     group = layout.group
     if not state.groups_ready:
@@ -653,7 +658,12 @@ def flush_round(
     ):
         if not group_changes:
             continue
-        items = tuple(StoreItem(c.key, c.value, c.version) for c in group_changes)
+        if op == "write" and serializer is not None:  # the bytes as written ride along
+            items = tuple(
+                StoreItem(c.key, c.value, c.version, c.raw_value, serializer) for c in group_changes
+            )
+        else:
+            items = tuple(StoreItem(c.key, c.value, c.version) for c in group_changes)
         error = yield StoreCall(op, items)  # type: ignore[arg-type]
         if error is None:
             ok.extend(group_changes)

@@ -124,6 +124,16 @@ class StoreBehaviour:
         assert store.version_of("a") == "002"
         assert store.version_of("b") is None and store.version_of("zz") is None
 
+    def test_bytes_encoded_by_the_same_serializer_are_stored_as_they_are(
+        self, open_store: OpenStore
+    ) -> None:
+        # (the bytes differ from the value on purpose, to see which one was stored)
+        store = open_store()
+        store.write_many([I("a", {"n": 1}, "1", b'{"n":1,"as":"written"}', "json")])
+        store.write_many([I("b", {"n": 1}, "1", b"\x80\x04K\x02.", "pickle")])  # another
+        store.write_many([I("c", {"n": 1}, "1", b'{"n":2}', None)])  # not said whose
+        assert store.items() == {"a": {"n": 1, "as": "written"}, "b": {"n": 1}, "c": {"n": 1}}
+
     def test_tombstones_are_purged_and_old_replays_still_lose(self, open_store: OpenStore) -> None:
         """Bounded: tombstones past the horizon go; a replayed older write loses to a delete
         within the horizon (the tombstone) and after it (refused: StaleWriteError)."""

@@ -342,3 +342,27 @@ def test_coalesce_reads_decoded_field_names_and_keeps_malformed_entries_apart() 
     assert (change.key, change.raw_value, change.unpin) == ("a", b"1", "900")
     bad = coalesce([(0, "1-0", {b"op": b"s"}), (1, "1-0", {b"op": b"s"})])
     assert [c.partition for c in bad] == [0, 1] and all(c.error for c in bad)
+
+
+def test_written_items_carry_the_queued_bytes_when_the_serializer_is_a_built_in_one() -> None:
+    layout = QueueLayout(partitions=1)
+    for serializer in ("json", None):
+        answer = _reads({0: [("1-0", _f("a", {"n": 1})), ("2-0", _f("b", op="d"))]}, layout)
+        stored: list[StoreCall] = []
+
+        def handler(effect: Any, answer: Any = answer, stored: Any = stored) -> Any:
+            if isinstance(effect, StoreCall):
+                stored.append(effect)
+                return None
+            return [answer(c) for c in effect.commands]
+
+        Script(handler).run(
+            flush_round(
+                layout, FlushOptions(), FlushState(), json.loads, 1e6, serializer=serializer
+            )
+        )
+        write, delete = stored
+        (item,) = write.items
+        assert item.value == {"n": 1} and item.serializer == serializer
+        assert item.encoded == (b'{"n": 1}' if serializer else None)
+        assert delete.items[0].encoded is None and delete.items[0].serializer is None
