@@ -84,12 +84,13 @@ return id
 """
 
 #: KEYS: stream, attempts hash, dirty hash, then the cache key of each of the m committed
-#: changes. ARGV: group, m, the highest acknowledged ID, the m changes' IDs, their m unpin
-#: actions (the entry's TTL in ms, or "d": drop the tombstone), then the IDs they
-#: superseded. Acknowledges the entries and removes them from the stream: one XTRIM MINID
-#: when the group has delivered everything up to them and nothing below them is pending
-#: (so every entry below is acknowledged: the common case, and far cheaper than deleting
-#: each), else one XDEL of their IDs. Then, for each change that is still its key's pending
+#: changes. ARGV: group, m, a top ID (at least as high as every acknowledged one: the
+#: highest read this round), the m changes' IDs, their m unpin actions (the entry's TTL in
+#: ms, or "d": drop the tombstone), then the IDs they superseded. Acknowledges the entries
+#: and removes them from the stream: one XTRIM MINID just above the top when the group has
+#: delivered everything up to it and nothing up to it is pending (so every entry up to it
+#: is acknowledged: the common case, and far cheaper than deleting each), else one XDEL of
+#: their IDs. Then, for each change that is still its key's pending
 #: one (one HMGET for all), ends the pin: a set entry gets its TTL (counted from now), a
 #: tombstone is dropped. (A stream or group that is gone, as after a failover to a replica
 #: that never had it, fails nothing: XACK and XDEL of a missing key count 0.)
