@@ -3,11 +3,12 @@
     .venv/bin/python -m benchmarks.bench_flusher [--tree PATH] [--rows 10000] [--drains 7]
         [--store sqlite|null] [--url redis://...] [--no-pin]
 
-Each drain is ``bench_write``'s flusher case: a fresh queue pre-filled with one change per
-distinct key (~70-byte JSON values), drained by one ``Flusher`` with ``batch_size=500``
-calling ``run_once()`` until a round reads nothing. Printed (one JSON line): the median
-rows/s, each drain's rows/s, and the medians of the CPU microseconds per row spent by this
-process (the flusher, and SQLite in it) and by the server (``INFO cpu``). CPU time moves
+Each drain is ``bench_write``'s flusher case (its ``drain``): a fresh queue pre-filled with
+one change per distinct key (~70-byte JSON values), drained by one ``Flusher`` with
+``batch_size=500`` calling ``run_once()`` until a round reads nothing. Printed (one JSON
+line): the median rows/s, each drain's rows/s, and the medians of the CPU microseconds
+per row spent by this process (the flusher, and SQLite in it) and by the server
+(``INFO cpu``). CPU time moves
 far less than wall time on a shared VM, where a SQLite commit's fsync is the noisiest part.
 
 ``--tree`` imports smartcache from another checkout (e.g. ``git worktree add /tmp/before
@@ -26,13 +27,14 @@ cost (Redis and the flusher's own work). A server is started here (a ``Standalon
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -79,7 +81,8 @@ class NullStore:
 
 
 def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    from smartcache.cache import Flusher, FlushOptions, SQLiteStore, WriteBehind
+    from benchmarks.bench_write import drain  # after --tree: it imports smartcache
+    from smartcache.cache import SQLiteStore
     from smartcache.sync.client import SmartClient
 
     client = SmartClient.from_url(url)
@@ -92,49 +95,31 @@ def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         info = client.info("cpu")
         return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
-    cpu: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float]] = []  # (flusher, server) CPU seconds of each drain
 
-    def drain(rows: int) -> float:
-        wb = WriteBehind(client, name=f"bench-{uuid.uuid4().hex[:10]}", flusher=False)
-        prefix = wb.layout.name
-        for i in range(rows):
-            value = {"id": i, "name": f"user {i}", "email": f"u{i}@example.com", "n": i}
-            wb.set(f"{prefix}:{i}", value)
-        flusher = Flusher(client, store, wb.layout, FlushOptions(batch_size=500), serializer="json")
-        applied = 0
-        server0, client0, start = server_cpu(), time.process_time(), time.perf_counter()
-        while True:
-            result = flusher.run_once()
-            if result.redis_error is not None or result.store_error is not None:
-                raise RuntimeError(f"flush round failed: {result}")
-            applied += result.applied
-            if result.idle:
-                break
-        elapsed = time.perf_counter() - start
-        cpu.append(
-            ((time.process_time() - client0) * 1e6 / rows, (server_cpu() - server0) * 1e6 / rows)
-        )
-        if applied != rows:
-            raise RuntimeError(f"the flusher applied {applied} of {rows} changes")
-        for key in client.scan_iter(match=f"*{prefix}*", count=1000):
-            client.delete(key)
-        return rows / elapsed
+    @contextlib.contextmanager
+    def meter() -> Iterator[None]:
+        server0, flusher0 = server_cpu(), time.process_time()
+        yield
+        cpu.append((time.process_time() - flusher0, server_cpu() - server0))
 
     try:
-        drain(200)  # warm up
-        cpu.clear()
-        rates = [drain(args.rows) for _ in range(args.drains)]
+        drain(client, store, 200, 500)  # warm up
+        rates = [
+            args.rows / drain(client, store, args.rows, 500, meter) for _ in range(args.drains)
+        ]
     finally:
         client.close()
         if hasattr(store, "close"):
             store.close()
         folder.cleanup()
+    per_row = 1e6 / args.rows
     return {
         "store": args.store,
         "rows_per_s": round(statistics.median(rates)),
         "drains": [round(r) for r in rates],
-        "flusher_cpu_us_per_row": round(statistics.median(c for c, _ in cpu), 1),
-        "server_cpu_us_per_row": round(statistics.median(s for _, s in cpu), 1),
+        "flusher_cpu_us_per_row": round(statistics.median(c for c, _ in cpu) * per_row, 1),
+        "server_cpu_us_per_row": round(statistics.median(s for _, s in cpu) * per_row, 1),
     }
 
 
