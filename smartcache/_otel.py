@@ -313,13 +313,13 @@ class Telemetry(Timed):
                 text,
                 _by_name("write_behind", "write_behind", field),
             )
-        for name, field, unit, scale, text in _WRITE_BEHIND_GAUGES:
+        for name, field, unit, per, text in _WRITE_BEHIND_GAUGES:
             observe(
                 meter.create_observable_gauge,
                 f"smartcache.write_behind.{name}",
                 unit,
                 text,
-                _by_name("write_behind", "write_behind", field, scale, measured=True),
+                _by_name("write_behind", "write_behind", field, per, measured=True),
             )
 
         # -- the connection pools, as the database conventions name them ------------------
@@ -425,25 +425,32 @@ _WRITE_BEHIND_FIELDS = (
 )
 
 
-#: the write-behind queues' measures (name, field in stats(), unit, scale, description),
-#: taken by their flushers once a second
+#: the write-behind queues' measures (name, field in stats(), unit, the field's units per
+#: exported unit, description), taken by their flushers once a second
 _WRITE_BEHIND_GAUGES = (
     ("queue.depth", "backlog", "{change}", 1, "Changes queued, not yet acknowledged."),
     ("dead_letters", "dead_letters", "{change}", 1, "Changes in the dead-letter streams."),
-    ("lag", "lag_ms", "s", 0.001, "Age of the oldest queued change (0 when none is)."),
+    ("lag", "lag_ms", "s", 1000, "Age of the oldest queued change (0 when none is)."),
 )
 
 
+def scaled(value: float, per: int) -> float:
+    """``value`` in the exported unit: divided by ``per`` (13 ms -> 0.013 s, as ``stats()``
+    gives it; multiplying by 0.001 would give 0.013000000000000001)."""
+    return value if per == 1 else value / per
+
+
 def _by_name(
-    attr: str, label: str, field: str, scale: float = 1, *, measured: bool = False
+    attr: str, label: str, field: str, per: int = 1, *, measured: bool = False
 ) -> Callable[[Any], list[Any]]:
     """A reader of ``field`` in each named counter set of ``stats.<attr>`` (caches,
-    write-behind queues), with the name as ``smartcache.<label>.name``; ``measured``: only
-    where the field is present (a queue its flusher has measured)."""
+    write-behind queues), with the name as ``smartcache.<label>.name``, divided by ``per``
+    (see :func:`scaled`); ``measured``: only where the field is present (a queue its
+    flusher has measured)."""
 
     def read(s: Any) -> list[Any]:
         return [
-            (counts.get(field, 0) * scale, {f"smartcache.{label}.name": name})
+            (scaled(counts.get(field, 0), per), {f"smartcache.{label}.name": name})
             for name, counts in getattr(s, attr).items()
             if not measured or field in counts
         ]

@@ -32,6 +32,7 @@ from smartcache._otel import (
     _error_type,
     _operation,
     _status_code,
+    scaled,
 )
 from smartcache.exceptions import ConfigurationError
 
@@ -487,9 +488,9 @@ def _counter_values(s: Any) -> Iterator[tuple[str, tuple[str, ...], float]]:
     for name, counts in s.write_behind.items():
         for field, _, _ in _WRITE_BEHIND_FIELDS:
             yield f"smartcache_write_behind_{field}", (name,), counts.get(field, 0)
-        for gauge, field, unit, scale, _ in _WRITE_BEHIND_GAUGES:
+        for gauge, field, unit, per, _ in _WRITE_BEHIND_GAUGES:
             if field in counts:
-                yield _prom_gauge_name(gauge, unit), (name,), counts[field] * scale
+                yield _prom_gauge_name(gauge, unit), (name,), scaled(counts[field], per)
     near = s.near_cache
     if near is not None:
         yield "smartcache_near_cache_hits", (), near.hits
