@@ -649,7 +649,9 @@ def flush_round(
                 change.error = f"cannot decode the value: {exc!r}"
 
     ok: list[_Change] = []
-    failed: list[tuple[_Change, BaseException]] = []
+    #: (change, its store op, its item, the error, whether the store had proven itself up
+    #: before that failure: only then is the failure the item's own, and counts)
+    failed: list[tuple[_Change, str, StoreItem, BaseException, bool]] = []
     poison = [c for c in changes if c.error is not None]
     live = [c for c in changes if c.error is None]
     store_error: BaseException | None = None
@@ -674,25 +676,44 @@ def flush_round(
         misses = 0
         for change, item in zip(group_changes, items, strict=True):
             if misses >= options.isolate_limit and not ok:
-                failed.append((change, error))
+                failed.append((change, op, item, error, False))
                 continue
             single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
             if single is None:
                 ok.append(change)
             else:
                 misses += 1
-                failed.append((change, single))
+                failed.append((change, op, item, single, bool(ok)))
+
+    # A failure before the store proved itself up may be the outage's, not the item's (the
+    # store can come back in the middle of a round): once it is up (a call succeeded, or
+    # it answers ping), each such item is tried once more, and only a failure then counts.
+    unproven = [f for f in failed if not f[4]]
+    if unproven:
+        up, retry = bool(ok), True
+        if not up:
+            answer = yield StorePing()
+            if answer is None:  # no ping: a recent success stands in for it
+                last = state.last_store_ok_ms
+                up = last is not None and now_ms - last <= options.healthy_window * 1000
+                retry = False
+            else:
+                up = bool(answer)
+        if up:
+            failed = [f for f in failed if f[4]]
+            misses = 0
+            for change, op, item, error, _proven in unproven:
+                if not retry or (misses >= options.isolate_limit and not ok):
+                    failed.append((change, op, item, error, True))
+                    continue
+                single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
+                if single is None:
+                    ok.append(change)
+                else:
+                    misses += 1
+                    failed.append((change, op, item, single, True))
     if ok:
         state.last_store_ok_ms = now_ms
-
-    store_up = bool(ok)
-    if failed and not store_up:
-        answer = yield StorePing()
-        if answer is None:
-            last = state.last_store_ok_ms
-            store_up = last is not None and now_ms - last <= options.healthy_window * 1000
-        else:
-            store_up = bool(answer)
 
     commands = []
     by_partition: dict[int, list[_Change]] = {}
@@ -700,11 +721,9 @@ def flush_round(
         by_partition.setdefault(change.partition, []).append(change)
     for p, done in by_partition.items():
         commands.append(ack_command(layout, p, done, top_of[p]))
-    counted: list[_Change] = []
-    if store_up:
-        for change, _error in failed:
-            commands.append(("HINCRBY", layout.attempts(change.partition), change.entry_id, 1))
-            counted.append(change)
+    counted = [change for change, _op, _item, _error, proven in failed if proven]
+    for change in counted:
+        commands.append(("HINCRBY", layout.attempts(change.partition), change.entry_id, 1))
     if commands:
         replies = yield RedisBatch(tuple(commands))
     else:
@@ -720,7 +739,7 @@ def flush_round(
         for change, reply in zip(counted, replies[len(by_partition) :], strict=True)
     }
     dead: list[tuple[_Change, str, int]] = [(c, c.error or "", 0) for c in poison]
-    errors_of = {c.entry_id: e for c, e in failed}
+    errors_of = {c.entry_id: e for c, _op, _item, e, _proven in failed}
     for change in counted:
         n = attempts_of[change.entry_id]
         if n >= options.max_attempts:
@@ -754,7 +773,7 @@ def flush_round(
             return RoundResult(
                 read=len(read), applied=len(ok), failed=len(failed), redis_error=errors[0]
             )
-    for change, _error in failed:
+    for change, *_rest in failed:
         state.own_pending.add(change.partition)
     acked = sum(1 + len(c.superseded) for c in ok)
     return RoundResult(

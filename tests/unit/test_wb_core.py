@@ -366,3 +366,35 @@ def test_written_items_carry_the_queued_bytes_when_the_serializer_is_a_built_in_
         assert item.value == {"n": 1} and item.serializer == serializer
         assert item.encoded == (b'{"n": 1}' if serializer else None)
         assert delete.items[0].encoded is None and delete.items[0].serializer is None
+
+
+@pytest.mark.parametrize("evidence", ["a later item", "ping"])
+def test_failures_while_the_store_was_down_count_nothing_when_it_comes_back(
+    evidence: str,
+) -> None:
+    # the database comes back in the middle of a round: items that failed before it did are
+    # tried again once it proved itself up, not counted (max_attempts=1 would dead-letter
+    # them at once)
+    layout = QueueLayout(partitions=1)
+    answer = _reads({0: [("1-0", _f("a", 1)), ("2-0", _f("b", 2))]}, layout)
+    commands: list[tuple[Any, ...]] = []
+    calls: list[tuple[str, ...]] = []
+    down = [True]
+
+    def handler(effect: Any) -> Any:
+        if isinstance(effect, RedisBatch):
+            commands.extend(effect.commands)
+            return [answer(c) for c in effect.commands]
+        if isinstance(effect, StorePing):
+            down[0] = False  # back just before the ping
+            return True
+        calls.append(tuple(i.key for i in effect.items))
+        if evidence == "a later item" and calls == [("a", "b"), ("a",)]:
+            down[0] = False  # back after the first single call failed
+            return ConnectionError("database unreachable")
+        return ConnectionError("database unreachable") if down[0] else None
+
+    result = Script(handler).run(_round(layout, FlushOptions(max_attempts=1), FlushState()))
+    assert result.applied == 2 and result.dead == 0 and result.failed == 0
+    assert not [c for c in commands if c[0] == "HINCRBY" or c[1] == DEAD_SCRIPT]
+    assert calls.count(("a",)) == 2  # its early failure was tried again once the store was up
