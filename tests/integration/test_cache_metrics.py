@@ -104,12 +104,16 @@ def test_write_behind_flusher_counts_in_stats_otel_and_prometheus(
             for i in range(20):
                 wb.set(f"user:{i}", {"id": i})
             wb.flush(timeout=20)
-            # the flusher measures its queue by itself, every probe_interval
+            # flush() returns once the queue shows the changes acknowledged; the flusher's
+            # thread counts its round just after, and measures its queue by itself, every
+            # probe_interval: wait for both
             deadline = time.monotonic() + 10
-            while world.raw(client).stats().write_behind[name].get("backlog", -1) != 0:
-                assert time.monotonic() < deadline, "the flusher never measured its queue"
+            while True:
+                counts = world.raw(client).stats().write_behind[name]
+                if counts["acked"] >= 20 and counts.get("backlog", -1) == 0:
+                    break
+                assert time.monotonic() < deadline, f"the flusher never counted it all: {counts}"
                 time.sleep(0.01)  # polls a condition (the async flusher runs in its loop's thread)
-            counts = world.raw(client).stats().write_behind[name]
             assert counts["applied"] >= 1 and counts["acked"] == 20 and counts["dead"] == 0
             values: dict[str, float] = {}
             for rm in reader.get_metrics_data().resource_metrics:
