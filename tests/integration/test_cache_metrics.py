@@ -234,6 +234,10 @@ def test_write_behind_queue_depth_lag_and_dead_letters_as_gauges(
         db.up.set()
         wb.flush(timeout=30)  # returns once the poison change left the queue
         world.run(flusher.probe())
+        deadline = time.monotonic() + 10
+        while world.raw(client).stats().write_behind[name]["dead"] == 0:
+            assert time.monotonic() < deadline, "the flusher never counted its dead letter"
+            time.sleep(0.01)  # polls a condition: the flusher counts its round after flush()
         counts = world.raw(client).stats().write_behind[name]
         assert (counts["backlog"], counts["dead_letters"], counts["lag_ms"]) == (0, 1, 0)
         assert counts["dead"] == 1  # this flusher moved it
