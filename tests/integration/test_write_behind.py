@@ -264,6 +264,8 @@ def test_several_flushers_keep_last_write_wins(world: World, client: Any, db: SQ
                 wb.set(f"c{i}", r)
         wb.flush(timeout=30)
         assert db.items() == last
+        for f in flushers:
+            f.stop()  # after its round: the counts below are complete
         assert sum(f.stats.snapshot()["applied"] for f in flushers) > 0
         assert sum(1 for f in flushers if f.stats.snapshot()["read"]) >= 2
     finally:
