@@ -143,44 +143,52 @@ def _writer(
     client: SmartClient,
     prefix: str,
     stop: threading.Event,
-    acked: list[int],
+    acked: list[tuple[float, int]],
     errors: list[BaseException],
-    times: list[float],
+    unconfirmed: list[tuple[float, DurabilityError]],
 ) -> None:
+    """SET ``prefix:i`` in a loop: an acknowledged write goes to ``acked``, a
+    DurabilityError (applied, not confirmed by the replicas) to ``unconfirmed`` and the
+    loop goes on; any other error ends it."""
     i = 0
     while not stop.is_set():
         i += 1
         try:
             client.set(f"{prefix}:{i}", i)
-            acked.append(i)
-            times.append(time.monotonic())
+        except DurabilityError as exc:
+            unconfirmed.append((time.monotonic(), exc))
+            continue
         except BaseException as exc:
             errors.append(exc)
             return
+        acked.append((time.monotonic(), i))
 
 
 def test_primary_sigkill_zero_errors_nothing_lost(
     redis_topologies: TopologyFactory, client_factory: Any
 ) -> None:
     """SIGKILL the primary under two writers. The plain one measures the client's own
-    recovery: its first write after +switch-master within 500 ms. The one with
-    ``wait_replicas=1`` proves durability: no error and no acknowledged write lost. Its
-    WAIT also covers the surviving replica re-attaching to the promoted primary, which is
-    Sentinel's and the server's time, not the client's: hence its separate, generous
-    timeout (WAIT returns as soon as the replica acknowledges)."""
+    recovery: no error, and its first write after +switch-master within 500 ms. The one
+    with ``wait_replicas=1`` proves durability: no acknowledged write lost. Its WAIT also
+    waits for the surviving replica to re-attach to the promoted primary: Sentinel's and
+    the server's time, not the client's (on a loaded CI machine it once took more than
+    10 s). A write it could not confirm raises DurabilityError; that is the client keeping
+    its promise, so it is counted, not failed."""
     group = redis_topologies.sentinel()
     plain = client_factory(sentinels=group.sentinel_addresses, service_name="mymaster")
     durable = client_factory(
         sentinels=group.sentinel_addresses,
         service_name="mymaster",
         wait_replicas=1,
-        wait_timeout_ms=10_000,
+        wait_timeout_ms=2000,
     )
     watcher = group.sentinels[0].client(decode_responses=True, socket_timeout=30)
     pubsub = watcher.pubsub()
     pubsub.subscribe("+switch-master")
     stop = threading.Event()
-    runs = {name: ([], [], []) for name in ("fo", "fd")}  # acked, errors, times
+    runs: dict[str, tuple[list[Any], list[BaseException], list[Any]]] = {
+        name: ([], [], []) for name in ("fo", "fd")
+    }  # acked, errors, unconfirmed
     threads = [
         threading.Thread(target=_writer, args=(client, name, stop, *runs[name]))
         for client, name in ((plain, "fo"), (durable, "fd"))
@@ -198,6 +206,7 @@ def test_primary_sigkill_zero_errors_nothing_lost(
         switched = bool(message and message["type"] == "message")
     switch_at = time.monotonic()
     at_switch = {name: len(run[0]) for name, run in runs.items()}
+    deadline = switch_at + 30
     while time.monotonic() < deadline and not any(run[1] for run in runs.values()):
         if all(len(runs[name][0]) >= at_switch[name] + 50 for name in runs):
             break  # writes resumed: 50 more acknowledged on each writer
@@ -211,16 +220,20 @@ def test_primary_sigkill_zero_errors_nothing_lost(
     assert switched
     for _, errors, _ in runs.values():
         assert errors == [], [f"{type(e).__name__}: {e}" for e in errors[:1]]
-    first = {name: next(t for t in run[2] if t >= switch_at) for name, run in runs.items()}
+    assert runs["fo"][2] == []  # no WAIT: nothing to confirm
+    first = {name: next(t for t, _ in run[0] if t >= switch_at) for name, run in runs.items()}
+    unconfirmed = runs["fd"][2]
     print(
         f"sentinel failover {switch_at - killed_at:.2f}s after the kill; first write "
         f"{(first['fo'] - switch_at) * 1000:.0f} ms after +switch-master "
         f"({(first['fd'] - switch_at) * 1000:.0f} ms with WAIT 1); "
-        f"{len(runs['fo'][0])} + {len(runs['fd'][0])} writes, 0 errors"
+        f"{len(runs['fo'][0])} + {len(runs['fd'][0])} writes, 0 errors, "
+        f"{len(unconfirmed)} unconfirmed"
+        + (f" ({unconfirmed[0][0] - switch_at:+.2f}s: {unconfirmed[0][1]})" if unconfirmed else "")
     )
     assert first["fo"] - switch_at < 0.5, first["fo"] - switch_at
     assert resumed_at > max(first.values())
-    acked = runs["fd"][0]
+    acked = [i for _, i in runs["fd"][0]]
     values = durable.mget([f"fd:{i}" for i in acked])
     lost = [i for i, v in zip(acked, values, strict=True) if v != str(i).encode()]
     assert lost == []  # wait_replicas=1: every acknowledged write reached a replica
