@@ -171,11 +171,11 @@ def test_primary_sigkill_zero_errors_nothing_lost(
     recovery: no error, and its first write after +switch-master within 500 ms. The one
     with ``wait_replicas=1`` proves durability: no acknowledged write lost. Its WAIT also
     waits for the surviving replica to re-attach to the promoted primary: Sentinel's and
-    the server's time, not the client's. Under load a slow Sentinel may even fail the new
-    primary over a second time, leaving the first one without replicas until it is made a
-    replica (seen here: ten seconds, its writes then gone). A write the client could not
-    confirm raises DurabilityError; that is the client keeping its promise, so it is
-    counted, not failed."""
+    the server's time, not the client's. Under load a Sentinel that fell behind may even
+    fail the new primary over a second time, leaving the first one without replicas until
+    it is made a replica (seen here: ten seconds). A write the client could not confirm
+    raises DurabilityError; that is the client keeping its promise, so it is counted, not
+    failed."""
     group = redis_topologies.sentinel()
     plain = client_factory(sentinels=group.sentinel_addresses, service_name="mymaster")
     durable = client_factory(
