@@ -543,6 +543,34 @@ def ack_command(
     )
 
 
+_Failed = tuple[_Change, str, StoreItem, BaseException, bool]
+
+
+def _isolate(
+    pairs: Sequence[tuple[_Change, str, StoreItem, BaseException]],
+    ok: list[_Change],
+    limit: int,
+    *,
+    proven: bool,
+) -> Generator[StoreCall, BaseException | None, list[_Failed]]:
+    """Store each ``(change, op, item, error)`` alone: a success joins ``ok``; a failure is
+    returned with its own error. After ``limit`` failures with no success at all (the store
+    looks down) the rest are returned untried, with the error they had. Each failure is
+    marked proven (the item's own) when ``proven`` or once a call in the round succeeded."""
+    failed: list[_Failed] = []
+    misses = 0
+    for change, op, item, earlier in pairs:
+        error = earlier
+        if misses < limit or ok:
+            single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
+            if single is None:
+                ok.append(change)
+                continue
+            error, misses = single, misses + 1
+        failed.append((change, op, item, error, proven or bool(ok)))
+    return failed
+
+
 def flush_round(
     layout: QueueLayout,
     options: FlushOptions,
@@ -651,7 +679,7 @@ def flush_round(
     ok: list[_Change] = []
     #: (change, its store op, its item, the error, whether the store had proven itself up
     #: before that failure: only then is the failure the item's own, and counts)
-    failed: list[tuple[_Change, str, StoreItem, BaseException, bool]] = []
+    failed: list[_Failed] = []
     poison = [c for c in changes if c.error is not None]
     live = [c for c in changes if c.error is None]
     store_error: BaseException | None = None
@@ -673,17 +701,8 @@ def flush_round(
             continue
         store_error = error
         # find the entries the store rejects: item by item, unless it looks down
-        misses = 0
-        for change, item in zip(group_changes, items, strict=True):
-            if misses >= options.isolate_limit and not ok:
-                failed.append((change, op, item, error, False))
-                continue
-            single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
-            if single is None:
-                ok.append(change)
-            else:
-                misses += 1
-                failed.append((change, op, item, single, bool(ok)))
+        pairs = [(c, op, item, error) for c, item in zip(group_changes, items, strict=True)]
+        failed += yield from _isolate(pairs, ok, options.isolate_limit, proven=False)
 
     # A failure before the store proved itself up may be the outage's, not the item's (the
     # store can come back in the middle of a round): once it is up (a call succeeded, or
@@ -701,17 +720,11 @@ def flush_round(
                 up = bool(answer)
         if up:
             failed = [f for f in failed if f[4]]
-            misses = 0
-            for change, op, item, error, _proven in unproven:
-                if not retry or (misses >= options.isolate_limit and not ok):
-                    failed.append((change, op, item, error, True))
-                    continue
-                single = yield StoreCall(op, (item,))  # type: ignore[arg-type]
-                if single is None:
-                    ok.append(change)
-                else:
-                    misses += 1
-                    failed.append((change, op, item, single, True))
+            if retry:
+                pairs = [f[:4] for f in unproven]
+                failed += yield from _isolate(pairs, ok, options.isolate_limit, proven=True)
+            else:
+                failed += [(*f[:4], True) for f in unproven]
     if ok:
         state.last_store_ok_ms = now_ms
 
